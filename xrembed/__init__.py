@@ -1,0 +1,30 @@
+"""xrembed: remote-sensing foundation models as lazy, georeferenced xarray embedding rasters.
+
+``import xrembed`` registers the ``.rsembed`` accessor on ``xarray.DataArray`` and ``xarray.Dataset``.
+
+>>> import xrembed
+>>> da = xrembed.open_raster("sample")                       # doctest: +SKIP
+>>> emb = da.rsembed.embed("dofa", weights="DOFA_ViT_base_e100.pth")  # doctest: +SKIP
+"""
+
+from __future__ import annotations
+
+__version__ = "0.1.0"
+
+import rioxarray  # noqa: F401  (registers .rio, used for CRS handling)
+
+from . import accessor  # noqa: F401  (registers .rsembed)
+from . import errors
+from .embedding import embed
+from .models.registry import describe_model, list_models
+from .sources.raster import open_raster, sample_path
+
+__all__ = [
+    "__version__",
+    "describe_model",
+    "embed",
+    "errors",
+    "list_models",
+    "open_raster",
+    "sample_path",
+]

@@ -1,0 +1,117 @@
+"""The ``.rsembed`` accessors on ``xr.DataArray`` and ``xr.Dataset``: thin fronts over :func:`embed`.
+
+Nothing is validated in ``__init__`` (xarray would turn an error there into an opaque ``RuntimeError``);
+every check happens in the method call.
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Sequence
+
+import xarray as xr
+
+from .embedding import embed as _embed
+
+
+class RSEmbedAccessor:
+    """Embed georeferenced rasters with remote-sensing foundation models (``obj.rsembed``)."""
+
+    def __init__(self, xarray_obj: xr.DataArray | xr.Dataset) -> None:
+        self._obj = xarray_obj
+
+    def embed(
+        self,
+        model: str,
+        *,
+        output: str = "grid",
+        input_prep: str = "auto",
+        bands: Sequence[str] | None = None,
+        wavelengths: Sequence[float] | None = None,
+        modality: str | None = None,
+        variant: str | None = None,
+        weights: str | os.PathLike | None = None,
+        device: str = "auto",
+        batch_size: int | None = None,
+        precision: str = "fp32",
+        nodata: float | None = None,
+        tiles_per_chunk: int = 4,
+    ) -> xr.DataArray:
+        """Embed this raster with ``model``; lazy for dask-backed input, reads no pixels.
+
+        Parameters
+        ----------
+        model
+            A model id from :func:`xrembed.list_models` (e.g. ``"dofa"``).
+        output
+            ``"grid"``: a DataArray ``(..., embedding, y, x)`` on the input grid zoomed out by the patch
+            size, with the input's CRS. ``"pooled"``: one vector ``(..., embedding)`` per extra-dim step.
+        input_prep
+            ``"tile"``: model-size tiles on the global patch lattice at native resolution.
+            ``"resize"``: the whole extent resized to the model size (one token grid spread over it).
+            ``"auto"`` (default): tile for grids; resize for pooled output when the raster spans at most
+            4 tiles per side, else tile.
+        bands
+            With named input bands, which of them to use and in what order; with unnamed bands, their
+            names (one per band). By default the model's bands are picked by name, in the model's order.
+        wavelengths
+            Centre wavelengths in micrometres, one per band used (wavelength-conditioned models).
+        modality
+            Sensor modality for models that accept several (e.g. ``"s2"``, ``"s1"``).
+        variant
+            Model variant (e.g. ``"base"``, ``"large"``); see :func:`xrembed.describe_model`.
+        weights
+            ``None``: the official checkpoint (downloaded once through ``huggingface_hub``); a path: that
+            local file; ``"random"``: a seeded random initialisation (tests and benchmarks; warned).
+        device
+            ``"auto"`` (CUDA when available, else CPU), ``"cpu"``, ``"cuda"``, ``"cuda:1"``...
+        batch_size
+            Tiles per forward pass (default 8 on CPU, 32 on CUDA).
+        precision
+            ``"fp32"`` (default), ``"bf16"`` (autocast, CPU or GPU) or ``"fp16"`` (CUDA only).
+        nodata
+            Input value meaning "no data" (default: the input's ``_FillValue``/``rio.nodata``; NaN is
+            always no data). Output cells with no valid pixel are NaN.
+        tiles_per_chunk
+            Tiles per dask chunk along each axis (memory per task grows with its square).
+
+        Returns
+        -------
+        xarray.DataArray
+            Named ``embeddings``; ``attrs`` record the model, variant, weights, patch size, input_prep
+            and precision.
+
+        Examples
+        --------
+        >>> import xrembed
+        >>> da = xrembed.open_raster("sample")                                # doctest: +SKIP
+        >>> emb = da.rsembed.embed("dofa", weights="/path/DOFA_ViT_base_e100.pth")  # doctest: +SKIP
+        >>> emb.rio.crs, emb.sizes                                            # doctest: +SKIP
+        (CRS.from_epsg(32629), Frozen({'embedding': 768, 'y': 35, 'x': 35}))
+        """
+        return _embed(
+            self._obj,
+            model,
+            output=output,
+            input_prep=input_prep,
+            bands=bands,
+            wavelengths=wavelengths,
+            modality=modality,
+            variant=variant,
+            weights=weights,
+            device=device,
+            batch_size=batch_size,
+            precision=precision,
+            nodata=nodata,
+            tiles_per_chunk=tiles_per_chunk,
+        )
+
+
+@xr.register_dataarray_accessor("rsembed")
+class RSEmbedDataArrayAccessor(RSEmbedAccessor):
+    """``DataArray.rsembed``: bands on a ``band`` dimension whose coordinate holds their names."""
+
+
+@xr.register_dataset_accessor("rsembed")
+class RSEmbedDatasetAccessor(RSEmbedAccessor):
+    """``Dataset.rsembed``: one variable per band (as xee and ``open_dataset(engine="rasterio")`` give)."""

@@ -1,0 +1,316 @@
+"""``embed()``: validate the request from metadata, then build the (lazy or eager) computation.
+
+Everything that can be known without pixels is checked here, before any graph exists: dimensions, CRS,
+band names, wavelengths, model/variant/option names, the weights file or hub access. Pixels are read
+only when the result is computed (or at once for numpy-backed input, the eager path).
+"""
+
+from __future__ import annotations
+
+import math
+import os
+from collections.abc import Hashable, Sequence
+from typing import Any
+
+import numpy as np
+import xarray as xr
+
+from . import engine, tiling
+from .bands import canonical_band_names, find_bands
+from .errors import BandMismatchError, OptionError, SpatialDimensionError
+from .geo import Grid, assign_grid, spatial_dims
+from .models.registry import get_adapter
+from .models.weights import resolve_weights
+
+OUTPUTS = ("grid", "pooled")
+INPUT_PREPS = ("tile", "resize", "auto")
+BAND_DIM = "band"
+#: ``input_prep="auto"`` resizes a pooled request when the raster fits in this many tiles per side.
+AUTO_RESIZE_MAX_TILES = 4
+
+
+def embed(
+    obj: xr.DataArray | xr.Dataset,
+    model: str,
+    *,
+    output: str = "grid",
+    input_prep: str = "auto",
+    bands: Sequence[str] | None = None,
+    wavelengths: Sequence[float] | None = None,
+    modality: str | None = None,
+    variant: str | None = None,
+    weights: str | os.PathLike | None = None,
+    device: str = "auto",
+    batch_size: int | None = None,
+    precision: str = "fp32",
+    nodata: float | None = None,
+    tiles_per_chunk: int = 4,
+) -> xr.DataArray:
+    """Embed a georeferenced raster with a foundation model. See :meth:`RSEmbedAccessor.embed`."""
+    output = _choice("output", output, OUTPUTS)
+    input_prep = _choice("input_prep", getattr(input_prep, "mode", input_prep), INPUT_PREPS)
+    precision = _choice("precision", precision, engine.PRECISIONS)
+    if not isinstance(tiles_per_chunk, int) or tiles_per_chunk < 1:
+        raise OptionError(f"tiles_per_chunk must be a positive integer, got {tiles_per_chunk!r}.")
+    adapter = get_adapter(model, variant)
+    v = adapter.variant
+
+    y_dim, x_dim = spatial_dims(obj)
+    grid = Grid.from_xarray(obj)
+    data, plan, nodata = _select_bands(obj, adapter, bands, wavelengths, modality, nodata)
+    data = data.rename({y_dim: "y", x_dim: "x"}) if (y_dim, x_dim) != ("y", "x") else data
+    extra = [d for d in data.dims if d not in (BAND_DIM, "y", "x")]
+    data = data.transpose(*extra, BAND_DIM, "y", "x")
+
+    device = _resolve_device(device)
+    if precision == "fp16" and not device.startswith("cuda"):
+        raise OptionError("precision='fp16' needs a CUDA device; on CPU use precision='bf16' or 'fp32'.")
+    if batch_size is None:
+        batch_size = 32 if device.startswith("cuda") else 8
+    if not isinstance(batch_size, int) or batch_size < 1:
+        raise OptionError(f"batch_size must be a positive integer, got {batch_size!r}.")
+    if input_prep == "auto":
+        fits = max(grid.shape) <= AUTO_RESIZE_MAX_TILES * v.image_size
+        input_prep = "resize" if output == "pooled" and fits else "tile"
+
+    source = resolve_weights(adapter, weights)
+    key = engine.ModelKey(adapter.model_id, v.name, source.path, source.label, device, precision)
+    common = dict(key=key, plan=plan, batch_size=batch_size, nodata=nodata)
+
+    array = _as_array(data)
+    if input_prep == "tile":
+        result = _tile_path(array, grid, v, common, output, tiles_per_chunk)
+        out_grid = grid.zoom_out(v.patch_size)
+    else:
+        result = _resize_path(array, v, common, output)
+        out_grid = grid.resized((v.tile_tokens, v.tile_tokens))
+
+    extra_coords = {
+        name: coord for name, coord in data.coords.items() if name not in ("y", "x") and set(coord.dims) <= set(extra)
+    }
+    dims = (*extra, "embedding") + (("y", "x") if output == "grid" else ())
+    out = xr.DataArray(result, dims=dims, coords=extra_coords, name="embeddings")
+    out = out.assign_coords(embedding=np.arange(v.embed_dim))
+    if output == "grid":
+        out = assign_grid(out, out_grid)
+    out.attrs = _attrs(adapter, source.label, plan, input_prep, precision, output, grid, out_grid)
+    return out
+
+
+def _choice(name: str, value: Any, allowed: Sequence[str]) -> str:
+    text = str(value).lower()
+    if text not in allowed:
+        raise OptionError(f"{name}={value!r} is not one of {list(allowed)}.")
+    return text
+
+
+def _resolve_device(device: str) -> str:
+    import torch
+
+    if device in (None, "auto"):
+        return "cuda" if torch.cuda.is_available() else "cpu"
+    try:
+        resolved = torch.device(device)
+    except (RuntimeError, TypeError) as err:
+        raise OptionError(f"device={device!r} is not a torch device; use 'auto', 'cpu' or 'cuda'.") from err
+    if resolved.type == "cuda" and not torch.cuda.is_available():
+        raise OptionError("device='cuda' was asked for but no CUDA device is available; use device='cpu'.")
+    return str(resolved)
+
+
+def _band_names(data: xr.DataArray) -> list[str] | None:
+    if BAND_DIM in data.coords:
+        values = list(data[BAND_DIM].values)
+        if values and all(isinstance(v, str) for v in values):
+            return values
+    long_name = data.attrs.get("long_name")  # rioxarray keeps GeoTIFF band descriptions here
+    if isinstance(long_name, (list, tuple)) and len(long_name) == data.sizes[BAND_DIM]:
+        if all(isinstance(v, str) and v for v in long_name):
+            return list(long_name)
+    return None
+
+
+def _select_bands(obj, adapter, bands, wavelengths, modality, nodata):
+    """Pick and order the model's bands; return ``(DataArray with a band dim, plan, nodata)``."""
+    if isinstance(obj, xr.Dataset):
+        y_dim, x_dim = spatial_dims(obj)
+        names = [str(n) for n, var in obj.data_vars.items() if y_dim in var.dims and x_dim in var.dims]
+        if not names:
+            raise BandMismatchError("the Dataset has no variable with both spatial dimensions; nothing to embed.")
+        plan = _plan(adapter, names, bands, wavelengths, modality)
+        chosen = [names[i] for i in _indices(names, plan.bands)]
+        if nodata is None:
+            nodata = _nodata_of(obj[chosen[0]])
+        data = obj[chosen].to_dataarray(BAND_DIM).assign_coords({BAND_DIM: list(plan.bands)})
+        return data, plan, nodata
+
+    if BAND_DIM not in obj.dims:
+        if bands is not None and len(bands) == 1:
+            obj = obj.expand_dims({BAND_DIM: 1})
+        else:
+            raise SpatialDimensionError(
+                f"the DataArray has no {BAND_DIM!r} dimension (dims {tuple(obj.dims)}). Put the channels on a "
+                f"dimension named 'band' (e.g. `da.rename({{'channel': 'band'}})`), or pass a Dataset "
+                "with one variable per band."
+            )
+    names = _band_names(obj)
+    if names is None:
+        if bands is not None:
+            if len(bands) != obj.sizes[BAND_DIM]:
+                raise BandMismatchError(
+                    f"bands= names {len(bands)} bands but the input has {obj.sizes[BAND_DIM]}; the input's bands "
+                    "are unnamed, so bands= must name every one of them, in order."
+                )
+            names, bands = list(bands), None
+        elif wavelengths is not None:
+            names = [f"C{i + 1}" for i in range(obj.sizes[BAND_DIM])]
+    plan = _plan(adapter, names, bands, wavelengths, modality)
+    if nodata is None:
+        nodata = _nodata_of(obj)
+    data = obj.isel({BAND_DIM: _indices(names, plan.bands)}) if names is not None else obj
+    return data.assign_coords({BAND_DIM: list(plan.bands)}), plan, nodata
+
+
+def _plan(adapter, names, bands, wavelengths, modality):
+    if bands is not None and names is not None:
+        missing = [b for b, c in zip(bands, canonical_band_names(bands)) if c not in canonical_band_names(names)]
+        if missing:
+            raise BandMismatchError(f"bands {missing} are not in the input, which has bands {list(names)}.")
+    return adapter.plan_inputs(names, bands=bands, wavelengths=wavelengths, modality=modality)
+
+
+def _indices(names: Sequence[Hashable], wanted: Sequence[str]) -> list[int]:
+    try:
+        return find_bands(names, wanted)
+    except KeyError as err:
+        raise BandMismatchError(
+            f"the input lacks bands {err.args[0]} (it has {list(names)}); add them or choose others with bands=[...]."
+        ) from None
+
+
+def _nodata_of(data: xr.DataArray) -> float | None:
+    for candidate in (data.attrs.get("_FillValue"), data.attrs.get("nodata"), data.encoding.get("_FillValue")):
+        if candidate is not None:
+            return float(np.asarray(candidate).ravel()[0])
+    try:
+        value = data.rio.nodata
+    except Exception:
+        value = None
+    return None if value is None else float(value)
+
+
+def _as_array(data: xr.DataArray):
+    """The dask array behind ``data``; lazily-indexed backend data is wrapped in dask, numpy stays numpy."""
+    if data.chunks is not None:
+        return data.data
+    if isinstance(data.variable._data, np.ndarray):
+        return data.values
+    return data.chunk().data
+
+
+def _is_dask(array) -> bool:
+    return hasattr(array, "dask")
+
+
+def _tile_path(array, grid: Grid, variant, common: dict, output: str, tiles_per_chunk: int):
+    patch, size = variant.patch_size, variant.image_size
+    block_kwargs = dict(patch_size=patch, image_size=size, **common)
+    if not _is_dask(array):
+        tokens = engine.tile_grid_block(array, **block_kwargs)
+        if output == "grid":
+            return tokens
+        counts = engine.count_block(array, patch_size=patch, nodata=common["nodata"])
+        return _pooled_from_tokens(tokens, counts, common)
+
+    import dask.array as dsa
+
+    height, width = grid.shape
+    token_rows = tiling.chunk_tokens(tiling.token_count(height, patch), variant.tile_tokens, tiles_per_chunk)
+    token_cols = tiling.chunk_tokens(tiling.token_count(width, patch), variant.tile_tokens, tiles_per_chunk)
+    nd = array.ndim
+    array = array.rechunk(
+        {nd - 3: -1, nd - 2: tiling.pixel_chunks(token_rows, height, patch), nd - 1: tiling.pixel_chunks(token_cols, width, patch)}
+    )
+    meta = np.empty((0,) * nd, dtype=np.float32)
+    tokens = dsa.map_blocks(
+        engine.tile_grid_block,
+        array,
+        chunks=array.chunks[:-3] + ((variant.embed_dim,), token_rows, token_cols),
+        dtype=np.float32,
+        meta=meta,
+        name=f"embed-{common['key'].model_id}",
+        **block_kwargs,
+    )
+    if output == "grid":
+        return tokens
+    counts = dsa.map_blocks(
+        engine.count_block,
+        array,
+        chunks=array.chunks[:-3] + ((1,), token_rows, token_cols),
+        dtype=np.float32,
+        meta=meta,
+        patch_size=patch,
+        nodata=common["nodata"],
+    )
+    return _pooled_from_tokens(tokens, counts, common)
+
+
+def _pooled_from_tokens(tokens, counts, common: dict):
+    """Valid-area-weighted mean of grid tokens, then the model's pooling head (lazy for dask input)."""
+    weighted = np.where(counts > 0, tokens, 0.0) * counts
+    total = counts.sum(axis=(-2, -1))
+    with np.errstate(invalid="ignore", divide="ignore"):
+        mean = weighted.sum(axis=(-2, -1)) / total
+    if not _is_dask(mean):
+        return engine.pool_head_block(mean, key=common["key"], plan=common["plan"])
+    mean = mean.rechunk({mean.ndim - 1: -1})
+    return mean.map_blocks(
+        engine.pool_head_block, dtype=np.float32, meta=np.empty((0,) * mean.ndim, np.float32),
+        key=common["key"], plan=common["plan"],
+    )
+
+
+def _resize_path(array, variant, common: dict, output: str):
+    kwargs = dict(image_size=variant.image_size, what=output, **common)
+    if not _is_dask(array):
+        return engine.resize_block(array, **kwargs)
+    import dask.array as dsa
+
+    nd = array.ndim
+    array = array.rechunk({nd - 3: -1, nd - 2: -1, nd - 1: -1})
+    meta = np.empty((0,) * (nd if output == "grid" else nd - 2), dtype=np.float32)
+    if output == "grid":
+        k = variant.tile_tokens
+        chunks = array.chunks[:-3] + ((variant.embed_dim,), (k,), (k,))
+        return dsa.map_blocks(engine.resize_block, array, chunks=chunks, dtype=np.float32, meta=meta, **kwargs)
+    chunks = array.chunks[:-3] + ((variant.embed_dim,),)
+    return dsa.map_blocks(
+        engine.resize_block, array, drop_axis=[nd - 2, nd - 1], chunks=chunks, dtype=np.float32, meta=meta, **kwargs
+    )
+
+
+def _attrs(adapter, weights_label, plan, input_prep, precision, output, grid: Grid, out_grid: Grid) -> dict:
+    from . import __version__
+
+    v = adapter.variant
+    attrs = {
+        "long_name": f"{adapter.model_id} embeddings",
+        "model": adapter.model_id,
+        "variant": v.name,
+        "weights": weights_label,
+        "patch_size": v.patch_size,
+        "image_size": v.image_size,
+        "input_prep": input_prep,
+        "precision": precision,
+        "output": output,
+        "bands": list(plan.bands),
+        "input_crs": grid.crs.to_string(),
+        "input_bounds": list(grid.bounds),
+        "xrembed_version": __version__,
+    }
+    waves = plan.option("wavelengths")
+    if waves is not None:
+        attrs["wavelengths_um"] = [float(w) for w in waves]
+    if output == "grid":
+        attrs["cell_size"] = [abs(out_grid.resolution[0]), abs(out_grid.resolution[1])]
+    return attrs

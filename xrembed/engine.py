@@ -1,0 +1,242 @@
+"""Running a model over raster blocks: the per-process model cache, batching, tiling and stitching.
+
+Everything here works on plain numpy blocks laid out ``(..., band, y, x)``; :mod:`xrembed.embedding`
+wraps these functions in a dask graph (``dask.array.map_blocks``) or calls them directly for numpy input,
+so the lazy and eager paths share every line of arithmetic.
+
+The graph carries only a small, hashable :class:`ModelKey` and :class:`~xrembed.models.base.InputPlan`;
+the model itself is loaded by :func:`get_runtime` at most once per process (worker) and never pickled.
+"""
+
+from __future__ import annotations
+
+import threading
+from dataclasses import dataclass
+
+import numpy as np
+
+from . import tiling
+from .models.base import InputPlan
+from .models.registry import get_adapter
+from .models.weights import WeightsSource, load_module
+
+PRECISIONS = ("fp32", "bf16", "fp16")
+
+
+@dataclass(frozen=True)
+class ModelKey:
+    """Everything that identifies a loaded model in a process."""
+
+    model_id: str
+    variant: str
+    weights_path: str | None
+    weights_label: str
+    device: str
+    precision: str = "fp32"
+
+
+class Runtime:
+    """A loaded model on a device, with a lock so threads take turns on the forward pass.
+
+    Serialising forwards lets torch use all cores (or the whole GPU) for one batch at a time while
+    dask threads read and prepare the next blocks, instead of oversubscribing the CPU.
+    """
+
+    def __init__(self, key: ModelKey) -> None:
+        import torch
+
+        self.key = key
+        self.adapter = get_adapter(key.model_id, key.variant)
+        module = load_module(self.adapter, WeightsSource(key.weights_path, key.weights_label))
+        self.device = torch.device(key.device)
+        self.module = module.to(self.device)
+        self.lock = threading.Lock()
+        self._autocast_dtype = {"fp32": None, "bf16": torch.bfloat16, "fp16": torch.float16}[key.precision]
+
+    def prepare(self, images, plan: InputPlan):
+        """Normalise raw images (a tensor); invalid pixels become the band mean (0 after standardising).
+
+        No NaN ever enters the network; the cells they cover are set to NaN after the forward pass.
+        """
+        import torch
+
+        x = self.adapter.normalise(images.to(self.device, torch.float32), plan)
+        return torch.nan_to_num(x, nan=0.0, posinf=0.0, neginf=0.0)
+
+    def _run(self, fn, images: np.ndarray, plan: InputPlan, batch_size: int, prepared: bool) -> np.ndarray:
+        import torch
+
+        outputs = []
+        for start in range(0, images.shape[0], batch_size):
+            batch = torch.from_numpy(np.ascontiguousarray(images[start : start + batch_size]))
+            with self.lock, torch.inference_mode():
+                x = batch.to(self.device) if prepared else self.prepare(batch, plan)
+                with torch.autocast(
+                    self.device.type, dtype=self._autocast_dtype, enabled=self._autocast_dtype is not None
+                ):
+                    out = fn(self.module, x, plan)
+                outputs.append(out.float().cpu().numpy())
+        return np.concatenate(outputs, axis=0)
+
+    def grid(self, images: np.ndarray, plan: InputPlan, batch_size: int, prepared: bool = False) -> np.ndarray:
+        """Grid tokens ``(B, D, k, k)`` for model-size images ``(B, C, S, S)`` (raw, or ``prepared``)."""
+        return self._run(self.adapter.forward_grid, images, plan, batch_size, prepared)
+
+    def pooled(self, images: np.ndarray, plan: InputPlan, batch_size: int, prepared: bool = False) -> np.ndarray:
+        """The model's own pooled vectors ``(B, D)`` for model-size images (raw, or ``prepared``)."""
+        return self._run(self.adapter.forward_pooled, images, plan, batch_size, prepared)
+
+    def pool_tokens(self, mean_tokens: np.ndarray, plan: InputPlan) -> np.ndarray:
+        """Apply the model's pooling head to mean tokens ``(B, D)``."""
+        import torch
+
+        with self.lock, torch.inference_mode():
+            x = torch.from_numpy(np.ascontiguousarray(mean_tokens, dtype=np.float32)).to(self.device)
+            return self.adapter.pool_tokens(self.module, x, plan).float().cpu().numpy()
+
+
+_RUNTIMES: dict[ModelKey, Runtime] = {}
+_RUNTIMES_LOCK = threading.Lock()
+
+
+def get_runtime(key: ModelKey) -> Runtime:
+    """The process-wide :class:`Runtime` for ``key``, loading the model on first use."""
+    runtime = _RUNTIMES.get(key)
+    if runtime is None:
+        with _RUNTIMES_LOCK:
+            runtime = _RUNTIMES.get(key)
+            if runtime is None:
+                runtime = _RUNTIMES[key] = Runtime(key)
+    return runtime
+
+
+def clear_runtimes() -> None:
+    """Forget every loaded model in this process (frees memory; the next compute reloads)."""
+    with _RUNTIMES_LOCK:
+        _RUNTIMES.clear()
+
+
+def load_count() -> int:
+    """How many models this process holds (used by tests to check one load per process)."""
+    return len(_RUNTIMES)
+
+
+# ---------------------------------------------------------------------------------------------
+# Block functions. ``block`` is (..., C, H, W); leading dims (time, ...) are independent images.
+
+
+def _as_images(block: np.ndarray, nodata: float | None) -> tuple[np.ndarray, np.ndarray]:
+    """Float32 images ``(N, C, H, W)`` with invalid pixels as NaN, and the valid mask ``(N, H, W)``."""
+    images = block.reshape((-1,) + block.shape[-3:]).astype(np.float32, copy=True)
+    if nodata is not None and not np.isnan(nodata):
+        images[images == np.float32(nodata)] = np.nan
+    valid = np.isfinite(images).all(axis=1)
+    return images, valid
+
+
+def valid_counts(valid: np.ndarray, patch_size: int) -> np.ndarray:
+    """Number of valid pixels in each ``patch_size`` cell: ``(N, H, W)`` -> ``(N, ceil(H/P), ceil(W/P))``."""
+    n, height, width = valid.shape
+    ny, nx = tiling.token_count(height, patch_size), tiling.token_count(width, patch_size)
+    padded = np.zeros((n, ny * patch_size, nx * patch_size), dtype=np.int32)
+    padded[:, :height, :width] = valid
+    return padded.reshape(n, ny, patch_size, nx, patch_size).sum(axis=(2, 4))
+
+
+def tile_grid_block(
+    block: np.ndarray,
+    *,
+    key: ModelKey,
+    plan: InputPlan,
+    patch_size: int,
+    image_size: int,
+    batch_size: int,
+    nodata: float | None,
+) -> np.ndarray:
+    """Grid embeddings ``(..., D, ceil(H/P), ceil(W/P))`` of a block cut on tile boundaries."""
+    runtime = get_runtime(key)
+    images, valid = _as_images(block, nodata)
+    runtime.adapter.check_values(images, plan)
+    n, _, height, width = images.shape
+    tile_tokens = image_size // patch_size
+    rows = tiling.tile_layout(tiling.token_count(height, patch_size), tile_tokens)
+    cols = tiling.tile_layout(tiling.token_count(width, patch_size), tile_tokens)
+    # Pixels beyond the raster (less than a patch, or the rest of a tile for a small raster) repeat the edge.
+    need_h = rows[-1].start * patch_size + image_size
+    need_w = cols[-1].start * patch_size + image_size
+    padded = np.pad(images, ((0, 0), (0, 0), (0, need_h - height), (0, need_w - width)), mode="edge")
+    windows = [(i, r, c) for i in range(n) for r in rows for c in cols]
+    tiles = np.stack(
+        [
+            padded[i, :, r.start * patch_size : r.start * patch_size + image_size,
+                   c.start * patch_size : c.start * patch_size + image_size]
+            for i, r, c in windows
+        ]
+    )
+    tokens = runtime.grid(tiles, plan, batch_size)
+    out = np.empty((n, tokens.shape[1], len_tokens(rows), len_tokens(cols)), dtype=np.float32)
+    for (i, r, c), tile_tokens_out in zip(windows, tokens):
+        out[i, :, r.own_start : r.own_stop, c.own_start : c.own_stop] = tile_tokens_out[
+            :, r.own_start - r.start : r.own_stop - r.start, c.own_start - c.start : c.own_stop - c.start
+        ]
+    empty = valid_counts(valid, patch_size) == 0
+    out[np.broadcast_to(empty[:, None], out.shape)] = np.nan
+    return out.reshape(block.shape[:-3] + out.shape[1:])
+
+
+def len_tokens(tiles: list[tiling.AxisTile]) -> int:
+    return tiles[-1].own_stop
+
+
+def count_block(block: np.ndarray, *, patch_size: int, nodata: float | None) -> np.ndarray:
+    """Valid pixel counts ``(..., 1, ceil(H/P), ceil(W/P))`` (float32), the weights of the pooled mean."""
+    _, valid = _as_images(block, nodata)
+    counts = valid_counts(valid, patch_size).astype(np.float32)
+    return counts.reshape(block.shape[:-3] + (1,) + counts.shape[1:])
+
+
+def resize_block(
+    block: np.ndarray,
+    *,
+    key: ModelKey,
+    plan: InputPlan,
+    image_size: int,
+    batch_size: int,
+    nodata: float | None,
+    what: str,
+) -> np.ndarray:
+    """Embed whole images resized to the model size: grid ``(..., D, k, k)`` or pooled ``(..., D)``."""
+    import torch
+    from torch.nn import functional as F
+
+    runtime = get_runtime(key)
+    images, valid = _as_images(block, nodata)
+    runtime.adapter.check_values(images, plan)
+    n = images.shape[0]
+    # Resize in normalised space with invalid pixels at the band mean (0), so they do not bleed raw
+    # fill values into their neighbours; the valid fraction is resized alongside to find empty cells.
+    size = (image_size, image_size)
+    with torch.inference_mode():
+        prepared = runtime.prepare(torch.from_numpy(images), plan)
+        resized = F.interpolate(prepared, size=size, mode="bilinear", align_corners=False, antialias=True)
+        fraction = F.interpolate(torch.from_numpy(valid[:, None].astype(np.float32)), size=size, mode="area")
+    resized = resized.float().cpu().numpy()
+    if what == "pooled":
+        out = runtime.pooled(resized, plan, batch_size, prepared=True)
+        out[valid.reshape(n, -1).sum(axis=1) == 0] = np.nan
+        return out.reshape(block.shape[:-3] + out.shape[1:])
+    out = runtime.grid(resized, plan, batch_size, prepared=True)
+    cells = out.shape[-1]
+    patch = image_size // cells
+    cell_fraction = fraction.numpy()[:, 0].reshape(n, cells, patch, cells, patch).sum(axis=(2, 4))
+    out[np.broadcast_to((cell_fraction == 0)[:, None], out.shape)] = np.nan
+    return out.reshape(block.shape[:-3] + out.shape[1:])
+
+
+def pool_head_block(mean_tokens: np.ndarray, *, key: ModelKey, plan: InputPlan) -> np.ndarray:
+    """Apply the model's pooling head to mean tokens ``(..., D)``; all-NaN rows stay NaN."""
+    flat = mean_tokens.reshape(-1, mean_tokens.shape[-1])
+    empty = ~np.isfinite(flat).all(axis=1)
+    out = get_runtime(key).pool_tokens(np.where(empty[:, None], 0.0, flat), plan)
+    out[empty] = np.nan
+    return out.reshape(mean_tokens.shape[:-1] + out.shape[-1:])

@@ -1,0 +1,135 @@
+"""The contract every model family implements, and the value objects that describe it.
+
+A family module (``dofa.py``, ...) declares its variants as data (:class:`Variant`), says how bands are
+chosen and normalised, builds its ``nn.Module`` (imported lazily, so ``import xrembed`` and
+``describe_model`` never import torch), and cleans checkpoint keys before a strict load. The engine knows
+none of the family names: it calls the methods below.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING, Any, ClassVar
+
+import numpy as np
+
+if TYPE_CHECKING:  # pragma: no cover
+    import torch
+    from torch import nn
+
+
+@dataclass(frozen=True)
+class Checkpoint:
+    """Where the official weights of a variant live on the Hugging Face Hub."""
+
+    repo_id: str
+    filename: str
+    revision: str | None = None
+
+    @property
+    def label(self) -> str:
+        return f"hf://{self.repo_id}/{self.filename}" + (f"@{self.revision}" if self.revision else "")
+
+
+@dataclass(frozen=True)
+class Variant:
+    """Architecture and weights of one variant of a model family."""
+
+    name: str
+    embed_dim: int
+    depth: int
+    num_heads: int
+    patch_size: int
+    image_size: int
+    checkpoint: Checkpoint | None = None
+    extra: tuple[tuple[str, Any], ...] = ()
+
+    @property
+    def tile_tokens(self) -> int:
+        return self.image_size // self.patch_size
+
+
+@dataclass(frozen=True)
+class InputPlan:
+    """What the model will read, decided from metadata alone when ``embed()`` is called.
+
+    ``bands`` are the canonical names of the input bands, in the order the model receives them.
+    ``options`` holds whatever else the family needs at run time (wavelengths, modality), as a
+    hashable tuple so that the plan can live in a dask graph.
+    """
+
+    bands: tuple[str, ...]
+    options: tuple[tuple[str, Any], ...] = field(default=())
+
+    def option(self, name: str, default: Any = None) -> Any:
+        return dict(self.options).get(name, default)
+
+
+class ModelAdapter:
+    """Base class of a model family. Subclasses set the class attributes and override the hooks."""
+
+    model_id: ClassVar[str]
+    aliases: ClassVar[tuple[str, ...]] = ()
+    title: ClassVar[str] = ""
+    variants: ClassVar[dict[str, Variant]]
+    default_variant: ClassVar[str]
+    reference: ClassVar[str] = ""
+    licence: ClassVar[str] = ""
+    #: Human-readable meaning of each output, shown by ``describe_model``.
+    outputs: ClassVar[dict[str, str]] = {}
+
+    def __init__(self, variant: str | None = None) -> None:
+        from ..errors import UnknownModelError
+
+        name = self.default_variant if variant is None else str(variant).lower()
+        if name not in self.variants:
+            raise UnknownModelError(
+                f"model {self.model_id!r} has no variant {variant!r}; choose one of {sorted(self.variants)}."
+            )
+        self.variant = self.variants[name]
+
+    # -- contract (metadata only) ------------------------------------------------------------
+    def plan_inputs(
+        self,
+        available_bands: Sequence[str] | None,
+        *,
+        bands: Sequence[str] | None = None,
+        wavelengths: Sequence[float] | None = None,
+        modality: str | None = None,
+    ) -> InputPlan:
+        """Choose and order the input bands; raise a clear error for anything the model cannot use."""
+        raise NotImplementedError
+
+    def describe(self) -> dict[str, Any]:
+        """The input contract of this variant (no weights are loaded)."""
+        raise NotImplementedError
+
+    # -- weights -----------------------------------------------------------------------------
+    def build_module(self) -> nn.Module:
+        """A randomly initialised module of this variant (call under a fixed seed)."""
+        raise NotImplementedError
+
+    def clean_state_dict(self, state_dict: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
+        """Documented key clean-up applied before the strict load."""
+        return state_dict
+
+    # -- run time ----------------------------------------------------------------------------
+    def check_values(self, pixels: np.ndarray, plan: InputPlan) -> None:
+        """Raise :class:`~xrembed.errors.InputRangeError` if valid pixels are on the wrong scale."""
+
+    def normalise(self, pixels: torch.Tensor, plan: InputPlan) -> torch.Tensor:
+        """Map raw values ``(B, C, H, W)`` to what the network expects. NaNs may pass through."""
+        return pixels
+
+    def forward_grid(self, module: nn.Module, x: torch.Tensor, plan: InputPlan) -> torch.Tensor:
+        """Grid tokens ``(B, D, h, w)`` for model-size images ``x``."""
+        raise NotImplementedError
+
+    def forward_pooled(self, module: nn.Module, x: torch.Tensor, plan: InputPlan) -> torch.Tensor:
+        """The model's own pooled vector ``(B, D)`` for model-size images ``x``."""
+        raise NotImplementedError
+
+    def pool_tokens(self, module: nn.Module, mean_tokens: torch.Tensor, plan: InputPlan) -> torch.Tensor:
+        """Head applied to an (area-weighted) mean of grid tokens ``(B, D)``; identity by default."""
+        return mean_tokens

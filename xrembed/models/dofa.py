@@ -1,0 +1,268 @@
+"""DOFA (Dynamic One-For-All): one ViT for any set of bands, conditioned on their wavelengths.
+
+Reference: Xiong et al., *Neural Plasticity-Inspired Multimodal Foundation Model for Earth Observation*;
+code github.com/zhu-xlab/DOFA (MIT) and torchgeo ``torchgeo.models.dofa`` (MIT), which is the runnable
+reference our parity test compares against.
+
+Choices made here, each deliberate:
+
+* **Pooled output** is the reference's global-pool head: ``fc_norm(mean of last-block patch tokens)``,
+  CLS excluded, final ``norm`` not applied. The official checkpoints contain no ``fc_norm``; the official
+  loader leaves it at its default initialisation (weight 1, bias 0), so we do the same (rs-embed instead
+  copies ``norm.*`` into ``fc_norm``, which does not reproduce the official output).
+* **Grid output** is the last block's patch tokens without a norm, the tokens the pooled head averages.
+  In tile mode the pooled vector is ``fc_norm`` of the valid-area-weighted mean of those tokens, which
+  equals the reference output whenever the raster is exactly one tile.
+* **Input scaling**: DOFA's published statistics are for 8-bit images. Raw Sentinel-2 L2A reflectance
+  (0..10000) is mapped to that scale with ``clip(x / 10000, 0, 1) * 255`` and then standardised with the
+  per-band mean/std (as rs-embed does). Bands without published statistics borrow those of the nearest
+  band in wavelength (B01 <- B02, B8A/B09 <- B08, B10 <- B11).
+* **Sentinel-1** VV/VH use DOFA's S1 convention: both at wavelength 5.405 (a placeholder, not a
+  physical micrometre value). Input must be backscatter in dB; it is mapped to 8 bits linearly over
+  [-30, 0] dB. The upstream demo lists the S1 statistics as (vh, vv) = (166.4, 88.5); with that mapping
+  those means sit at -10.4 dB and -19.6 dB, typical of VV and VH respectively, so we give the brighter
+  statistics to VV (an adapter choice, documented in ``docs/models/dofa.md``).
+* The patch convolution keeps the reference's ``padding=1``: each token sees its 16 x 16 patch shifted
+  by one pixel up and left.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from typing import Any
+
+import numpy as np
+
+from ..bands import SENTINEL2_WAVELENGTHS_UM, canonical_band_names
+from ..errors import BandMismatchError, InputRangeError, WavelengthError
+from .base import Checkpoint, InputPlan, ModelAdapter, Variant
+
+DEFAULT_BANDS = ("B04", "B03", "B02", "B05", "B06", "B07", "B08", "B11", "B12")
+
+#: DOFA wavelength placeholder for Sentinel-1 (reference/models.md §2).
+S1_WAVELENGTH = 5.405
+
+# Per-band statistics on the 8-bit scale (official README demo).
+_STATS_8BIT: dict[str, tuple[float, float]] = {
+    "B04": (114.1099739, 77.84352553),
+    "B03": (114.81779093, 69.96844919),
+    "B02": (126.63977424, 67.42465279),
+    "B05": (84.33539309, 64.57022983),
+    "B06": (97.84789168, 61.72545487),
+    "B07": (103.94461911, 61.34187099),
+    "B08": (101.435633, 60.29744676),
+    "B11": (72.32804172, 47.88519516),
+    "B12": (56.66528851, 42.55886798),
+    "VV": (166.36275909, 64.83126309),
+    "VH": (88.45542715, 43.07350145),
+}
+_BORROWED_STATS = {"B01": "B02", "B8A": "B08", "B09": "B08", "B10": "B11"}
+
+REFLECTANCE_SCALE = 10000.0
+DB_RANGE = (-30.0, 0.0)
+
+
+def _stats_for(band: str, wavelength: float) -> tuple[float, float]:
+    if band in _STATS_8BIT:
+        return _STATS_8BIT[band]
+    if band in _BORROWED_STATS:
+        return _STATS_8BIT[_BORROWED_STATS[band]]
+    # A band we do not know by name: borrow the optical band nearest in wavelength.
+    nearest = min(
+        (b for b in _STATS_8BIT if b.startswith("B")),
+        key=lambda b: abs(SENTINEL2_WAVELENGTHS_UM[b] - wavelength),
+    )
+    return _STATS_8BIT[nearest]
+
+
+class DOFA(ModelAdapter):
+    model_id = "dofa"
+    title = "DOFA: wavelength-conditioned ViT for any multispectral or SAR bands"
+    variants = {
+        "base": Variant("base", 768, 12, 12, 16, 224, Checkpoint("earthflow/DOFA", "DOFA_ViT_base_e100.pth")),
+        "large": Variant("large", 1024, 24, 16, 16, 224, Checkpoint("earthflow/DOFA", "DOFA_ViT_large_e100.pth")),
+    }
+    default_variant = "base"
+    reference = "https://github.com/zhu-xlab/DOFA (parity: torchgeo 0.8.1 torchgeo.models.dofa)"
+    licence = "code MIT; weights CC-BY-4.0 (Hugging Face model card, unverified)"
+    outputs = {
+        "grid": "last-block patch tokens (no final norm), one per 16 x 16 px patch",
+        "pooled": "fc_norm(mean of patch tokens), the reference global-pool output; in tile mode the mean "
+        "is weighted by each cell's valid pixel count",
+    }
+
+    # -- contract ----------------------------------------------------------------------------
+    def plan_inputs(
+        self,
+        available_bands: Sequence[str] | None,
+        *,
+        bands: Sequence[str] | None = None,
+        wavelengths: Sequence[float] | None = None,
+        modality: str | None = None,
+    ) -> InputPlan:
+        if modality not in (None, "s2", "s1", "optical", "sar"):
+            from ..errors import OptionError
+
+            raise OptionError(f"dofa takes modality='s2' (optical) or 's1' (SAR), not {modality!r}.")
+        if bands is not None:
+            chosen = canonical_band_names(bands)
+        elif available_bands is None:
+            raise BandMismatchError(
+                "the input's bands are not named; name them with bands=[...] (e.g. bands=['B04', 'B03', 'B02', ...])."
+            )
+        else:
+            chosen = self._default_selection(canonical_band_names(available_bands), modality, wavelengths)
+        if len(set(chosen)) != len(chosen):
+            raise BandMismatchError(f"bands {chosen} contain duplicates; list each band once.")
+
+        if wavelengths is not None:
+            waves = tuple(float(w) for w in wavelengths)
+            if len(waves) != len(chosen):
+                raise WavelengthError(
+                    f"wavelengths= has {len(waves)} values but the model reads {len(chosen)} bands {chosen}; "
+                    "give one wavelength (micrometres) per band, in the same order."
+                )
+            if any(not np.isfinite(w) or w <= 0 for w in waves):
+                raise WavelengthError(f"wavelengths must be positive micrometres, got {list(waves)}.")
+        else:
+            waves = tuple(self._wavelength_of(b) for b in chosen)
+
+        sar = [b in ("VV", "VH") for b in chosen]
+        if any(sar) and not all(sar):
+            raise BandMismatchError(
+                f"bands {chosen} mix Sentinel-1 (VV/VH) and optical bands; embed them separately."
+            )
+        scale = "db" if all(sar) else "reflectance"
+        if modality in ("s1", "sar") and scale != "db":
+            raise BandMismatchError(f"modality='s1' needs VV/VH bands, the input gives {chosen}.")
+        stats = [_stats_for(b, w) for b, w in zip(chosen, waves)]
+        return InputPlan(
+            bands=tuple(chosen),
+            options=(
+                ("wavelengths", waves),
+                ("mean", tuple(s[0] for s in stats)),
+                ("std", tuple(s[1] for s in stats)),
+                ("scale", scale),
+            ),
+        )
+
+    def _default_selection(self, available: list[str], modality: str | None, wavelengths) -> list[str]:
+        if wavelengths is not None:
+            return available  # the caller describes every input band
+        if modality in ("s1", "sar") or (modality is None and set(available) <= {"VV", "VH"}):
+            missing = [b for b in ("VV", "VH") if b not in available]
+            if missing:
+                raise BandMismatchError(f"dofa with Sentinel-1 input needs bands VV and VH; missing {missing}.")
+            return ["VV", "VH"]
+        missing = [b for b in DEFAULT_BANDS if b not in available]
+        if missing:
+            raise BandMismatchError(
+                f"dofa's default bands are {list(DEFAULT_BANDS)}; the input lacks {missing} (it has {available}). "
+                "DOFA accepts any bands with known wavelengths: choose some with bands=[...], "
+                "or describe every input band with wavelengths=[...]."
+            )
+        return list(DEFAULT_BANDS)
+
+    @staticmethod
+    def _wavelength_of(band: str) -> float:
+        if band in SENTINEL2_WAVELENGTHS_UM:
+            return SENTINEL2_WAVELENGTHS_UM[band]
+        if band in ("VV", "VH"):
+            return S1_WAVELENGTH
+        raise WavelengthError(
+            f"no wavelength is known for band {band!r}; name it as a Sentinel-2 band (B01..B12, B8A) or "
+            "Sentinel-1 band (VV, VH), or pass wavelengths=[...] in micrometres, one per band."
+        )
+
+    def describe(self) -> dict[str, Any]:
+        v = self.variant
+        return {
+            "model": self.model_id,
+            "variant": v.name,
+            "variants": sorted(self.variants),
+            "title": self.title,
+            "bands": list(DEFAULT_BANDS),
+            "band_order": "model order: " + ",".join(DEFAULT_BANDS) + " (any bands with known wavelengths accepted)",
+            "wavelengths_um": [SENTINEL2_WAVELENGTHS_UM[b] for b in DEFAULT_BANDS],
+            "sentinel1": {"bands": ["VV", "VH"], "wavelengths_um": [S1_WAVELENGTH] * 2, "units": "dB"},
+            "image_size": v.image_size,
+            "patch_size": v.patch_size,
+            "embed_dim": v.embed_dim,
+            "input_values": "raw Sentinel-2 L2A reflectance 0..10000 (already-normalised [0, 1] rejected); "
+            "Sentinel-1 sigma0 in dB",
+            "normalisation": {
+                "reflectance": "clip(x / 10000, 0, 1) * 255, then (x - mean) / std per band",
+                "db": "clip((x + 30) / 30, 0, 1) * 255, then (x - mean) / std per band",
+                "mean_8bit": {b: s[0] for b, s in _STATS_8BIT.items()},
+                "std_8bit": {b: s[1] for b, s in _STATS_8BIT.items()},
+            },
+            "outputs": dict(self.outputs),
+            "weights": v.checkpoint.label if v.checkpoint else None,
+            "licence": self.licence,
+            "reference": self.reference,
+        }
+
+    # -- weights -----------------------------------------------------------------------------
+    def build_module(self):
+        from .dofa_net import DOFAEncoder
+
+        v = self.variant
+        return DOFAEncoder(v.embed_dim, v.depth, v.num_heads, v.patch_size, v.image_size, conv_padding=1)
+
+    def clean_state_dict(self, state_dict):
+        """Drop what the reference's global-pool encoder does not use; supply the absent ``fc_norm``.
+
+        Official files carry ``mask_token``, ``projector.*`` (pre-training) and ``norm.*`` (unused by the
+        global-pool head); torchgeo's files may carry ``head.*``. ``fc_norm`` is absent from the official
+        files and left at its default initialisation, as the official loader does.
+        """
+        import torch
+
+        unused = ("mask_token", "projector.", "norm.", "head.")
+        cleaned = {k: v for k, v in state_dict.items() if not k.startswith(unused)}
+        dim = self.variant.embed_dim
+        cleaned.setdefault("fc_norm.weight", torch.ones(dim))
+        cleaned.setdefault("fc_norm.bias", torch.zeros(dim))
+        return cleaned
+
+    # -- run time ----------------------------------------------------------------------------
+    def check_values(self, pixels: np.ndarray, plan: InputPlan) -> None:
+        finite = pixels[np.isfinite(pixels)]
+        if finite.size == 0:
+            return
+        if plan.option("scale") == "reflectance":
+            peak = float(finite.max())
+            if 0 < peak <= 1.5:
+                raise InputRangeError(
+                    f"dofa expects raw Sentinel-2 reflectance (0..10000) but the largest value is {peak:.3g}: "
+                    "the data look already normalised to [0, 1]. Multiply by 10000 (e.g. `x * 10000`) or "
+                    "load the raw product."
+                )
+        elif plan.option("scale") == "db" and float(finite.min()) >= 0:
+            raise InputRangeError(
+                "dofa expects Sentinel-1 backscatter in dB (mostly negative values) but every value is >= 0: "
+                "the data look like linear power or amplitude. Convert with `10 * np.log10(power)`."
+            )
+
+    def normalise(self, pixels, plan):
+        import torch
+
+        if plan.option("scale") == "reflectance":
+            scaled = torch.clamp(pixels / REFLECTANCE_SCALE, 0, 1) * 255.0
+        else:
+            low, high = DB_RANGE
+            scaled = torch.clamp((pixels - low) / (high - low), 0, 1) * 255.0
+        mean = torch.tensor(plan.option("mean"), dtype=pixels.dtype, device=pixels.device).view(1, -1, 1, 1)
+        std = torch.tensor(plan.option("std"), dtype=pixels.dtype, device=pixels.device).view(1, -1, 1, 1)
+        return (scaled - mean) / std
+
+    def forward_grid(self, module, x, plan):
+        tokens = module.forward_tokens(x, plan.option("wavelengths"))
+        side = module.grid_size
+        return tokens.transpose(1, 2).reshape(x.shape[0], -1, side, side)
+
+    def forward_pooled(self, module, x, plan):
+        return module(x, plan.option("wavelengths"))
+
+    def pool_tokens(self, module, mean_tokens, plan):
+        return module.pool(mean_tokens)

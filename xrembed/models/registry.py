@@ -1,0 +1,65 @@
+"""The model registry: ids, aliases and the adapter class of each family.
+
+Adding a family means writing one module with a :class:`~xrembed.models.base.ModelAdapter` subclass and
+listing it in ``_FAMILIES``. Nothing here imports torch.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from ..errors import UnknownModelError
+from .base import ModelAdapter
+from .dofa import DOFA
+
+_FAMILIES: tuple[type[ModelAdapter], ...] = (DOFA,)
+
+_REGISTRY: dict[str, type[ModelAdapter]] = {}
+_ALIASES: dict[str, str] = {}
+for _family in _FAMILIES:
+    _REGISTRY[_family.model_id] = _family
+    for _alias in _family.aliases:
+        _ALIASES[_alias] = _family.model_id
+
+
+def list_models(*, include_aliases: bool = False) -> list[str]:
+    """Ids of the registered models (sorted).
+
+    Examples
+    --------
+    >>> import xrembed
+    >>> "dofa" in xrembed.list_models()
+    True
+    """
+    names = sorted(_REGISTRY)
+    if include_aliases:
+        names = sorted(names + list(_ALIASES))
+    return names
+
+
+def resolve_model_id(model: str) -> str:
+    key = str(model).strip().lower()
+    key = _ALIASES.get(key, key)
+    if key not in _REGISTRY:
+        raise UnknownModelError(f"unknown model {model!r}; available: {list_models(include_aliases=True)}.")
+    return key
+
+
+def get_adapter(model: str, variant: str | None = None) -> ModelAdapter:
+    """An adapter instance for ``model`` (an id or alias) and ``variant`` (default: the family's default)."""
+    return _REGISTRY[resolve_model_id(model)](variant)
+
+
+def describe_model(model: str, *, variant: str | None = None) -> dict[str, Any]:
+    """The input contract of a model: bands and order, wavelengths, sizes, normalisation, outputs, weights.
+
+    No weights are loaded and torch is not imported.
+
+    Examples
+    --------
+    >>> import xrembed
+    >>> info = xrembed.describe_model("dofa")
+    >>> info["patch_size"], info["embed_dim"], info["bands"][:3]
+    (16, 768, ['B04', 'B03', 'B02'])
+    """
+    return get_adapter(model, variant).describe()

@@ -1,0 +1,169 @@
+"""Finding, reading and strictly loading checkpoints.
+
+``weights=None`` means the variant's official checkpoint, fetched once through ``huggingface_hub`` (its
+cache, ``HF_HOME``, and its offline switch ``HF_HUB_OFFLINE`` apply). A path means that local file;
+``"random"`` means a seeded random initialisation, for tests and benchmarks only, and is warned about.
+
+Resolution (:func:`resolve_weights`) happens when ``embed()`` is called, so a missing file or an
+unreachable hub is reported at once; reading and loading (:func:`load_module`) happen once per process
+when the graph first computes.
+"""
+
+from __future__ import annotations
+
+import os
+import warnings
+from dataclasses import dataclass
+from pathlib import Path
+from typing import TYPE_CHECKING
+
+from ..errors import RandomWeightsWarning, WeightsError
+from .base import ModelAdapter
+
+if TYPE_CHECKING:  # pragma: no cover
+    from torch import nn
+
+RANDOM = "random"
+RANDOM_SEED = 0
+
+#: Prefixes added by training wrappers (DDP, Lightning, EMA); stripped before any family clean-up.
+_WRAPPER_PREFIXES = ("module.", "model.", "_orig_mod.")
+
+
+@dataclass(frozen=True)
+class WeightsSource:
+    """A resolved choice of weights: a local file, or the seeded random initialisation."""
+
+    path: str | None
+    label: str
+
+    @property
+    def is_random(self) -> bool:
+        return self.path is None
+
+
+def resolve_weights(adapter: ModelAdapter, weights: str | os.PathLike | None) -> WeightsSource:
+    """Turn the ``weights=`` argument into a local file (downloading the official one if needed)."""
+    if isinstance(weights, str) and weights.lower() == RANDOM:
+        warnings.warn(
+            f"{adapter.model_id}/{adapter.variant.name} runs with random weights (seed {RANDOM_SEED}): "
+            "its embeddings carry no meaning. Use weights=None (official checkpoint) or a file path for real use.",
+            RandomWeightsWarning,
+            stacklevel=_user_stacklevel(),
+        )
+        return WeightsSource(None, f"random(seed={RANDOM_SEED})")
+    if weights is not None:
+        path = Path(weights).expanduser()
+        if not path.is_file():
+            raise WeightsError(f"weights file {str(path)!r} does not exist; pass the path of a downloaded checkpoint.")
+        return WeightsSource(str(path.resolve()), f"file://{path.resolve()}")
+    return _download_official(adapter)
+
+
+def _user_stacklevel() -> int:
+    """Stack level of the first caller outside xrembed, so warnings point at the user's line."""
+    import inspect
+
+    package_dir = str(Path(__file__).resolve().parents[1])
+    frame, level = inspect.currentframe(), 1
+    while frame is not None and str(Path(frame.f_code.co_filename).resolve()).startswith(package_dir):
+        frame, level = frame.f_back, level + 1
+    return max(level - 1, 1)
+
+
+def _download_official(adapter: ModelAdapter) -> WeightsSource:
+    checkpoint = adapter.variant.checkpoint
+    if checkpoint is None:
+        raise WeightsError(
+            f"{adapter.model_id}/{adapter.variant.name} has no official checkpoint; pass weights='/path/to/file'."
+        )
+    try:
+        from huggingface_hub import hf_hub_download
+
+        path = hf_hub_download(checkpoint.repo_id, checkpoint.filename, revision=checkpoint.revision)
+    except Exception as err:  # offline mode, no network, hub errors: all end the same way for the user
+        raise WeightsError(
+            f"could not get the official {adapter.model_id}/{adapter.variant.name} weights "
+            f"({checkpoint.filename} from the Hugging Face Hub repo {checkpoint.repo_id}): "
+            f"{type(err).__name__}: {str(err).splitlines()[0] if str(err) else ''}. "
+            f"Without network access (or with HF_HUB_OFFLINE=1), download the file elsewhere, e.g. "
+            f"`hf download {checkpoint.repo_id} {checkpoint.filename}`, and pass its local path: "
+            f"weights='/path/to/{checkpoint.filename}'."
+        ) from err
+    # The snapshot directory name is the commit the file came from: a precise identity for attrs.
+    commit = Path(path).parent.name
+    return WeightsSource(str(path), f"{checkpoint.label}@{commit}" if checkpoint.revision is None else checkpoint.label)
+
+
+def read_state_dict(path: str):
+    """Read a checkpoint file into a flat ``{key: tensor}`` dict (safe unpickling only)."""
+    import torch
+
+    try:
+        if path.endswith(".safetensors"):
+            from safetensors.torch import load_file
+
+            obj = load_file(path)
+        else:
+            obj = torch.load(path, map_location="cpu", weights_only=True)
+    except Exception as err:
+        raise WeightsError(
+            f"{path!r} is not a readable PyTorch checkpoint ({type(err).__name__}: {str(err).splitlines()[0] if str(err) else ''}). "
+            "It may be truncated or the wrong file: delete it and download it again, or pass another file."
+        ) from err
+    for key in ("state_dict", "model", "module"):
+        if isinstance(obj, dict) and key in obj and isinstance(obj[key], dict):
+            obj = obj[key]
+            break
+    if not isinstance(obj, dict) or not all(hasattr(v, "shape") for v in obj.values()):
+        raise WeightsError(f"{path!r} holds no state dict of tensors; pass the model checkpoint file.")
+    return obj
+
+
+def strip_wrapper_prefixes(state_dict: dict) -> dict:
+    """Remove training-wrapper prefixes (``module.``, ``model.``) present on every key."""
+    for prefix in _WRAPPER_PREFIXES:
+        if state_dict and all(k.startswith(prefix) for k in state_dict):
+            state_dict = {k[len(prefix) :]: v for k, v in state_dict.items()}
+    return state_dict
+
+
+def load_module(adapter: ModelAdapter, source: WeightsSource) -> nn.Module:
+    """Build the variant's module and load ``source`` into it strictly; returns it in eval mode."""
+    import torch
+
+    with torch.random.fork_rng(devices=[]):
+        torch.manual_seed(RANDOM_SEED)
+        module = adapter.build_module()
+    if source.path is not None:
+        state = adapter.clean_state_dict(strip_wrapper_prefixes(read_state_dict(source.path)))
+        _check_keys(adapter, module, state, source.path)
+        module.load_state_dict(state, strict=True)
+    return module.eval().requires_grad_(False)
+
+
+def _check_keys(adapter: ModelAdapter, module, state: dict, path: str) -> None:
+    expected = module.state_dict()
+    missing = sorted(set(expected) - set(state))
+    unexpected = sorted(set(state) - set(expected))
+    wrong_shape = sorted(
+        k for k in set(expected) & set(state) if tuple(expected[k].shape) != tuple(state[k].shape)
+    )
+    if not (missing or unexpected or wrong_shape):
+        return
+    parts = []
+    if missing:
+        parts.append(f"{len(missing)} missing keys ({', '.join(missing[:4])}{', ...' if len(missing) > 4 else ''})")
+    if unexpected:
+        parts.append(f"{len(unexpected)} unexpected keys ({', '.join(unexpected[:4])}{', ...' if len(unexpected) > 4 else ''})")
+    if wrong_shape:
+        k = wrong_shape[0]
+        parts.append(
+            f"{len(wrong_shape)} keys with the wrong shape (e.g. {k}: file {tuple(state[k].shape)}, "
+            f"model {tuple(expected[k].shape)})"
+        )
+    others = [name for name in adapter.variants if name != adapter.variant.name]
+    hint = f" Is it another variant? This model has variants {others + [adapter.variant.name]}." if others else ""
+    raise WeightsError(
+        f"{path!r} does not match {adapter.model_id}/{adapter.variant.name}: " + "; ".join(parts) + "." + hint
+    )

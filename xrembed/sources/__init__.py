@@ -1,0 +1,1 @@
+"""Where rasters come from: local files (this package), Earth Engine and STAC (later)."""

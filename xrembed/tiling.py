@@ -1,0 +1,84 @@
+"""Tile layout on the global patch lattice, in index space.
+
+All positions here are counted in *tokens* (patches of ``patch_size`` pixels) along one axis, so they
+are exact integers. A raster of ``n`` pixels has ``ceil(n / patch_size)`` tokens. Tiles hold
+``tile_tokens`` tokens and start at multiples of ``tile_tokens``; when the raster does not end on a
+tile boundary, the last tile is shifted back by whole patches so that it covers real pixels and owns
+only the tokens no earlier tile produced. Only what lies beyond the raster (less than one patch, or the
+rest of a tile when the raster is smaller than one tile) is filled.
+
+Because the layout depends only on the raster size, and dask chunks are cut on tile boundaries
+(:func:`chunk_tokens`), a block can apply :func:`tile_layout` to itself and get exactly the tiles the
+whole raster would have: the result does not depend on the chunking.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+
+
+@dataclass(frozen=True)
+class AxisTile:
+    """One tile along one axis: it reads tokens ``[start, start + tile_tokens)`` and keeps ``[own_start, own_stop)``."""
+
+    start: int
+    own_start: int
+    own_stop: int
+
+
+def token_count(pixels: int, patch_size: int) -> int:
+    """Number of output cells along an axis of ``pixels`` pixels."""
+    return math.ceil(pixels / patch_size)
+
+
+def tile_layout(tokens: int, tile_tokens: int) -> list[AxisTile]:
+    """Tiles covering ``tokens`` tokens, on the lattice of multiples of ``tile_tokens``.
+
+    Examples
+    --------
+    >>> [(t.start, t.own_start, t.own_stop) for t in tile_layout(32, 14)]
+    [(0, 0, 14), (14, 14, 28), (18, 28, 32)]
+    >>> [(t.start, t.own_start, t.own_stop) for t in tile_layout(5, 14)]
+    [(0, 0, 5)]
+    """
+    if tokens <= 0:
+        return []
+    if tokens <= tile_tokens:
+        return [AxisTile(0, 0, tokens)]
+    tiles = [AxisTile(s, s, s + tile_tokens) for s in range(0, tokens - tile_tokens + 1, tile_tokens)]
+    covered = tiles[-1].own_stop
+    if covered < tokens:
+        tiles.append(AxisTile(tokens - tile_tokens, covered, tokens))
+    return tiles
+
+
+def chunk_tokens(tokens: int, tile_tokens: int, tiles_per_chunk: int) -> tuple[int, ...]:
+    """Output chunk sizes (in tokens) along an axis: ``tiles_per_chunk`` tiles each.
+
+    A trailing chunk shorter than one tile is merged into its neighbour, so the shifted edge tile
+    always finds its real pixels inside its own chunk.
+
+    Examples
+    --------
+    >>> chunk_tokens(32, 14, 1)
+    (14, 18)
+    >>> chunk_tokens(60, 14, 2)
+    (28, 32)
+    """
+    step = tile_tokens * tiles_per_chunk
+    sizes = [step] * (tokens // step)
+    remainder = tokens - step * len(sizes)
+    if remainder:
+        if remainder < tile_tokens and sizes:
+            sizes[-1] += remainder
+        else:
+            sizes.append(remainder)
+    return tuple(sizes) if sizes else (tokens,)
+
+
+def pixel_chunks(token_chunks: tuple[int, ...], pixels: int, patch_size: int) -> tuple[int, ...]:
+    """Input chunk sizes (in pixels) that line up with ``token_chunks``; the last one ends at ``pixels``."""
+    sizes = [t * patch_size for t in token_chunks]
+    sizes[-1] = pixels - sum(sizes[:-1])
+    return tuple(sizes)
