@@ -77,13 +77,13 @@ class Grid:
         """The grid of ``factor`` x ``factor`` blocks: same origin, ``ceil(n / factor)`` cells."""
         height, width = self.shape
         shape = (math.ceil(height / factor), math.ceil(width / factor))
-        return Grid(shape, self.transform * Affine.scale(factor), self.crs)
+        return Grid(shape, self.transform @ Affine.scale(factor), self.crs)
 
     def resized(self, shape: tuple[int, int]) -> Grid:
         """The same extent divided into ``shape`` cells (used by ``input_prep="resize"``)."""
         height, width = self.shape
         scale = Affine.scale(width / shape[1], height / shape[0])
-        return Grid((int(shape[0]), int(shape[1])), self.transform * scale, self.crs)
+        return Grid((int(shape[0]), int(shape[1])), self.transform @ scale, self.crs)
 
     def coords(self) -> dict[str, np.ndarray]:
         """Pixel-centre coordinates ``{"y": ..., "x": ...}``."""

@@ -16,10 +16,18 @@ _FAMILIES: tuple[type[ModelAdapter], ...] = (DOFA,)
 
 _REGISTRY: dict[str, type[ModelAdapter]] = {}
 _ALIASES: dict[str, str] = {}
+
+
+def register_model(adapter: type[ModelAdapter]) -> type[ModelAdapter]:
+    """Register a model family (usable as a class decorator). Re-registering an id replaces it."""
+    _REGISTRY[adapter.model_id] = adapter
+    for alias in adapter.aliases:
+        _ALIASES[alias] = adapter.model_id
+    return adapter
+
+
 for _family in _FAMILIES:
-    _REGISTRY[_family.model_id] = _family
-    for _alias in _family.aliases:
-        _ALIASES[_alias] = _family.model_id
+    register_model(_family)
 
 
 def list_models(*, include_aliases: bool = False) -> list[str]:

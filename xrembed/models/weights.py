@@ -77,22 +77,33 @@ def _download_official(adapter: ModelAdapter) -> WeightsSource:
         raise WeightsError(
             f"{adapter.model_id}/{adapter.variant.name} has no official checkpoint; pass weights='/path/to/file'."
         )
-    try:
-        from huggingface_hub import hf_hub_download
+    from huggingface_hub import hf_hub_download
 
-        path = hf_hub_download(checkpoint.repo_id, checkpoint.filename, revision=checkpoint.revision)
+    try:
+        # Cache first: no network round trip when the file is already there.
+        path = hf_hub_download(checkpoint.repo_id, checkpoint.filename, revision=checkpoint.revision, local_files_only=True)
+    except Exception:
+        path = None
+    try:
+        if path is None:
+            path = hf_hub_download(checkpoint.repo_id, checkpoint.filename, revision=checkpoint.revision)
     except Exception as err:  # offline mode, no network, hub errors: all end the same way for the user
         raise WeightsError(
             f"could not get the official {adapter.model_id}/{adapter.variant.name} weights "
             f"({checkpoint.filename} from the Hugging Face Hub repo {checkpoint.repo_id}): "
-            f"{type(err).__name__}: {str(err).splitlines()[0] if str(err) else ''}. "
+            f"{type(err).__name__}: {_first_line(err)} "
             f"Without network access (or with HF_HUB_OFFLINE=1), download the file elsewhere, e.g. "
             f"`hf download {checkpoint.repo_id} {checkpoint.filename}`, and pass its local path: "
-            f"weights='/path/to/{checkpoint.filename}'."
+            f"weights='/path/to/{checkpoint.filename}' (command line: --weights /path/to/{checkpoint.filename})."
         ) from err
     # The snapshot directory name is the commit the file came from: a precise identity for attrs.
     commit = Path(path).parent.name
     return WeightsSource(str(path), f"{checkpoint.label}@{commit}" if checkpoint.revision is None else checkpoint.label)
+
+
+def _first_line(err: Exception) -> str:
+    text = str(err).strip().splitlines()
+    return (text[0].rstrip(".") + ".") if text else ""
 
 
 def read_state_dict(path: str):
@@ -108,7 +119,7 @@ def read_state_dict(path: str):
             obj = torch.load(path, map_location="cpu", weights_only=True)
     except Exception as err:
         raise WeightsError(
-            f"{path!r} is not a readable PyTorch checkpoint ({type(err).__name__}: {str(err).splitlines()[0] if str(err) else ''}). "
+            f"{path!r} is not a readable PyTorch checkpoint ({type(err).__name__}: {_first_line(err)}) "
             "It may be truncated or the wrong file: delete it and download it again, or pass another file."
         ) from err
     for key in ("state_dict", "model", "module"):

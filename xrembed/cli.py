@@ -1,0 +1,102 @@
+"""The ``xrembed`` command.
+
+    xrembed embed SOURCE --model dofa --out out.zarr [--weights FILE] [--variant base] [--output grid]
+
+SOURCE is a raster file, a folder of single-band rasters, or ``sample`` (the bundled Sentinel-2 crop).
+The result is a Zarr store that reads back with its CRS:
+``xr.open_zarr("out.zarr", decode_coords="all").embeddings.rio.crs``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+import time
+import warnings
+
+from .errors import XrembedError
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="xrembed", description="Remote-sensing embeddings as georeferenced rasters.")
+    commands = parser.add_subparsers(dest="command", required=True)
+
+    embed = commands.add_parser("embed", help="embed a raster and write the result to Zarr")
+    embed.add_argument("source", help="raster file, folder of single-band rasters, or 'sample'")
+    embed.add_argument("--model", default="dofa", help="model id (see `xrembed models`; default: dofa)")
+    embed.add_argument("--out", required=True, help="output Zarr store (overwritten)")
+    embed.add_argument("--weights", default=None, help="checkpoint file, or 'random'; default: official weights from the Hub")
+    embed.add_argument("--variant", default=None, help="model variant (e.g. base, large)")
+    embed.add_argument("--output", default="grid", choices=["grid", "pooled"])
+    embed.add_argument("--input-prep", default="auto", choices=["tile", "resize", "auto"])
+    embed.add_argument("--bands", default=None, help="comma-separated bands to use, e.g. B04,B03,B02")
+    embed.add_argument("--resolution", type=float, default=None, help="target pixel size when stacking bands")
+    embed.add_argument("--device", default="auto")
+    embed.add_argument("--batch-size", type=int, default=None)
+    embed.add_argument("--precision", default="fp32", choices=["fp32", "bf16", "fp16"])
+    embed.add_argument("--quiet", action="store_true", help="no progress bar")
+
+    models = commands.add_parser("models", help="list the registered models")
+    models.add_argument("--describe", default=None, metavar="MODEL", help="print one model's input contract")
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    try:
+        if args.command == "models":
+            return _models(args)
+        return _embed(args)
+    except XrembedError as err:
+        print(f"xrembed: error: {err}", file=sys.stderr)
+        return 2
+
+
+def _models(args) -> int:
+    import json
+
+    from .models.registry import describe_model, list_models
+
+    if args.describe:
+        print(json.dumps(describe_model(args.describe), indent=2, default=str))
+    else:
+        print("\n".join(list_models()))
+    return 0
+
+
+def _embed(args) -> int:
+    import dask
+    import xarray as xr
+
+    from . import open_raster
+    from .errors import RandomWeightsWarning
+
+    bands = [b.strip() for b in args.bands.split(",")] if args.bands else None
+    raster = open_raster(args.source, resolution=args.resolution)
+    with warnings.catch_warnings():
+        warnings.simplefilter("always", RandomWeightsWarning)
+        warnings.formatwarning = lambda message, category, *rest: f"xrembed: warning: {message}\n"
+        emb = raster.rsembed.embed(
+            args.model, output=args.output, input_prep=args.input_prep, bands=bands, variant=args.variant,
+            weights=args.weights, device=args.device, batch_size=args.batch_size, precision=args.precision,
+        )
+    shape = " x ".join(f"{d}={n}" for d, n in emb.sizes.items())
+    print(f"xrembed: {args.model}/{emb.attrs['variant']} on {args.source}: {shape} ({emb.attrs['input_prep']})", file=sys.stderr)
+    start = time.perf_counter()
+    write = emb.to_dataset().to_zarr(args.out, mode="w", compute=False, consolidated=True)
+    if args.quiet:
+        dask.compute(write)
+    else:
+        from dask.diagnostics import ProgressBar
+
+        with ProgressBar(out=sys.stderr):
+            dask.compute(write)
+    elapsed = time.perf_counter() - start
+    check = xr.open_zarr(args.out, decode_coords="all")["embeddings"]
+    crs = check.rio.crs.to_string() if "y" in check.dims else emb.attrs.get("input_crs")
+    print(f"xrembed: wrote {args.out} in {elapsed:.1f} s (crs {crs})", file=sys.stderr)
+    return 0
+
+
+if __name__ == "__main__":  # pragma: no cover
+    sys.exit(main())
