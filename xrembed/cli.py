@@ -65,17 +65,26 @@ def _models(args) -> int:
 
 
 def _embed(args) -> int:
-    import dask
-    import xarray as xr
-
     from . import open_raster
-    from .errors import RandomWeightsWarning
 
     bands = [b.strip() for b in args.bands.split(",")] if args.bands else None
     raster = open_raster(args.source, resolution=args.resolution)
+    original_format = warnings.formatwarning
+    warnings.formatwarning = lambda message, category, *rest: f"xrembed: warning: {message}\n"
+    try:
+        return _embed_raster(args, raster, bands)
+    finally:
+        warnings.formatwarning = original_format
+
+
+def _embed_raster(args, raster, bands) -> int:
+    import dask
+    import xarray as xr
+
+    from .errors import RandomWeightsWarning
+
     with warnings.catch_warnings():
         warnings.simplefilter("always", RandomWeightsWarning)
-        warnings.formatwarning = lambda message, category, *rest: f"xrembed: warning: {message}\n"
         emb = raster.rsembed.embed(
             args.model, output=args.output, input_prep=args.input_prep, bands=bands, variant=args.variant,
             weights=args.weights, device=args.device, batch_size=args.batch_size, precision=args.precision,
@@ -83,7 +92,9 @@ def _embed(args) -> int:
     shape = " x ".join(f"{d}={n}" for d, n in emb.sizes.items())
     print(f"xrembed: {args.model}/{emb.attrs['variant']} on {args.source}: {shape} ({emb.attrs['input_prep']})", file=sys.stderr)
     start = time.perf_counter()
-    write = emb.to_dataset().to_zarr(args.out, mode="w", compute=False, consolidated=True)
+    with warnings.catch_warnings():  # zarr 3 notes that consolidated metadata is an extension; we want it
+        warnings.filterwarnings("ignore", message="Consolidated metadata", category=UserWarning)
+        write = emb.to_dataset().to_zarr(args.out, mode="w", compute=False, consolidated=True)
     if args.quiet:
         dask.compute(write)
     else:
