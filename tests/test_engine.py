@@ -190,3 +190,26 @@ def test_attrs_record_the_run(raster, tiny):
     for key, value in {"model": "dofa-tiny", "variant": "tiny", "patch_size": 8, "input_prep": "tile", "precision": "fp32"}.items():
         assert emb.attrs[key] == value
     assert emb.attrs["weights"].startswith("random")
+
+
+def test_two_embeddings_in_one_graph_do_not_collide(tiny):
+    a = synthetic_raster((40, 40), seed=1).chunk()
+    b = synthetic_raster((40, 40), seed=2).chunk()
+    ea, eb = a.rsembed.embed("dofa-tiny", **tiny), b.rsembed.embed("dofa-tiny", **tiny)
+    pa = a.rsembed.embed("dofa-tiny", output="pooled", input_prep="tile", **tiny)
+    together = dask.compute(ea, eb, pa)
+    np.testing.assert_allclose(together[0].values, ea.compute().values)
+    np.testing.assert_allclose(together[1].values, eb.compute().values)
+    np.testing.assert_allclose(together[2].values, pa.compute().values)
+    assert not np.allclose(together[0].values, together[1].values)
+
+
+def test_file_opened_without_chunks_is_embedded_lazily(tmp_path, tiny):
+    import rioxarray
+
+    path = tmp_path / "stack.tif"
+    synthetic_raster((40, 48)).rio.to_raster(path)
+    da = rioxarray.open_rasterio(path).assign_coords(band=list(synthetic_raster((2, 2)).band.values))
+    emb = da.rsembed.embed("dofa-tiny", **tiny)
+    assert isinstance(emb.data, dsa.Array)
+    np.testing.assert_allclose(emb.values, synthetic_raster((40, 48)).rsembed.embed("dofa-tiny", **tiny).values, atol=1e-5)

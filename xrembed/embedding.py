@@ -74,7 +74,9 @@ def embed(
         input_prep = "resize" if output == "pooled" and fits else "tile"
 
     source = resolve_weights(adapter, weights)
-    key = engine.ModelKey(adapter.model_id, v.name, source.path, source.label, device, precision)
+    key = engine.ModelKey(
+        adapter.model_id, v.name, engine.adapter_path(adapter), source.path, source.label, device, precision
+    )
     common = dict(key=key, plan=plan, batch_size=batch_size, nodata=nodata)
 
     array = _as_array(data)
@@ -205,7 +207,10 @@ def _as_array(data: xr.DataArray):
         return data.data
     if isinstance(data.variable._data, np.ndarray):
         return data.values
-    return data.chunk().data
+    # Lazily-indexed backend data (a file opened without chunks): wrap in dask, never read it whole.
+    from .sources.raster import DEFAULT_CHUNK
+
+    return data.chunk({"y": DEFAULT_CHUNK, "x": DEFAULT_CHUNK}).data
 
 
 def _is_dask(array) -> bool:
@@ -238,7 +243,7 @@ def _tile_path(array, grid: Grid, variant, common: dict, output: str, tiles_per_
         chunks=array.chunks[:-3] + ((variant.embed_dim,), token_rows, token_cols),
         dtype=np.float32,
         meta=meta,
-        name=f"embed-{common['key'].model_id}",
+        token=f"embed-{common['key'].model_id}",
         **block_kwargs,
     )
     if output == "grid":

@@ -10,6 +10,7 @@ the model itself is loaded by :func:`get_runtime` at most once per process (work
 
 from __future__ import annotations
 
+import importlib
 import threading
 from dataclasses import dataclass
 
@@ -17,7 +18,6 @@ import numpy as np
 
 from . import tiling
 from .models.base import InputPlan
-from .models.registry import get_adapter
 from .models.weights import WeightsSource, load_module
 
 PRECISIONS = ("fp32", "bf16", "fp16")
@@ -29,6 +29,8 @@ class ModelKey:
 
     model_id: str
     variant: str
+    #: ``"module:Class"`` of the adapter, so worker processes find models registered at run time.
+    adapter: str
     weights_path: str | None
     weights_label: str
     device: str
@@ -46,7 +48,7 @@ class Runtime:
         import torch
 
         self.key = key
-        self.adapter = get_adapter(key.model_id, key.variant)
+        self.adapter = _import_adapter(key.adapter)(key.variant)
         module = load_module(self.adapter, WeightsSource(key.weights_path, key.weights_label))
         self.device = torch.device(key.device)
         self.module = module.to(self.device)
@@ -93,6 +95,20 @@ class Runtime:
         with self.lock, torch.inference_mode():
             x = torch.from_numpy(np.ascontiguousarray(mean_tokens, dtype=np.float32)).to(self.device)
             return self.adapter.pool_tokens(self.module, x, plan).float().cpu().numpy()
+
+
+def _import_adapter(path: str):
+    module_name, _, qualname = path.partition(":")
+    obj = importlib.import_module(module_name)
+    for part in qualname.split("."):
+        obj = getattr(obj, part)
+    return obj
+
+
+def adapter_path(adapter) -> str:
+    """``"module:Class"`` of an adapter instance, importable in any worker process."""
+    cls = type(adapter)
+    return f"{cls.__module__}:{cls.__qualname__}"
 
 
 _RUNTIMES: dict[ModelKey, Runtime] = {}
