@@ -190,7 +190,7 @@ def tile_grid_block(
         ]
     )
     tokens = runtime.grid(tiles, plan, batch_size)
-    out = np.empty((n, tokens.shape[1], len_tokens(rows), len_tokens(cols)), dtype=np.float32)
+    out = np.empty((n, tokens.shape[1], rows[-1].own_stop, cols[-1].own_stop), dtype=np.float32)
     for (i, r, c), tile_tokens_out in zip(windows, tokens):
         out[i, :, r.own_start : r.own_stop, c.own_start : c.own_stop] = tile_tokens_out[
             :, r.own_start - r.start : r.own_stop - r.start, c.own_start - c.start : c.own_stop - c.start
@@ -198,10 +198,6 @@ def tile_grid_block(
     empty = valid_counts(valid, patch_size) == 0
     out[np.broadcast_to(empty[:, None], out.shape)] = np.nan
     return out.reshape(block.shape[:-3] + out.shape[1:])
-
-
-def len_tokens(tiles: list[tiling.AxisTile]) -> int:
-    return tiles[-1].own_stop
 
 
 def count_block(block: np.ndarray, *, patch_size: int, nodata: float | None) -> np.ndarray:
