@@ -21,7 +21,7 @@ import time
 def run_one(size: int, variant: str, chunk: int) -> dict:
     import warnings
 
-    import xrembed
+    import xrembed  # noqa: F401  (registers .rsembed)
     from bench_throughput import lazy_raster
 
     warnings.simplefilter("ignore")

@@ -1,12 +1,10 @@
 """End to end on the real Sentinel-2 scene: 12 bands stacked, embedded, written to Zarr, read back."""
 
 import numpy as np
-import pytest
 import xarray as xr
 from affine import Affine
 
 import xrembed
-from xrembed import errors
 from xrembed.cli import main
 
 

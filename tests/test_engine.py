@@ -6,6 +6,7 @@ import dask
 import dask.array as dsa
 import numpy as np
 import pytest
+import rasterio
 import xarray as xr
 
 from xrembed import engine
@@ -213,3 +214,17 @@ def test_file_opened_without_chunks_is_embedded_lazily(tmp_path, tiny):
     emb = da.rsembed.embed("dofa-tiny", **tiny)
     assert isinstance(emb.data, dsa.Array)
     np.testing.assert_allclose(emb.values, synthetic_raster((40, 48)).rsembed.embed("dofa-tiny", **tiny).values, atol=1e-5)
+
+
+def test_rasterio_engine_datasets(tmp_path, tiny):
+    path = tmp_path / "stack.tif"
+    raster = synthetic_raster((40, 48))
+    raster.rio.to_raster(path)
+    with rasterio.open(path, "r+") as dst:
+        for i, name in enumerate(raster.band.values, start=1):
+            dst.set_band_description(i, str(name))
+    expected = raster.rsembed.embed("dofa-tiny", **tiny).values
+    one_variable = xr.open_dataset(path, engine="rasterio")  # band_data (band, y, x)
+    per_band = xr.open_dataset(path, engine="rasterio", band_as_variable=True)  # band_1 ... with descriptions
+    for ds in (one_variable, per_band):
+        np.testing.assert_allclose(ds.rsembed.embed("dofa-tiny", **tiny).values, expected, atol=1e-5)

@@ -2,7 +2,6 @@
 
 import numpy as np
 import pytest
-import xarray as xr
 from affine import Affine
 from pyproj import CRS
 

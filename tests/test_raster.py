@@ -3,7 +3,6 @@
 import numpy as np
 import pytest
 import rasterio
-import xarray as xr
 from affine import Affine
 
 import xrembed

@@ -7,7 +7,6 @@ only when the result is computed (or at once for numpy-backed input, the eager p
 
 from __future__ import annotations
 
-import math
 import os
 from collections.abc import Hashable, Sequence
 from typing import Any
@@ -136,11 +135,16 @@ def _select_bands(obj, adapter, bands, wavelengths, modality, nodata):
     """Pick and order the model's bands; return ``(DataArray with a band dim, plan, nodata)``."""
     if isinstance(obj, xr.Dataset):
         y_dim, x_dim = spatial_dims(obj)
-        names = [str(n) for n, var in obj.data_vars.items() if y_dim in var.dims and x_dim in var.dims]
-        if not names:
+        variables = [n for n, var in obj.data_vars.items() if y_dim in var.dims and x_dim in var.dims]
+        if not variables:
             raise BandMismatchError("the Dataset has no variable with both spatial dimensions; nothing to embed.")
+        stacked = [n for n in variables if BAND_DIM in obj[n].dims]
+        if len(variables) == 1 and stacked:
+            # `open_dataset(engine="rasterio")` gives one `band_data` variable with a band dimension.
+            return _select_bands(obj[variables[0]], adapter, bands, wavelengths, modality, nodata)
+        names = [_variable_band_name(n, obj[n]) for n in variables]
         plan = _plan(adapter, names, bands, wavelengths, modality)
-        chosen = [names[i] for i in _indices(names, plan.bands)]
+        chosen = [variables[i] for i in _indices(names, plan.bands)]
         if nodata is None:
             nodata = _nodata_of(obj[chosen[0]])
         data = obj[chosen].to_dataarray(BAND_DIM).assign_coords({BAND_DIM: list(plan.bands)})
@@ -171,6 +175,14 @@ def _select_bands(obj, adapter, bands, wavelengths, modality, nodata):
         nodata = _nodata_of(obj)
     data = obj.isel({BAND_DIM: _indices(names, plan.bands)}) if names is not None else obj
     return data.assign_coords({BAND_DIM: list(plan.bands)}), plan, nodata
+
+
+def _variable_band_name(name: Hashable, var: xr.DataArray) -> str:
+    """A variable's band name: its own name, or its description for rasterio's ``band_1``-style names."""
+    description = var.attrs.get("long_name")
+    if str(name).startswith("band_") and isinstance(description, str) and description:
+        return description
+    return str(name)
 
 
 def _plan(adapter, names, bands, wavelengths, modality):
