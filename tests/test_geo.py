@@ -93,3 +93,12 @@ def test_grid_zoom_out_rounds_up_and_keeps_origin():
     out = grid.zoom_out(16)
     assert out.shape == (7, 3)
     assert out.transform == Affine(160, 0, 5, 0, -160, 1000)
+
+
+def test_pooled_output_carries_no_stale_grid_mapping(tiny):
+    da = synthetic_raster((40, 40), times=2)
+    pooled = da.rsembed.embed("dofa-tiny", output="pooled", **tiny)
+    assert pooled.dims == ("time", "embedding")
+    assert "spatial_ref" not in pooled.coords
+    assert pooled.attrs["input_crs"] == "EPSG:32629"
+    assert pooled.attrs["input_bounds"] == list(da.rio.bounds())

@@ -86,8 +86,11 @@ def embed(
         result = _resize_path(array, v, common, output)
         out_grid = grid.resized((v.tile_tokens, v.tile_tokens))
 
+    # Coordinates along the kept dims (time, ...); the input's grid mapping describes the input grid only.
     extra_coords = {
-        name: coord for name, coord in data.coords.items() if name not in ("y", "x") and set(coord.dims) <= set(extra)
+        name: coord
+        for name, coord in data.coords.items()
+        if name not in ("y", "x", "spatial_ref") and set(coord.dims) <= set(extra)
     }
     dims = (*extra, "embedding") + (("y", "x") if output == "grid" else ())
     out = xr.DataArray(result, dims=dims, coords=extra_coords, name="embeddings")
