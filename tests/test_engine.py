@@ -240,3 +240,14 @@ def test_lazy_grid_chunks_are_zarr_compatible(tmp_path, tiny):
     back = xr.open_zarr(tmp_path / "e.zarr", decode_coords="all")["embeddings"]
     np.testing.assert_allclose(back.values, da.rsembed.embed("dofa-tiny", **tiny).values, atol=1e-5)
     assert back.rio.transform() == emb.rio.transform()
+
+
+def test_resize_mode_marks_empty_cells_nan(tiny):
+    da = synthetic_raster((64, 64), seed=6)
+    da[:, :16, :16] = np.nan  # exactly the raster area of output cell (0, 0) once resized to 32 px
+    for emb in (da.rsembed.embed("dofa-tiny", input_prep="resize", **tiny),
+                da.chunk({"y": 16}).rsembed.embed("dofa-tiny", input_prep="resize", **tiny).compute()):
+        values = emb.values
+        assert np.isnan(values[:, 0, 0]).all()
+        values[:, 0, 0] = 0
+        assert np.isfinite(values).all()
