@@ -7,6 +7,7 @@ only when the result is computed (or at once for numpy-backed input, the eager p
 
 from __future__ import annotations
 
+import math
 import os
 from collections.abc import Hashable, Sequence
 from typing import Any
@@ -18,12 +19,14 @@ from . import engine, tiling
 from .bands import canonical_band_names, find_bands
 from .errors import BandMismatchError, OptionError, SpatialDimensionError
 from .geo import Grid, assign_grid, spatial_dims
+from .models.base import InputContext
 from .models.registry import get_adapter
 from .models.weights import resolve_weights
 
 OUTPUTS = ("grid", "pooled")
 INPUT_PREPS = ("tile", "resize", "auto")
 BAND_DIM = "band"
+TIME_DIM = "time"
 #: ``input_prep="auto"`` resizes a pooled request when the raster fits in this many tiles per side.
 AUTO_RESIZE_MAX_TILES = 4
 
@@ -56,10 +59,14 @@ def embed(
 
     y_dim, x_dim = spatial_dims(obj)
     grid = Grid.from_xarray(obj)
-    data, plan, nodata = _select_bands(obj, adapter, bands, wavelengths, modality, nodata)
+    context = input_context(obj, grid)
+    data, plan, nodata = _select_bands(obj, adapter, bands, wavelengths, modality, nodata, context)
     data = data.rename({y_dim: "y", x_dim: "x"}) if (y_dim, x_dim) != ("y", "x") else data
     extra = [d for d in data.dims if d not in (BAND_DIM, "y", "x")]
-    data = data.transpose(*extra, BAND_DIM, "y", "x")
+    # Temporal models read the whole series as one input: time goes into the channels, frame-major.
+    frames = [TIME_DIM] if adapter.temporal and TIME_DIM in extra else []
+    extra = [d for d in extra if d not in frames]
+    data = data.transpose(*extra, *frames, BAND_DIM, "y", "x")
 
     device = _resolve_device(device)
     if precision == "fp16" and not device.startswith("cuda"):
@@ -79,6 +86,8 @@ def embed(
     common = dict(key=key, plan=plan, batch_size=batch_size, nodata=nodata)
 
     array = _as_array(data)
+    if frames:
+        array = _fold_time_into_channels(array)
     if input_prep == "tile":
         result = _tile_path(array, grid, v, common, output, tiles_per_chunk)
         out_grid = grid.zoom_out(v.patch_size)
@@ -99,6 +108,34 @@ def embed(
         out = assign_grid(out, out_grid)
     out.attrs = _attrs(adapter, source.label, plan, input_prep, precision, output, grid, out_grid)
     return out
+
+
+def input_context(obj: xr.DataArray | xr.Dataset, grid: Grid) -> InputContext:
+    """Pixel-free facts about the input for models that need them (resolution, centre, dates)."""
+    from pyproj import Transformer
+
+    left, bottom, right, top = grid.bounds
+    to_lonlat = Transformer.from_crs(grid.crs, "EPSG:4326", always_xy=True)
+    lon, lat = to_lonlat.transform((left + right) / 2, (bottom + top) / 2)
+    resolution = abs(grid.resolution[0])
+    if grid.crs.is_geographic:
+        resolution *= 111_320.0 * math.cos(math.radians(lat))
+    else:
+        resolution *= grid.crs.axis_info[0].unit_conversion_factor if grid.crs.axis_info else 1.0
+    times = None
+    if TIME_DIM in obj.dims and TIME_DIM in obj.coords:
+        values = np.asarray(obj[TIME_DIM].values)
+        if np.issubdtype(values.dtype, np.datetime64):
+            times = tuple(str(t)[:10] for t in values.astype("datetime64[D]"))
+    return InputContext(resolution_m=float(resolution), center_lonlat=(float(lon), float(lat)), times=times)
+
+
+def _fold_time_into_channels(array):
+    """``(..., T, C, H, W)`` -> ``(..., T * C, H, W)`` (frame-major), for temporal models."""
+    if _is_dask(array):
+        nd = array.ndim
+        array = array.rechunk({nd - 4: -1, nd - 3: -1})
+    return array.reshape(array.shape[:-4] + (array.shape[-4] * array.shape[-3],) + array.shape[-2:])
 
 
 def _choice(name: str, value: Any, allowed: Sequence[str]) -> str:
@@ -134,7 +171,7 @@ def _band_names(data: xr.DataArray) -> list[str] | None:
     return None
 
 
-def _select_bands(obj, adapter, bands, wavelengths, modality, nodata):
+def _select_bands(obj, adapter, bands, wavelengths, modality, nodata, context=None):
     """Pick and order the model's bands; return ``(DataArray with a band dim, plan, nodata)``."""
     if isinstance(obj, xr.Dataset):
         y_dim, x_dim = spatial_dims(obj)
@@ -144,9 +181,9 @@ def _select_bands(obj, adapter, bands, wavelengths, modality, nodata):
         stacked = [n for n in variables if BAND_DIM in obj[n].dims]
         if len(variables) == 1 and stacked:
             # `open_dataset(engine="rasterio")` gives one `band_data` variable with a band dimension.
-            return _select_bands(obj[variables[0]], adapter, bands, wavelengths, modality, nodata)
+            return _select_bands(obj[variables[0]], adapter, bands, wavelengths, modality, nodata, context)
         names = [_variable_band_name(n, obj[n]) for n in variables]
-        plan = _plan(adapter, names, bands, wavelengths, modality)
+        plan = _plan(adapter, names, bands, wavelengths, modality, context)
         chosen = [variables[i] for i in _indices(names, plan.bands)]
         if nodata is None:
             nodata = _nodata_of(obj[chosen[0]])
@@ -173,7 +210,7 @@ def _select_bands(obj, adapter, bands, wavelengths, modality, nodata):
             names, bands = list(bands), None
         elif wavelengths is not None:
             names = [f"C{i + 1}" for i in range(obj.sizes[BAND_DIM])]
-    plan = _plan(adapter, names, bands, wavelengths, modality)
+    plan = _plan(adapter, names, bands, wavelengths, modality, context)
     if nodata is None:
         nodata = _nodata_of(obj)
     data = obj.isel({BAND_DIM: _indices(names, plan.bands)}) if names is not None else obj
@@ -188,12 +225,12 @@ def _variable_band_name(name: Hashable, var: xr.DataArray) -> str:
     return str(name)
 
 
-def _plan(adapter, names, bands, wavelengths, modality):
+def _plan(adapter, names, bands, wavelengths, modality, context=None):
     if bands is not None and names is not None:
         missing = [b for b, c in zip(bands, canonical_band_names(bands)) if c not in canonical_band_names(names)]
         if missing:
             raise BandMismatchError(f"bands {missing} are not in the input, which has bands {list(names)}.")
-    return adapter.plan_inputs(names, bands=bands, wavelengths=wavelengths, modality=modality)
+    return adapter.plan_inputs(names, bands=bands, wavelengths=wavelengths, modality=modality, context=context)
 
 
 def _indices(names: Sequence[Hashable], wanted: Sequence[str]) -> list[int]:

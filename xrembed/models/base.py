@@ -51,6 +51,20 @@ class Variant:
 
 
 @dataclass(frozen=True)
+class InputContext:
+    """What is known about the input without reading pixels, for models that need it.
+
+    ``resolution_m`` is the pixel size in metres (the CRS unit for projected CRSs; degrees converted
+    at the raster centre for geographic ones). ``times`` holds the ISO dates (``YYYY-MM-DD``) of the
+    ``time`` coordinate, if the input has one; ``center_lonlat`` is the raster centre in WGS84.
+    """
+
+    resolution_m: float
+    center_lonlat: tuple[float, float]
+    times: tuple[str, ...] | None = None
+
+
+@dataclass(frozen=True)
 class InputPlan:
     """What the model will read, decided from metadata alone when ``embed()`` is called.
 
@@ -78,6 +92,9 @@ class ModelAdapter:
     licence: ClassVar[str] = ""
     #: Human-readable meaning of each output, shown by ``describe_model``.
     outputs: ClassVar[dict[str, str]] = {}
+    #: True for models that read a time series as one input (e.g. Prithvi): the ``time`` dimension is
+    #: folded into the channels, frame-major (``(B, T * C, H, W)``), and does not appear in the output.
+    temporal: ClassVar[bool] = False
 
     def __init__(self, variant: str | None = None) -> None:
         from ..errors import UnknownModelError
@@ -97,8 +114,12 @@ class ModelAdapter:
         bands: Sequence[str] | None = None,
         wavelengths: Sequence[float] | None = None,
         modality: str | None = None,
+        context: InputContext | None = None,
     ) -> InputPlan:
-        """Choose and order the input bands; raise a clear error for anything the model cannot use."""
+        """Choose and order the input bands; raise a clear error for anything the model cannot use.
+
+        ``context`` carries pixel-free facts about the input (resolution, centre, dates).
+        """
         raise NotImplementedError
 
     def describe(self) -> dict[str, Any]:

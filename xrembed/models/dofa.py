@@ -35,7 +35,7 @@ import numpy as np
 
 from ..bands import SENTINEL2_WAVELENGTHS_UM, canonical_band_names
 from ..errors import BandMismatchError, InputRangeError, WavelengthError
-from .base import Checkpoint, InputPlan, ModelAdapter, Variant
+from .base import Checkpoint, InputContext, InputPlan, ModelAdapter, Variant
 
 DEFAULT_BANDS = ("B04", "B03", "B02", "B05", "B06", "B07", "B08", "B11", "B12")
 
@@ -99,6 +99,7 @@ class DOFA(ModelAdapter):
         bands: Sequence[str] | None = None,
         wavelengths: Sequence[float] | None = None,
         modality: str | None = None,
+        context: InputContext | None = None,
     ) -> InputPlan:
         if modality not in (None, "s2", "s1", "optical", "sar"):
             from ..errors import OptionError
