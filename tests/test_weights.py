@@ -65,3 +65,34 @@ def test_not_a_checkpoint(tmp_path):
     path.write_text("hello")
     with pytest.raises(errors.WeightsError, match="not a readable PyTorch checkpoint"):
         synthetic_raster((32, 32)).rsembed.embed("dofa-tiny", weights=str(path))
+
+
+def test_mae_style_checkpoint_with_namespace_loads(tmp_path):
+    import argparse
+
+    import torch
+
+    path = tmp_path / "plain.pth"
+    write_official_checkpoint(path, "dofa-tiny")
+    state = torch.load(path, weights_only=True)
+    torch.save({"model": state, "args": argparse.Namespace(lr=1e-3), "epoch": 799}, tmp_path / "mae.pth")
+    emb = synthetic_raster((32, 32)).rsembed.embed("dofa-tiny", weights=str(tmp_path / "mae.pth"))
+    assert np.isfinite(emb.values).all()
+
+
+def test_url_checkpoint_offline_error_and_cache(tmp_path, monkeypatch):
+    from xrembed.models.base import UrlCheckpoint, Variant
+    from xrembed.models.dofa import DOFA
+    from xrembed.models.weights import cache_dir
+
+    class Zenodo(DOFA):
+        model_id = "zenodo-test"
+        variants = {"v": Variant("v", 32, 2, 2, 8, 32, UrlCheckpoint("https://zenodo.org/x/w.pth", "w.pth"))}
+        default_variant = "v"
+
+    monkeypatch.setenv("XREMBED_CACHE", str(tmp_path))
+    with pytest.raises(errors.WeightsError, match="weights='/path/to/w.pth'"):
+        resolve_weights(Zenodo(), None)  # HF_HUB_OFFLINE=1 in tests: no download attempted
+    assert not list(tmp_path.rglob("*.part"))
+    write_official_checkpoint(cache_dir() / "w.pth", "dofa-tiny")  # a cached file is used as is
+    assert resolve_weights(Zenodo(), None).path == str(cache_dir() / "w.pth")

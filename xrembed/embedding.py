@@ -93,7 +93,7 @@ def embed(
         out_grid = grid.zoom_out(v.patch_size)
     else:
         result = _resize_path(array, v, common, output)
-        out_grid = grid.resized((v.tile_tokens, v.tile_tokens))
+        out_grid = grid.resized(v.image_size, v.patch_size)
 
     # Coordinates along the kept dims (time, ...); the input's grid mapping describes the input grid only.
     extra_coords = {

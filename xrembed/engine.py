@@ -240,7 +240,9 @@ def resize_block(
     out = runtime.grid(resized, plan, batch_size, prepared=True)
     cells = out.shape[-1]
     patch = image_size // cells
-    cell_fraction = fraction.numpy()[:, 0].reshape(n, cells, patch, cells, patch).sum(axis=(2, 4))
+    # Tokens cover cells * patch px; a stride-P conv ignores the remainder of the model-size image.
+    used = fraction.numpy()[:, 0, : cells * patch, : cells * patch]
+    cell_fraction = used.reshape(n, cells, patch, cells, patch).sum(axis=(2, 4))
     out[np.broadcast_to((cell_fraction == 0)[:, None], out.shape)] = np.nan
     return out.reshape(block.shape[:-3] + out.shape[1:])
 

@@ -79,11 +79,17 @@ class Grid:
         shape = (math.ceil(height / factor), math.ceil(width / factor))
         return Grid(shape, self.transform @ Affine.scale(factor), self.crs)
 
-    def resized(self, shape: tuple[int, int]) -> Grid:
-        """The same extent divided into ``shape`` cells (used by ``input_prep="resize"``)."""
+    def resized(self, image_size: int, patch_size: int) -> Grid:
+        """The token grid of this extent resized to ``image_size`` px (``input_prep="resize"``).
+
+        Each token covers ``patch_size`` px of the resized image, so a cell is ``extent * patch_size /
+        image_size`` wide; there are ``image_size // patch_size`` of them (a remainder of the resized
+        image that no token covers, e.g. 384 px with patch 14, is left out of the grid).
+        """
         height, width = self.shape
-        scale = Affine.scale(width / shape[1], height / shape[0])
-        return Grid((int(shape[0]), int(shape[1])), self.transform @ scale, self.crs)
+        cells = image_size // patch_size
+        scale = Affine.scale(width * patch_size / image_size, height * patch_size / image_size)
+        return Grid((cells, cells), self.transform @ scale, self.crs)
 
     def coords(self) -> dict[str, np.ndarray]:
         """Pixel-centre coordinates ``{"y": ..., "x": ...}``."""

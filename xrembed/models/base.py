@@ -33,6 +33,18 @@ class Checkpoint:
 
 
 @dataclass(frozen=True)
+class UrlCheckpoint:
+    """Official weights published at a plain URL (Zenodo, GitHub releases), cached under xrembed's cache."""
+
+    url: str
+    filename: str
+
+    @property
+    def label(self) -> str:
+        return self.url
+
+
+@dataclass(frozen=True)
 class Variant:
     """Architecture and weights of one variant of a model family."""
 
@@ -42,7 +54,7 @@ class Variant:
     num_heads: int
     patch_size: int
     image_size: int
-    checkpoint: Checkpoint | None = None
+    checkpoint: Checkpoint | UrlCheckpoint | None = None
     extra: tuple[tuple[str, Any], ...] = ()
 
     @property

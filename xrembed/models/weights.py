@@ -11,6 +11,7 @@ when the graph first computes.
 
 from __future__ import annotations
 
+import argparse
 import os
 import warnings
 from dataclasses import dataclass
@@ -18,7 +19,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 from ..errors import RandomWeightsWarning, WeightsError
-from .base import ModelAdapter
+from .base import ModelAdapter, UrlCheckpoint
 
 if TYPE_CHECKING:  # pragma: no cover
     from torch import nn
@@ -71,12 +72,20 @@ def _user_stacklevel() -> int:
     return max(level - 1, 1)
 
 
+def cache_dir() -> Path:
+    """Where weights published outside the Hugging Face Hub are cached (``XREMBED_CACHE`` overrides)."""
+    default = Path(os.environ.get("XDG_CACHE_HOME", Path.home() / ".cache")) / "xrembed"
+    return Path(os.environ.get("XREMBED_CACHE", default)) / "weights"
+
+
 def _download_official(adapter: ModelAdapter) -> WeightsSource:
     checkpoint = adapter.variant.checkpoint
     if checkpoint is None:
         raise WeightsError(
             f"{adapter.model_id}/{adapter.variant.name} has no official checkpoint; pass weights='/path/to/file'."
         )
+    if isinstance(checkpoint, UrlCheckpoint):
+        return _download_url(adapter, checkpoint)
     from huggingface_hub import hf_hub_download
 
     try:
@@ -101,6 +110,28 @@ def _download_official(adapter: ModelAdapter) -> WeightsSource:
     return WeightsSource(str(path), f"{checkpoint.label}@{commit}" if checkpoint.revision is None else checkpoint.label)
 
 
+def _download_url(adapter: ModelAdapter, checkpoint: UrlCheckpoint) -> WeightsSource:
+    target = cache_dir() / checkpoint.filename
+    if not target.is_file():
+        import torch.hub
+
+        target.parent.mkdir(parents=True, exist_ok=True)
+        partial = target.with_suffix(target.suffix + ".part")
+        try:
+            if os.environ.get("HF_HUB_OFFLINE") == "1" or os.environ.get("XREMBED_OFFLINE") == "1":
+                raise ConnectionError("offline mode is on (HF_HUB_OFFLINE/XREMBED_OFFLINE)")
+            torch.hub.download_url_to_file(checkpoint.url, str(partial), progress=True)
+            partial.replace(target)  # atomic: a killed download never leaves a truncated file behind
+        except Exception as err:
+            raise WeightsError(
+                f"could not download the official {adapter.model_id}/{adapter.variant.name} weights from "
+                f"{checkpoint.url}: {type(err).__name__}: {_first_line(err)} Download the file elsewhere and pass "
+                f"its local path: weights='/path/to/{checkpoint.filename}' (command line: --weights), or put it at "
+                f"{target}."
+            ) from err
+    return WeightsSource(str(target), checkpoint.label)
+
+
 def _first_line(err: Exception) -> str:
     text = str(err).strip().splitlines()
     return (text[0].rstrip(".") + ".") if text else ""
@@ -116,7 +147,9 @@ def read_state_dict(path: str):
 
             obj = load_file(path)
         else:
-            obj = torch.load(path, map_location="cpu", weights_only=True)
+            # MAE-style training checkpoints pickle their argparse Namespace next to the weights.
+            with torch.serialization.safe_globals([argparse.Namespace]):
+                obj = torch.load(path, map_location="cpu", weights_only=True)
     except Exception as err:
         raise WeightsError(
             f"{path!r} is not a readable PyTorch checkpoint ({type(err).__name__}: {_first_line(err)}) "
