@@ -18,8 +18,16 @@ from . import errors
 from .embedding import embed
 from .models.registry import describe_model, list_models
 from .sources.raster import open_raster, sample_path
+from .specs import BBox, FetchSpec, InputPrepSpec, OutputSpec, PointBuffer, SensorSpec, TemporalSpec
 
 __all__ = [
+    "BBox",
+    "FetchSpec",
+    "InputPrepSpec",
+    "OutputSpec",
+    "PointBuffer",
+    "SensorSpec",
+    "TemporalSpec",
     "__version__",
     "describe_model",
     "embed",

@@ -49,7 +49,9 @@ def embed(
     tiles_per_chunk: int = 4,
 ) -> xr.DataArray:
     """Embed a georeferenced raster with a foundation model. See :meth:`RSEmbedAccessor.embed`."""
-    output = _choice("output", output, OUTPUTS)
+    if getattr(output, "pooling", "mean") != "mean":  # an rs-embed OutputSpec
+        raise OptionError("pooling='max' is not supported; pooled outputs are valid-area-weighted means (pooling='mean').")
+    output = _choice("output", getattr(output, "mode", output), OUTPUTS)
     input_prep = _choice("input_prep", getattr(input_prep, "mode", input_prep), INPUT_PREPS)
     precision = _choice("precision", precision, engine.PRECISIONS)
     if not isinstance(tiles_per_chunk, int) or tiles_per_chunk < 1:

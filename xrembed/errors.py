@@ -17,6 +17,7 @@ __all__ = [
     "UnknownModelError",
     "OptionError",
     "ProductCoverageError",
+    "SpecError",
     "RandomWeightsWarning",
 ]
 
@@ -58,6 +59,10 @@ class UnknownModelError(XrembedError, KeyError):
 
 class OptionError(XrembedError, ValueError):
     """A keyword argument has a value xrembed does not accept."""
+
+
+class SpecError(XrembedError, ValueError):
+    """A spec object (BBox, TemporalSpec, ...) was built with invalid values."""
 
 
 class ProductCoverageError(XrembedError):
