@@ -11,8 +11,9 @@ from typing import Any
 from ..errors import UnknownModelError
 from .base import ModelAdapter
 from .dofa import DOFA
+from .terrafm import TerraFM
 
-_FAMILIES: tuple[type[ModelAdapter], ...] = (DOFA,)
+_FAMILIES: tuple[type[ModelAdapter], ...] = (DOFA, TerraFM)
 
 _REGISTRY: dict[str, type[ModelAdapter]] = {}
 _ALIASES: dict[str, str] = {}

@@ -155,7 +155,7 @@ def read_state_dict(path: str):
             f"{path!r} is not a readable PyTorch checkpoint ({type(err).__name__}: {_first_line(err)}) "
             "It may be truncated or the wrong file: delete it and download it again, or pass another file."
         ) from err
-    for key in ("state_dict", "model", "module"):
+    for key in ("state_dict", "model", "module", "teacher"):  # training wrappers (Lightning, MAE, DDP, DINO)
         if isinstance(obj, dict) and key in obj and isinstance(obj[key], dict):
             obj = obj[key]
             break

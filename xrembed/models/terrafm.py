@@ -1,0 +1,229 @@
+"""TerraFM: one ViT for Sentinel-1 SAR and Sentinel-2 L1C/L2A, with one patch stem per sensor.
+
+Reference: Danish et al., *TerraFM: A Scalable Foundation Model for Unified Multisensor Earth
+Observation* (arXiv 2506.06281); code github.com/mbzuai-oryx/TerraFM (single file ``terrafm.py``,
+DINO-derived; **no licence stated**), weights Hugging Face ``MBZUAI/TerraFM``.
+
+Choices made here, each deliberate (see ``docs/models/terrafm.md``):
+
+* **The stem is chosen by ``modality``**: ``"s2"`` (default, also ``"s2_l2a"``) uses the L2A stem,
+  ``"s2_l1c"`` the L1C stem and ``"s1"`` the SAR stem. The reference ``forward()`` never passes
+  ``is_l2a=True``, so upstream every 12-channel input goes through the L1C stem; we do not copy that.
+* **Pooled output** is the reference's: the CLS token after the final norm. A CLS cannot be assembled
+  from tiles, so in tile mode the pooled vector is the valid-pixel-weighted mean of the normed grid tokens
+  (``pool_tokens`` is the identity); in resize mode (the default for pooled output of rasters up to four
+  tiles a side) it is the CLS of the resized image.
+* **Grid output** is the reference's ``extract_feature(x, out_indices=[last])``: the last block's patch
+  tokens after the final norm.
+* **Sentinel-2**: 12 bands B1, B2, B3, B4, B5, B6, B7, B8, B8A, B9, B11, B12, raw reflectance (0..10000)
+  mapped with ``clip(x / 10000, 0, 1)`` (the authors publish no normalisation; rs-embed's choice).
+* **Sentinel-1**: VV, VH as *linear* backscatter power (Earth Engine ``COPERNICUS/S1_GRD_FLOAT``,
+  Major-TOM S1RTC). Mapped with ``clip(log1p(x) / log(2), 0, 1)``: rs-embed's ``log1p`` compression,
+  but with a fixed divisor (linear power 1, i.e. 0 dB, maps to 1) instead of rs-embed's per-image 99th
+  percentile, so that a pixel's value never depends on its tile, chunk or neighbours. dB input
+  (negative values) and uncalibrated amplitude DN (median far above 1) are rejected.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Sequence
+from typing import Any
+
+import numpy as np
+
+from ..bands import canonical_band_names
+from ..errors import BandMismatchError, InputRangeError, OptionError
+from .base import Checkpoint, InputContext, InputPlan, ModelAdapter, Variant
+
+#: Model order of the 12 Sentinel-2 bands (B10 is not used).
+S2_BANDS = ("B01", "B02", "B03", "B04", "B05", "B06", "B07", "B08", "B8A", "B09", "B11", "B12")
+S1_BANDS = ("VV", "VH")
+
+#: modality keyword -> (sensor stem, bands, scaling)
+MODALITIES: dict[str, tuple[str, tuple[str, ...], str]] = {
+    "s2": ("s2_l2a", S2_BANDS, "reflectance"),
+    "s2_l2a": ("s2_l2a", S2_BANDS, "reflectance"),
+    "s2_l1c": ("s2_l1c", S2_BANDS, "reflectance"),
+    "s1": ("s1", S1_BANDS, "linear_power"),
+}
+
+REFLECTANCE_SCALE = 10000.0
+#: ``log1p`` of linear power divided by this: linear power 1 (0 dB) maps to 1.
+S1_LOG_DIVISOR = math.log(2.0)
+#: A median linear power above this (+3 dB) means the data are not calibrated linear backscatter.
+S1_MAX_MEDIAN = 2.0
+
+_HF_REPO = "MBZUAI/TerraFM"
+
+
+class TerraFM(ModelAdapter):
+    model_id = "terrafm"
+    aliases = ("terrafm_b",)
+    title = "TerraFM: unified Sentinel-1 / Sentinel-2 (L1C, L2A) ViT"
+    variants = {
+        "base": Variant("base", 768, 12, 12, 16, 224, Checkpoint(_HF_REPO, "TerraFM-B.pth")),
+        "large": Variant("large", 1024, 24, 16, 16, 224, Checkpoint(_HF_REPO, "TerraFM-L.pth")),
+    }
+    default_variant = "base"
+    reference = "https://github.com/mbzuai-oryx/TerraFM (terrafm.py; parity via scripts/goldens_terrafm.py)"
+    licence = "none stated upstream (no LICENSE file in the code repository; weights licence unverified)"
+    outputs = {
+        "grid": "last-block patch tokens after the final norm (reference extract_feature, last index), "
+        "one per 16 x 16 px patch",
+        "pooled": "resize mode: the CLS token after the final norm (reference forward()); tile mode: the "
+        "valid-pixel-weighted mean of the normed grid tokens (a CLS cannot be assembled from tiles)",
+    }
+
+    # -- contract ----------------------------------------------------------------------------
+    def plan_inputs(
+        self,
+        available_bands: Sequence[str] | None,
+        *,
+        bands: Sequence[str] | None = None,
+        wavelengths: Sequence[float] | None = None,
+        modality: str | None = None,
+        context: InputContext | None = None,
+    ) -> InputPlan:
+        if wavelengths is not None:
+            raise OptionError(
+                "terrafm does not take wavelengths=; it reads Sentinel-2 bands or Sentinel-1 VV/VH by name. "
+                "Drop wavelengths= and name the bands (bands=[...] or the input's band coordinate)."
+            )
+        requested = canonical_band_names(bands) if bands is not None else None
+        available = canonical_band_names(available_bands) if available_bands is not None else None
+        modality = self._modality(modality, requested if requested is not None else available)
+        sensor, model_bands, scale = MODALITIES[modality]
+
+        if requested is not None:
+            if len(set(requested)) != len(requested):
+                raise BandMismatchError(f"bands {requested} contain duplicates; list each band once.")
+            if len(requested) != len(model_bands) or set(requested) != set(model_bands):
+                raise BandMismatchError(
+                    f"terrafm with modality={modality!r} reads exactly {len(model_bands)} bands "
+                    f"{list(model_bands)}, but bands= names {len(requested)}: {requested}. "
+                    f"Pass bands={list(model_bands)} (any order; they are fed in the model order)."
+                )
+        if available is None:
+            raise BandMismatchError(
+                f"the input's bands are not named; name them with bands=[...] in the input's order "
+                f"(terrafm with modality={modality!r} needs {list(model_bands)})."
+            )
+        missing = [b for b in model_bands if b not in available]
+        if missing:
+            raise BandMismatchError(
+                f"terrafm with modality={modality!r} needs bands {list(model_bands)}; the input lacks {missing} "
+                f"(it has {available}). Add the missing bands"
+                + (" (all 12 Sentinel-2 bands except B10)" if scale == "reflectance" else "")
+                + " or choose another modality= ('s2', 's2_l1c' or 's1')."
+            )
+        return InputPlan(bands=model_bands, options=(("modality", modality), ("sensor", sensor), ("scale", scale)))
+
+    @staticmethod
+    def _modality(modality: str | None, names: list[str] | None) -> str:
+        if modality is None:
+            if names is not None and names and set(names) <= set(S1_BANDS):
+                return "s1"
+            return "s2"
+        text = str(modality).lower()
+        text = {"sar": "s1", "optical": "s2", "l2a": "s2_l2a", "l1c": "s2_l1c"}.get(text, text)
+        if text not in MODALITIES:
+            raise OptionError(
+                f"terrafm takes modality='s2' (Sentinel-2 L2A, the default), 's2_l1c' (Sentinel-2 L1C) "
+                f"or 's1' (Sentinel-1 VV/VH), not {modality!r}."
+            )
+        return text
+
+    def describe(self) -> dict[str, Any]:
+        v = self.variant
+        return {
+            "model": self.model_id,
+            "aliases": list(self.aliases),
+            "variant": v.name,
+            "variants": sorted(self.variants),
+            "title": self.title,
+            "modalities": {
+                "s2": {"stem": "s2_l2a", "bands": list(S2_BANDS), "values": "Sentinel-2 L2A reflectance 0..10000"},
+                "s2_l1c": {"stem": "s2_l1c", "bands": list(S2_BANDS), "values": "Sentinel-2 L1C TOA reflectance 0..10000"},
+                "s1": {"stem": "s1", "bands": list(S1_BANDS), "values": "Sentinel-1 linear backscatter power (not dB)"},
+            },
+            "default_modality": "s2",
+            "bands": list(S2_BANDS),
+            "band_order": "model order: " + ",".join(S2_BANDS) + " (s2, s2_l1c); VV,VH (s1); picked by name",
+            "wavelengths_um": None,
+            "image_size": v.image_size,
+            "patch_size": v.patch_size,
+            "embed_dim": v.embed_dim,
+            "input_values": "s2/s2_l1c: raw reflectance 0..10000 (already-normalised [0, 1] rejected); "
+            "s1: linear power, e.g. Earth Engine COPERNICUS/S1_GRD_FLOAT (dB and amplitude DN rejected)",
+            "normalisation": {
+                "reflectance": "clip(x / 10000, 0, 1)",
+                "linear_power": "clip(log1p(max(x, 0)) / log(2), 0, 1)",
+            },
+            "outputs": dict(self.outputs),
+            "weights": v.checkpoint.label if v.checkpoint else None,
+            "licence": self.licence,
+            "reference": self.reference,
+        }
+
+    # -- weights -----------------------------------------------------------------------------
+    def build_module(self):
+        from .terrafm_net import TerraFMEncoder
+
+        v = self.variant
+        return TerraFMEncoder(v.embed_dim, v.depth, v.num_heads, v.patch_size, v.image_size)
+
+    def clean_state_dict(self, state_dict):
+        """Strip a DINO ``backbone.`` prefix present on every key and drop the classifier ``head.*``.
+
+        The reference model's own ``state_dict()`` (what ``TerraFM-B.pth`` is loaded into) needs no change;
+        anything else missing, extra or wrongly shaped is refused by the strict load.
+        """
+        if state_dict and all(k.startswith("backbone.") for k in state_dict):
+            state_dict = {k[len("backbone.") :]: v for k, v in state_dict.items()}
+        return {k: v for k, v in state_dict.items() if not k.startswith("head.")}
+
+    # -- run time ----------------------------------------------------------------------------
+    def check_values(self, pixels: np.ndarray, plan: InputPlan) -> None:
+        finite = pixels[np.isfinite(pixels)]
+        if finite.size == 0:
+            return
+        modality = plan.option("modality")
+        if plan.option("scale") == "reflectance":
+            peak = float(finite.max())
+            if 0 < peak <= 1.5:
+                raise InputRangeError(
+                    f"terrafm (modality={modality!r}) expects raw Sentinel-2 reflectance (0..10000) but the largest "
+                    f"value is {peak:.3g}: the data look already normalised to [0, 1]. Multiply by 10000 "
+                    "(e.g. `x * 10000`) or load the raw product."
+                )
+            return
+        low = float(finite.min())
+        if low < 0:
+            raise InputRangeError(
+                f"terrafm (modality='s1') expects Sentinel-1 backscatter as linear power (>= 0) but the input has "
+                f"negative values (min {low:.3g}): it looks like dB. Convert with `10 ** (x / 10)`, or use Earth "
+                "Engine's COPERNICUS/S1_GRD_FLOAT."
+            )
+        median = float(np.median(finite))
+        if median > S1_MAX_MEDIAN:
+            raise InputRangeError(
+                f"terrafm (modality='s1') expects calibrated linear backscatter power (typically 0.001..1) but the "
+                f"median value is {median:.4g}: the data look like uncalibrated amplitude DN or intensity. "
+                "Calibrate to sigma0/gamma0 linear power (e.g. Earth Engine COPERNICUS/S1_GRD_FLOAT, or SNAP/"
+                "sarsen radiometric calibration) before embedding."
+            )
+
+    def normalise(self, pixels, plan):
+        import torch
+
+        if plan.option("scale") == "reflectance":
+            return torch.clamp(pixels / REFLECTANCE_SCALE, 0, 1)
+        # NaN stays NaN through clamp/log1p, so invalid pixels still reach the engine's mask.
+        return torch.clamp(torch.log1p(torch.clamp(pixels, min=0)) / S1_LOG_DIVISOR, 0, 1)
+
+    def forward_grid(self, module, x, plan):
+        return module.grid(x, plan.option("sensor"))
+
+    def forward_pooled(self, module, x, plan):
+        return module(x, plan.option("sensor"))
