@@ -333,7 +333,7 @@ def _pooled_from_tokens(tokens, counts, common: dict):
 
 
 def _resize_path(array, variant, common: dict, output: str):
-    kwargs = dict(image_size=variant.image_size, what=output, **common)
+    kwargs = dict(image_size=variant.image_size, patch_size=variant.patch_size, what=output, **common)
     if not _is_dask(array):
         return engine.resize_block(array, **kwargs)
     import dask.array as dsa

@@ -213,6 +213,7 @@ def resize_block(
     key: ModelKey,
     plan: InputPlan,
     image_size: int,
+    patch_size: int,
     batch_size: int,
     nodata: float | None,
     what: str,
@@ -239,10 +240,9 @@ def resize_block(
         return out.reshape(block.shape[:-3] + out.shape[1:])
     out = runtime.grid(resized, plan, batch_size, prepared=True)
     cells = out.shape[-1]
-    patch = image_size // cells
     # Tokens cover cells * patch px; a stride-P conv ignores the remainder of the model-size image.
-    used = fraction.numpy()[:, 0, : cells * patch, : cells * patch]
-    cell_fraction = used.reshape(n, cells, patch, cells, patch).sum(axis=(2, 4))
+    used = fraction.numpy()[:, 0, : cells * patch_size, : cells * patch_size]
+    cell_fraction = used.reshape(n, cells, patch_size, cells, patch_size).sum(axis=(2, 4))
     out[np.broadcast_to((cell_fraction == 0)[:, None], out.shape)] = np.nan
     return out.reshape(block.shape[:-3] + out.shape[1:])
 

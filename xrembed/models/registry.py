@@ -11,9 +11,13 @@ from typing import Any
 from ..errors import UnknownModelError
 from .base import ModelAdapter
 from .dofa import DOFA
+from .dofa_clip import DOFACLIP
+from .prithvi import Prithvi
+from .satmae import SatMAE
+from .scalemae import ScaleMAE
 from .terrafm import TerraFM
 
-_FAMILIES: tuple[type[ModelAdapter], ...] = (DOFA, TerraFM)
+_FAMILIES: tuple[type[ModelAdapter], ...] = (DOFA, DOFACLIP, Prithvi, SatMAE, ScaleMAE, TerraFM)
 
 _REGISTRY: dict[str, type[ModelAdapter]] = {}
 _ALIASES: dict[str, str] = {}

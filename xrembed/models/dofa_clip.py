@@ -1,0 +1,246 @@
+"""DOFA-CLIP (GeoLangBind): a SigLIP-style vision-language model whose image tower takes any bands,
+conditioned on their wavelengths (DOFA's hypernetwork patch embedding).
+
+Reference: Xiong et al., *GeoLangBind: Unifying Earth Observation with Agglomerative Vision-Language
+Foundation Models*; code github.com/xiong-zhitong/DOFA-CLIP, a fork of open_clip
+(``open_clip/src/open_clip/timm_model.py`` ``GeoLB_VisionTransformer`` and ``dofa_patch_embed.py``).
+Its README says MIT, its ``LICENSE`` file is Apache-2.0. Our parity test compares against goldens made
+from that fork by ``scripts/goldens_dofa_clip.py``.
+
+Choices made here, each deliberate (see ``docs/models/dofa_clip.md``):
+
+* **Pooled output** (resize mode, or whenever the model sees the whole image) is upstream's
+  ``visual.trunk(x, wvs)[0]`` = ``attn_pool(norm(tokens))``, the CLIP image embedding that text
+  embeddings are compared with.
+* **Grid output** is ``norm(tokens)``, the tokens the attention pool reads, one per 14 x 14 px patch
+  (so400m) or 16 x 16 px (b16).
+* **Pooled in tile mode**: the attention pool needs the whole token sequence, which tile mode does not
+  have (a raster spans many tiles). We apply the head to the valid-area-weighted mean of the normed grid
+  tokens, as a one-token sequence. Because attention over one token has weight 1 and the head's ``kv``
+  and ``proj`` are affine, that is exactly the attention-pool head with its learned attention weights
+  replaced by the area weights: same projection and MLP, so the vector stays in the CLIP embedding
+  space. It is *not* the reference output even for a single tile; use ``input_prep="resize"`` for that.
+* **Input scaling** is undocumented upstream for multispectral data. Raw Sentinel-2 L2A reflectance
+  (0..10000) is mapped with ``clip(x / 10000, 0, 1)``, then standardised with the SigLIP constants
+  mean = std = 0.5 (the fork's ``_slpcfg`` preprocessing) for every band.
+* **No padding** in the patch convolution (unlike DOFA's ``padding=1``): at 384 px with patch 14 the
+  last 6 px of a tile are not seen, as upstream.
+* **Optical only**: GeoLangBind documents no Sentinel-1 wavelength or scaling, so VV/VH are refused
+  (use the ``dofa`` model for SAR).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from typing import Any
+
+import numpy as np
+
+from ..bands import SENTINEL2_WAVELENGTHS_UM, canonical_band_names
+from ..errors import BandMismatchError, InputRangeError, OptionError, WavelengthError
+from .base import Checkpoint, InputContext, InputPlan, ModelAdapter, Variant
+
+#: Default bands: true colour, as in the upstream examples (wavelengths 0.665, 0.56, 0.49 µm).
+DEFAULT_BANDS = ("B04", "B03", "B02")
+
+REFLECTANCE_SCALE = 10000.0
+#: SigLIP preprocessing constants (open_clip ``INCEPTION_MEAN``/``INCEPTION_STD``), for every band.
+SIGLIP_MEAN = 0.5
+SIGLIP_STD = 0.5
+
+#: Keys of the open_clip checkpoint outside the image trunk, dropped before the strict load.
+_NON_VISUAL_PREFIXES = ("text.", "logit_scale", "logit_bias", "translators.")
+TRUNK_PREFIX = "visual.trunk."
+
+_MODALITIES = (None, "s2", "optical", "rgb", "multispectral")
+
+
+class DOFACLIP(ModelAdapter):
+    model_id = "dofa_clip"
+    aliases = ("dofa-clip", "dofaclip", "geolangbind", "geolb")
+    title = "DOFA-CLIP / GeoLangBind: wavelength-conditioned SigLIP image tower for any optical bands"
+    variants = {
+        "so400m": Variant(
+            "so400m", 1152, 27, 16, 14, 384,
+            Checkpoint("earthflow/GeoLB-ViT-14-SigLIP-so400m-384-EO", "open_clip_model.safetensors"),
+            extra=(("mlp_ratio", 3.7362),),
+        ),
+        "b16": Variant(
+            "b16", 768, 12, 12, 16, 224,
+            Checkpoint("XShadow/GeoLB-ViT-B-16-SigLIP", "open_clip_model.safetensors"),
+            extra=(("mlp_ratio", 4.0),),
+        ),
+    }
+    default_variant = "so400m"
+    reference = (
+        "https://github.com/xiong-zhitong/DOFA-CLIP (open_clip fork: timm_model.GeoLB_VisionTransformer; "
+        "parity goldens from scripts/goldens_dofa_clip.py)"
+    )
+    licence = (
+        "code: README says MIT, LICENSE file says Apache-2.0; weights: model-card licence not verified "
+        "(Hub unreachable offline)"
+    )
+    outputs = {
+        "grid": "final-norm patch tokens (the attention pool's input), one per patch; no class token",
+        "pooled": "resize mode: attn_pool(norm(tokens)), the CLIP image embedding (upstream visual.trunk(x, wvs)[0]); "
+        "tile mode: the same head applied to the valid-area-weighted mean of the grid tokens (uniform "
+        "instead of learned attention)",
+    }
+
+    # -- contract ----------------------------------------------------------------------------
+    def plan_inputs(
+        self,
+        available_bands: Sequence[str] | None,
+        *,
+        bands: Sequence[str] | None = None,
+        wavelengths: Sequence[float] | None = None,
+        modality: str | None = None,
+        context: InputContext | None = None,
+    ) -> InputPlan:
+        if modality not in _MODALITIES:
+            hint = " For Sentinel-1 use model 'dofa'." if str(modality).lower() in ("s1", "sar") else ""
+            raise OptionError(
+                f"dofa_clip reads optical bands only (modality='s2' or None), not modality={modality!r}.{hint}"
+            )
+        if bands is not None:
+            chosen = canonical_band_names(bands)
+        elif available_bands is None:
+            raise BandMismatchError(
+                "the input's bands are not named; name them with bands=['B04', 'B03', 'B02'] or describe "
+                "each one with wavelengths=[...] (micrometres)."
+            )
+        elif wavelengths is not None:
+            chosen = canonical_band_names(available_bands)  # the caller describes every input band
+        else:
+            available = canonical_band_names(available_bands)
+            missing = [b for b in DEFAULT_BANDS if b not in available]
+            if missing:
+                raise BandMismatchError(
+                    f"dofa_clip's default bands are {list(DEFAULT_BANDS)} (true colour); the input lacks {missing} "
+                    f"(it has {available}). Choose bands with known wavelengths with bands=[...], or describe "
+                    "every input band with wavelengths=[...]."
+                )
+            chosen = list(DEFAULT_BANDS)
+        if not chosen:
+            raise BandMismatchError("no bands selected; pass bands=[...] with at least one band.")
+        if len(set(chosen)) != len(chosen):
+            raise BandMismatchError(f"bands {chosen} contain duplicates; list each band once.")
+        sar = [b for b in chosen if b in ("VV", "VH")]
+        if sar:
+            raise BandMismatchError(
+                f"dofa_clip reads optical bands only; {sar} are Sentinel-1 bands. Drop them, or use model 'dofa' for SAR."
+            )
+
+        if wavelengths is not None:
+            waves = tuple(float(w) for w in wavelengths)
+            if len(waves) != len(chosen):
+                raise WavelengthError(
+                    f"wavelengths= has {len(waves)} values but the model reads {len(chosen)} bands {chosen}; "
+                    "give one wavelength (micrometres) per band, in the same order."
+                )
+            if any(not np.isfinite(w) or w <= 0 for w in waves):
+                raise WavelengthError(f"wavelengths must be positive micrometres, got {list(waves)}.")
+        else:
+            waves = tuple(self._wavelength_of(b) for b in chosen)
+        return InputPlan(bands=tuple(chosen), options=(("wavelengths", waves), ("scale", "reflectance")))
+
+    @staticmethod
+    def _wavelength_of(band: str) -> float:
+        if band in SENTINEL2_WAVELENGTHS_UM:
+            return SENTINEL2_WAVELENGTHS_UM[band]
+        raise WavelengthError(
+            f"no wavelength is known for band {band!r}; name it as a Sentinel-2 band (B01..B12, B8A), "
+            "or pass wavelengths=[...] in micrometres, one per band."
+        )
+
+    def describe(self) -> dict[str, Any]:
+        v = self.variant
+        return {
+            "model": self.model_id,
+            "variant": v.name,
+            "variants": sorted(self.variants),
+            "title": self.title,
+            "bands": list(DEFAULT_BANDS),
+            "band_order": "model order: " + ",".join(DEFAULT_BANDS)
+            + " (any optical bands with known wavelengths accepted, in the order given)",
+            "wavelengths_um": [SENTINEL2_WAVELENGTHS_UM[b] for b in DEFAULT_BANDS],
+            "image_size": v.image_size,
+            "patch_size": v.patch_size,
+            "tokens_per_side": v.tile_tokens,
+            "embed_dim": v.embed_dim,
+            "depth": v.depth,
+            "num_heads": v.num_heads,
+            "mlp_ratio": dict(v.extra)["mlp_ratio"],
+            "class_token": False,
+            "input_values": "raw Sentinel-2 L2A reflectance 0..10000 (already-normalised [0, 1] rejected)",
+            "normalisation": {
+                "reflectance": f"clip(x / {REFLECTANCE_SCALE:g}, 0, 1), then (x - {SIGLIP_MEAN}) / {SIGLIP_STD} "
+                "for every band (SigLIP constants; upstream documents no multispectral scaling)",
+                "mean": SIGLIP_MEAN,
+                "std": SIGLIP_STD,
+            },
+            "patch_conv_padding": 0,
+            "ignored_pixels_per_tile": v.image_size - v.tile_tokens * v.patch_size,
+            "outputs": dict(self.outputs),
+            "weights": v.checkpoint.label if v.checkpoint else None,
+            "weights_keys": f"only '{TRUNK_PREFIX}*' is loaded (prefix stripped); text tower, logit_scale/bias "
+            "and translators.* are dropped",
+            "licence": self.licence,
+            "reference": self.reference,
+        }
+
+    # -- weights -----------------------------------------------------------------------------
+    def build_module(self):
+        from .dofa_clip_net import DOFACLIPEncoder
+
+        v = self.variant
+        return DOFACLIPEncoder(v.embed_dim, v.depth, v.num_heads, v.patch_size, v.image_size, dict(v.extra)["mlp_ratio"])
+
+    def clean_state_dict(self, state_dict):
+        """Keep the image trunk of an open_clip checkpoint.
+
+        Official files are whole open_clip models: ``visual.trunk.*`` (the image tower), ``text.*``,
+        ``logit_scale``, ``logit_bias`` and ``translators.*`` (distillation heads). The documented
+        non-visual keys are dropped and ``visual.trunk.`` is stripped; any other key is kept as it is, so
+        that the strict load reports it. A file holding only the trunk (no ``visual.trunk.`` prefix)
+        loads as it is.
+        """
+        if not any(k.startswith(TRUNK_PREFIX) for k in state_dict):
+            return dict(state_dict)
+        cleaned = {}
+        for key, value in state_dict.items():
+            if key.startswith(TRUNK_PREFIX):
+                cleaned[key[len(TRUNK_PREFIX) :]] = value
+            elif not key.startswith(_NON_VISUAL_PREFIXES):
+                cleaned[key] = value
+        return cleaned
+
+    # -- run time ----------------------------------------------------------------------------
+    def check_values(self, pixels: np.ndarray, plan: InputPlan) -> None:
+        finite = pixels[np.isfinite(pixels)]
+        if finite.size == 0:
+            return
+        peak = float(finite.max())
+        if 0 < peak <= 1.5:
+            raise InputRangeError(
+                f"dofa_clip expects raw Sentinel-2 reflectance (0..10000) but the largest value is {peak:.3g}: "
+                "the data look already normalised to [0, 1]. Multiply by 10000 (e.g. `x * 10000`) or "
+                "load the raw product."
+            )
+
+    def normalise(self, pixels, plan):
+        import torch
+
+        scaled = torch.clamp(pixels / REFLECTANCE_SCALE, 0, 1)
+        return (scaled - SIGLIP_MEAN) / SIGLIP_STD
+
+    def forward_grid(self, module, x, plan):
+        tokens = module.forward_tokens(x, plan.option("wavelengths"))
+        side = module.grid_size
+        return tokens.transpose(1, 2).reshape(x.shape[0], -1, side, side)
+
+    def forward_pooled(self, module, x, plan):
+        return module(x, plan.option("wavelengths"))
+
+    def pool_tokens(self, module, mean_tokens, plan):
+        return module.pool_mean(mean_tokens)

@@ -1,0 +1,221 @@
+"""RemoteCLIP: a CLIP model (open_clip ViT) continually pre-trained on remote-sensing image-text pairs.
+
+Reference: Liu et al., *RemoteCLIP: A Vision Language Foundation Model for Remote Sensing* (2024); code
+github.com/ChenDelong1999/RemoteCLIP (Apache-2.0). The weights are open_clip CLIP state dicts loaded with
+``open_clip.create_model('ViT-B-32')`` + a strict ``load_state_dict``; open_clip 3.3.0 is the runnable
+reference our parity test compares against.
+
+Choices made here, each deliberate:
+
+* **Image tower only.** The checkpoint is a whole CLIP (image and text towers). :meth:`clean_state_dict`
+  keeps ``visual.*`` (prefix stripped) and drops the *known* text-tower keys; anything else stays and
+  makes the strict load fail.
+* **Activation.** open_clip's ``ViT-B-32``/``ViT-L-14`` configs (without ``-quickgelu``), which the official
+  loading code uses, build exact ``nn.GELU``; we do the same (not OpenAI's QuickGELU).
+* **Pooled output** is the CLIP image embedding ``ln_post(CLS) @ proj`` (512-d for B/32, 768-d for L/14),
+  exactly open_clip's ``encode_image`` (not L2-normalised).
+* **Grid output** is the patch tokens after ``ln_post``, not projected (width 768 for B/32, 1024 for L/14):
+  the tokens open_clip returns with ``output_tokens=True``. ``ln_post`` makes them the same kind of
+  feature that ``proj`` expects.
+* **Pooled in tile mode** cannot use the CLS token of a larger raster. It is ``proj`` applied to the
+  valid-area-weighted mean of the grid tokens (``mean(ln_post(patch tokens)) @ proj``), so it lies in the
+  same joint space and has the same size as the resize-mode pooled vector. It is *not* ``encode_image``,
+  even for a raster of exactly one tile; use ``input_prep="resize"`` for the reference's own vector.
+* **Input scaling.** RemoteCLIP expects 8-bit RGB. Raw Sentinel-2 L2A reflectance B04, B03, B02 is mapped
+  to 8 bits like rs-embed does, ``uint8(clip(x / 10000, 0, 1) * 255)`` (the cast truncates, so we floor),
+  then ``/ 255`` and the CLIP mean/std. open_clip's ``Resize(224, bicubic)`` + ``CenterCrop(224)`` is not
+  applied: tiles are already 224 px, and resize mode uses the engine's resampling.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from typing import Any
+
+import numpy as np
+
+from ..bands import SENTINEL2_WAVELENGTHS_UM, canonical_band_names
+from ..errors import BandMismatchError, InputRangeError, OptionError
+from .base import Checkpoint, InputContext, InputPlan, ModelAdapter, Variant
+
+DEFAULT_BANDS = ("B04", "B03", "B02")
+
+#: open_clip's OPENAI_DATASET_MEAN / OPENAI_DATASET_STD (the ``ViT-B-32`` transform), on the [0, 1] scale.
+CLIP_MEAN = (0.48145466, 0.4578275, 0.40821073)
+CLIP_STD = (0.26862954, 0.26130258, 0.27577711)
+
+REFLECTANCE_SCALE = 10000.0
+
+#: Top-level keys of the open_clip text tower (and the shared logit scale), dropped before the strict load.
+_TEXT_TOWER_PREFIXES = ("token_embedding.", "transformer.", "ln_final.")
+_TEXT_TOWER_KEYS = ("positional_embedding", "text_projection", "logit_scale", "logit_bias", "attn_mask")
+
+_HF_REPO = "chendelong/RemoteCLIP"
+
+
+class RemoteCLIP(ModelAdapter):
+    model_id = "remoteclip"
+    aliases = ("remote-clip", "remoteclip_s2rgb")
+    title = "RemoteCLIP: CLIP image encoder tuned on remote-sensing image-text data (RGB)"
+    variants = {
+        "vit_b32": Variant(
+            "vit_b32", 768, 12, 12, 32, 224, Checkpoint(_HF_REPO, "RemoteCLIP-ViT-B-32.pt"), (("output_dim", 512),)
+        ),
+        "vit_l14": Variant(
+            "vit_l14", 1024, 24, 16, 14, 224, Checkpoint(_HF_REPO, "RemoteCLIP-ViT-L-14.pt"), (("output_dim", 768),)
+        ),
+    }
+    default_variant = "vit_b32"
+    reference = "https://github.com/ChenDelong1999/RemoteCLIP (parity: open_clip 3.3.0 ViT-B-32 / ViT-L-14)"
+    licence = "Apache-2.0 (code and weights)"
+    outputs = {
+        "grid": "last-block patch tokens after ln_post, not projected (width D), one per patch "
+        "(32 x 32 px for vit_b32, 14 x 14 px for vit_l14)",
+        "pooled": "CLIP image embedding ln_post(CLS) @ proj (open_clip encode_image, not L2-normalised) in "
+        "resize mode; in tile mode proj applied to the valid-area-weighted mean of the grid tokens",
+    }
+
+    @property
+    def pooled_dim(self) -> int:
+        """Size of the pooled vector (the joint image-text space), which differs from the grid's ``embed_dim``."""
+        return int(dict(self.variant.extra)["output_dim"])
+
+    # -- contract ----------------------------------------------------------------------------
+    def plan_inputs(
+        self,
+        available_bands: Sequence[str] | None,
+        *,
+        bands: Sequence[str] | None = None,
+        wavelengths: Sequence[float] | None = None,
+        modality: str | None = None,
+        context: InputContext | None = None,
+    ) -> InputPlan:
+        if modality not in (None, "s2", "optical", "rgb"):
+            raise OptionError(
+                f"remoteclip reads optical RGB only (modality='s2'), not modality={modality!r}; "
+                "embed SAR with a model that takes Sentinel-1 (e.g. 'dofa')."
+            )
+        if wavelengths is not None:
+            raise OptionError(
+                "remoteclip reads three RGB bands and takes no wavelengths=; drop wavelengths= and name the "
+                "red, green and blue bands with bands=['B04', 'B03', 'B02']."
+            )
+        if bands is not None:
+            chosen = canonical_band_names(bands)
+            if len(chosen) != 3:
+                raise BandMismatchError(
+                    f"remoteclip reads exactly 3 bands (red, green, blue), but bands= names {len(chosen)}: "
+                    f"{list(bands)}. Pass bands=['B04', 'B03', 'B02'] (Sentinel-2) or three bands in R, G, B order."
+                )
+            if len(set(chosen)) != 3:
+                raise BandMismatchError(f"bands {chosen} contain duplicates; list red, green and blue once each.")
+        elif available_bands is None:
+            raise BandMismatchError(
+                "the input's bands are not named; name them with bands=['B04', 'B03', 'B02'] "
+                "(red, green, blue, in the input's band order)."
+            )
+        else:
+            available = canonical_band_names(available_bands)
+            missing = [b for b in DEFAULT_BANDS if b not in available]
+            if missing:
+                sar = set(available) <= {"VV", "VH"}
+                hint = (
+                    " remoteclip is an RGB model: Sentinel-1 input cannot be embedded with it."
+                    if sar
+                    else " Add them, or choose three bands in R, G, B order with bands=[...]."
+                )
+                raise BandMismatchError(
+                    f"remoteclip reads Sentinel-2 B04, B03, B02 (red, green, blue); the input lacks {missing} "
+                    f"(it has {available}).{hint}"
+                )
+            chosen = list(DEFAULT_BANDS)
+        return InputPlan(bands=tuple(chosen), options=(("scale", "reflectance"),))
+
+    def describe(self) -> dict[str, Any]:
+        v = self.variant
+        return {
+            "model": self.model_id,
+            "variant": v.name,
+            "variants": sorted(self.variants),
+            "title": self.title,
+            "bands": list(DEFAULT_BANDS),
+            "band_order": "model order: B04,B03,B02 (red, green, blue); bands=[...] may name any 3 bands in R, G, B order",
+            "wavelengths_um": [SENTINEL2_WAVELENGTHS_UM[b] for b in DEFAULT_BANDS],
+            "wavelengths_used": False,
+            "image_size": v.image_size,
+            "patch_size": v.patch_size,
+            "embed_dim": v.embed_dim,
+            "pooled_dim": self.pooled_dim,
+            "depth": v.depth,
+            "num_heads": v.num_heads,
+            "input_values": "raw Sentinel-2 L2A reflectance 0..10000 (already-normalised [0, 1] rejected)",
+            "normalisation": {
+                "to_8bit": "floor(clip(x / 10000, 0, 1) * 255), i.e. a uint8 cast (truncation)",
+                "then": "x / 255, then (x - mean) / std per channel",
+                "mean": list(CLIP_MEAN),
+                "std": list(CLIP_STD),
+            },
+            "outputs": dict(self.outputs),
+            "weights": v.checkpoint.label if v.checkpoint else None,
+            "licence": self.licence,
+            "reference": self.reference,
+        }
+
+    # -- weights -----------------------------------------------------------------------------
+    def build_module(self):
+        from .remoteclip_net import CLIPVisionTransformer
+
+        v = self.variant
+        return CLIPVisionTransformer(v.embed_dim, v.depth, v.num_heads, v.patch_size, v.image_size, self.pooled_dim)
+
+    def clean_state_dict(self, state_dict):
+        """Keep the image tower of a full open_clip CLIP state dict, without its ``visual.`` prefix.
+
+        The text tower (``token_embedding``, ``positional_embedding``, ``transformer.*``, ``ln_final``,
+        ``text_projection``) and ``logit_scale``/``logit_bias`` are dropped. Any other key is kept, so the
+        strict load reports it. A dict without any ``visual.*`` key is taken to be an image tower already
+        (e.g. ``model.visual.state_dict()``) and passes unchanged.
+        """
+        if not any(k.startswith("visual.") for k in state_dict):
+            return state_dict
+        cleaned = {}
+        for key, value in state_dict.items():
+            if key.startswith("visual."):
+                cleaned[key[len("visual.") :]] = value
+            elif key.startswith(_TEXT_TOWER_PREFIXES) or key in _TEXT_TOWER_KEYS:
+                continue
+            else:
+                cleaned[key] = value
+        return cleaned
+
+    # -- run time ----------------------------------------------------------------------------
+    def check_values(self, pixels: np.ndarray, plan: InputPlan) -> None:
+        finite = pixels[np.isfinite(pixels)]
+        if finite.size == 0:
+            return
+        peak = float(finite.max())
+        if 0 < peak <= 1.5:
+            raise InputRangeError(
+                f"remoteclip expects raw Sentinel-2 reflectance (0..10000) but the largest value is {peak:.3g}: "
+                "the data look already normalised to [0, 1]. Multiply by 10000 (e.g. `x * 10000`) or "
+                "load the raw product."
+            )
+
+    def normalise(self, pixels, plan):
+        import torch
+
+        eight_bit = torch.floor(torch.clamp(pixels / REFLECTANCE_SCALE, 0, 1) * 255.0)
+        mean = torch.tensor(CLIP_MEAN, dtype=pixels.dtype, device=pixels.device).view(1, -1, 1, 1)
+        std = torch.tensor(CLIP_STD, dtype=pixels.dtype, device=pixels.device).view(1, -1, 1, 1)
+        return (eight_bit / 255.0 - mean) / std
+
+    def forward_grid(self, module, x, plan):
+        tokens = module.forward_tokens(x)[:, 1:, :]
+        side = module.grid_size
+        return tokens.transpose(1, 2).reshape(x.shape[0], -1, side, side)
+
+    def forward_pooled(self, module, x, plan):
+        return module(x)
+
+    def pool_tokens(self, module, mean_tokens, plan):
+        return module.project(mean_tokens)

@@ -1,0 +1,229 @@
+"""SatMAE (fMoW-RGB ViT-L/16 pre-train): a masked-autoencoder ViT encoder on RGB.
+
+Reference: Cong et al., *SatMAE: Pre-training Transformers for Temporal and Multi-Spectral Satellite
+Imagery* (NeurIPS 2022); code github.com/sustainlab-group/SatMAE (``models_mae.py``, ``models_vit.py``),
+**CC BY-NC 4.0** (non-commercial). Weights: Zenodo record 7369797, ``fmow_pretrain.pth`` (not on the
+Hugging Face Hub, so there is no automatic download: pass the file with ``weights="/path/fmow_pretrain.pth"``).
+
+Choices made here, each deliberate:
+
+* **Bands**: Sentinel-2 B4, B3, B2 (red, green, blue), in this order, picked by name.
+* **Input scaling**: fMoW-RGB images are 8-bit JPEGs that ``ToTensor`` maps to [0, 1]. Raw Sentinel-2 L2A
+  reflectance (0..10000) is mapped to [0, 1] with ``clip(x / 10000, 0, 1)`` and then standardised with
+  the fMoW mean/std of ``util/datasets.py``. Data already in [0, 1] is rejected (``InputRangeError``).
+* **Pooled output** is the reference's ``global_pool=False`` output: the CLS token after the final
+  ``norm``. In tile mode the engine pools the grid instead (valid-area-weighted mean of the normed patch
+  tokens), because a CLS token cannot be stitched across tiles; use ``input_prep="resize"`` for CLS.
+* **Grid output** is the normed patch tokens **in spatial order**. The upstream MAE
+  ``forward_encoder(x, mask_ratio=0)`` still shuffles the patch tokens (``random_masking`` draws a random
+  permutation even when nothing is masked); the tokens are only spatially ordered after a
+  ``gather(..., ids_restore)``. rs-embed's SatMAE grid skips that step and is scrambled; we never shuffle.
+* **Key clean-up**: the pre-train checkpoint holds the whole MAE; ``decoder_*`` and ``mask_token`` are
+  dropped, which leaves exactly the timm ViT-L/16 encoder keys.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from typing import Any, ClassVar
+
+import numpy as np
+
+from ..bands import canonical_band_names
+from ..errors import BandMismatchError, InputRangeError, OptionError
+from .base import InputContext, InputPlan, ModelAdapter, UrlCheckpoint, Variant
+
+RGB_BANDS = ("B04", "B03", "B02")
+REFLECTANCE_SCALE = 10000.0
+
+#: fMoW-RGB statistics on the [0, 1] scale (SatMAE ``util/datasets.py``).
+FMOW_MEAN = (0.4182007312774658, 0.4214799106121063, 0.3991275727748871)
+FMOW_STD = (0.28774282336235046, 0.27541765570640564, 0.2764017581939697)
+
+_OPTICAL_MODALITIES = (None, "s2", "optical", "rgb")
+
+
+class RGBViTAdapter(ModelAdapter):
+    """Shared contract of the RGB MAE-style ViTs (SatMAE, ScaleMAE): B4, B3, B2 reflectance, CLS pooled."""
+
+    mean: ClassVar[tuple[float, float, float]]
+    std: ClassVar[tuple[float, float, float]]
+    stats_name: ClassVar[str] = ""
+    #: Checkpoint keys (prefixes) dropped before the strict load.
+    dropped_keys: ClassVar[tuple[str, ...]] = ()
+
+    # -- contract ----------------------------------------------------------------------------
+    def plan_inputs(
+        self,
+        available_bands: Sequence[str] | None,
+        *,
+        bands: Sequence[str] | None = None,
+        wavelengths: Sequence[float] | None = None,
+        modality: str | None = None,
+        context: InputContext | None = None,
+    ) -> InputPlan:
+        mid = self.model_id
+        if modality not in _OPTICAL_MODALITIES:
+            raise OptionError(
+                f"{mid} is an RGB model: modality={modality!r} is not accepted; leave it out (or use 's2') and "
+                "give Sentinel-2 bands B04, B03, B02."
+            )
+        if wavelengths is not None:
+            raise OptionError(
+                f"{mid} reads fixed RGB bands and takes no wavelengths=; drop it and name the bands instead, "
+                "e.g. bands=['B04', 'B03', 'B02']."
+            )
+        if bands is not None:
+            chosen = canonical_band_names(bands)
+            self._check_rgb(chosen, "bands=")
+        elif available_bands is None:
+            raise BandMismatchError(
+                f"the input's bands are not named; {mid} needs red, green, blue: name them with "
+                "bands=['B04', 'B03', 'B02'] (in the input's order)."
+            )
+        else:
+            available = canonical_band_names(available_bands)
+            missing = [b for b in RGB_BANDS if b not in available]
+            if missing:
+                raise BandMismatchError(
+                    f"{mid} reads Sentinel-2 bands {list(RGB_BANDS)} (red, green, blue); the input lacks {missing} "
+                    f"(it has {list(available_bands)}). Add them, or rename the input's RGB bands "
+                    "(e.g. `da.assign_coords(band=['B04', 'B03', 'B02'])`)."
+                )
+        return InputPlan(
+            bands=RGB_BANDS,  # model order, whatever order the input or bands= used
+            options=(
+                ("scale", "reflectance"),
+                ("mean", tuple(self.mean)),
+                ("std", tuple(self.std)),
+                *self._extra_options(context),
+            ),
+        )
+
+    def _check_rgb(self, chosen: list[str], source: str) -> None:
+        mid = self.model_id
+        if len(chosen) != len(set(chosen)):
+            raise BandMismatchError(f"{source} {chosen} contains duplicates; list B04, B03, B02 once each.")
+        if any(b in ("VV", "VH") for b in chosen):
+            raise BandMismatchError(
+                f"{mid} is an optical RGB model and cannot read Sentinel-1 bands {chosen}; use dofa or another "
+                "SAR-capable model, or give Sentinel-2 bands B04, B03, B02."
+            )
+        if len(chosen) != 3:
+            raise BandMismatchError(
+                f"{mid} takes exactly 3 bands (red, green, blue) but {source} gives {len(chosen)}: {chosen}. "
+                "Use bands=['B04', 'B03', 'B02']."
+            )
+        if sorted(chosen) != sorted(RGB_BANDS):
+            raise BandMismatchError(
+                f"{mid} reads red, green, blue = Sentinel-2 {list(RGB_BANDS)}; {source} gives {chosen}. "
+                "Use bands=['B04', 'B03', 'B02'] (RGB inputs from other sensors: name their bands so)."
+            )
+
+    def _extra_options(self, context: InputContext | None) -> tuple[tuple[str, Any], ...]:
+        return ()
+
+    def _describe_common(self) -> dict[str, Any]:
+        v = self.variant
+        return {
+            "model": self.model_id,
+            "variant": v.name,
+            "variants": sorted(self.variants),
+            "title": self.title,
+            "bands": list(RGB_BANDS),
+            "band_order": "model order: B04 (red), B03 (green), B02 (blue); picked by name from the input",
+            "wavelengths_um": None,
+            "image_size": v.image_size,
+            "patch_size": v.patch_size,
+            "embed_dim": v.embed_dim,
+            "input_values": "raw Sentinel-2 L2A reflectance 0..10000 (already-normalised [0, 1] data rejected)",
+            "normalisation": {
+                "reflectance": "clip(x / 10000, 0, 1), then (x - mean) / std per band",
+                "mean": list(self.mean),
+                "std": list(self.std),
+                "statistics": self.stats_name,
+            },
+            "outputs": dict(self.outputs),
+            "licence": self.licence,
+            "reference": self.reference,
+        }
+
+    # -- weights -----------------------------------------------------------------------------
+    def build_module(self):
+        from .mae_net import MAEEncoder
+
+        v = self.variant
+        return MAEEncoder(v.embed_dim, v.depth, v.num_heads, v.patch_size, v.image_size, in_chans=3)
+
+    def clean_state_dict(self, state_dict):
+        return {k: v for k, v in state_dict.items() if not k.startswith(self.dropped_keys)}
+
+    # -- run time ----------------------------------------------------------------------------
+    def check_values(self, pixels: np.ndarray, plan: InputPlan) -> None:
+        finite = pixels[np.isfinite(pixels)]
+        if finite.size == 0:
+            return
+        peak = float(finite.max())
+        if 0 < peak <= 1.5:
+            raise InputRangeError(
+                f"{self.model_id} expects raw Sentinel-2 reflectance (0..10000) but the largest value is "
+                f"{peak:.3g}: the data look already normalised to [0, 1]. Multiply by 10000 (e.g. `x * 10000`) "
+                "or load the raw product."
+            )
+
+    def normalise(self, pixels, plan):
+        import torch
+
+        scaled = torch.clamp(pixels / REFLECTANCE_SCALE, 0, 1)
+        mean = torch.tensor(plan.option("mean"), dtype=pixels.dtype, device=pixels.device).view(1, -1, 1, 1)
+        std = torch.tensor(plan.option("std"), dtype=pixels.dtype, device=pixels.device).view(1, -1, 1, 1)
+        return (scaled - mean) / std
+
+    def _res(self, plan: InputPlan) -> float | None:
+        return None
+
+    def forward_grid(self, module, x, plan):
+        return module.forward_grid(x, self._res(plan))
+
+    def forward_pooled(self, module, x, plan):
+        return module(x, self._res(plan))
+
+
+class SatMAE(RGBViTAdapter):
+    model_id = "satmae"
+    aliases = ("satmae_rgb",)
+    title = "SatMAE: masked-autoencoder ViT-L/16 pre-trained on fMoW-RGB"
+    variants = {
+        "large": Variant(
+            "large", 1024, 24, 16, 16, 224,
+            checkpoint=UrlCheckpoint("https://zenodo.org/record/7369797/files/fmow_pretrain.pth", "fmow_pretrain.pth"),
+        )
+    }
+    default_variant = "large"
+    reference = "https://github.com/sustainlab-group/SatMAE (models_mae.py / models_vit.py)"
+    licence = "CC BY-NC 4.0 (code and, presumably, weights): non-commercial use only"
+    mean = FMOW_MEAN
+    std = FMOW_STD
+    stats_name = "fMoW-RGB (SatMAE util/datasets.py)"
+    dropped_keys = ("decoder_", "mask_token")
+    weights_url = "https://zenodo.org/record/7369797/files/fmow_pretrain.pth"
+    outputs = {
+        "grid": "normed patch tokens (after the final norm), one per 16 x 16 px patch, in spatial order "
+        "(the upstream MAE encoder's token shuffle is not reproduced)",
+        "pooled": "resize mode: the normed CLS token (reference global_pool=False); tile mode: the "
+        "valid-area-weighted mean of the normed patch tokens",
+    }
+
+    def describe(self) -> dict[str, Any]:
+        info = self._describe_common()
+        info["weights"] = self.weights_url
+        info["weights_note"] = (
+            "the official checkpoint is on Zenodo, not the Hugging Face Hub: weights=None downloads it once into "
+            "xrembed's cache (XREMBED_CACHE); offline, download it elsewhere and pass "
+            "weights='/path/to/fmow_pretrain.pth'. Its decoder_* and mask_token keys are dropped before the strict load."
+        )
+        info["preprocessing_note"] = (
+            "upstream eval resizes to 256 (bicubic) and centre-crops 224; xrembed tiles 224 px windows "
+            "(tile mode) or resizes the whole raster to 224 px (resize mode) instead"
+        )
+        return info
