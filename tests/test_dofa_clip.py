@@ -23,7 +23,6 @@ from xrembed.models.registry import register_model
 from xrembed.models.weights import WeightsSource, load_module, read_state_dict
 from xrembed.testing import synthetic_raster
 
-register_model(DOFACLIP)
 
 GOLDENS = Path(__file__).resolve().parent / "goldens" / "dofa_clip"
 WEIGHTS = GOLDENS / "open_clip_model.safetensors"

@@ -18,7 +18,6 @@ from xrembed.testing import synthetic_raster
 
 from oracles import import_torchvision_cpu_safe
 
-register_model(Prithvi)
 
 
 class TinyPrithvi(Prithvi):

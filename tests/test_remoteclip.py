@@ -2,7 +2,6 @@
 strict loading of the official (whole-CLIP) key layout, real-size key sets and parameter counts, the RGB
 input contract, and the accessor on the real Sentinel-2 scene."""
 
-import inspect
 
 import numpy as np
 import pytest
@@ -12,26 +11,15 @@ from affine import Affine
 import xrembed
 import xrembed.embedding
 from xrembed import errors
-from xrembed.models.registry import register_model
 from xrembed.models.remoteclip import CLIP_MEAN, CLIP_STD, DEFAULT_BANDS, RemoteCLIP
 from xrembed.models.weights import WeightsSource, load_module
 from xrembed.testing import synthetic_raster
 
 from oracles import import_torchvision_cpu_safe
 
-register_model(RemoteCLIP)  # the lead adds it to registry._FAMILIES
 
 OPEN_CLIP_NAMES = {"vit_b32": "ViT-B-32", "vit_l14": "ViT-L-14"}
 
-# The pooled vector (512-d for B/32) is smaller than the grid tokens (768-d). Until the engine sizes pooled
-# outputs by ``adapter.pooled_dim`` (change proposed to the lead for ``xrembed/embedding.py``), pooled
-# output through the accessor cannot work; those tests are strict xfails until then.
-ENGINE_HAS_POOLED_DIM = "pooled_dim" in inspect.getsource(xrembed.embedding)
-needs_pooled_dim = pytest.mark.xfail(
-    not ENGINE_HAS_POOLED_DIM,
-    reason="xrembed/embedding.py sizes pooled output by variant.embed_dim; needs adapter.pooled_dim support",
-    strict=True,
-)
 
 
 def open_clip_module():
@@ -222,7 +210,6 @@ def test_normalise_is_a_uint8_cast_then_clip_normalize():
     assert torch.isnan(nan).all()  # NaN passes through; the engine masks it
 
 
-@needs_pooled_dim
 def test_accessor_matches_the_reference_on_one_tile(tmp_path):
     """Through the accessor (normalisation + engine), a 224 px raster gives open_clip's outputs."""
     reference = reference_clip("vit_b32", seed=2)
@@ -272,7 +259,6 @@ def test_real_scene_grid_is_georeferenced(s2_crop, input_prep):
     assert emb.attrs["bands"] == list(DEFAULT_BANDS) and emb.attrs["model"] == "remoteclip"
 
 
-@needs_pooled_dim
 @pytest.mark.parametrize("input_prep", ["tile", "resize"])
 def test_real_scene_pooled(s2_crop, input_prep):
     vec = s2_crop.rsembed.embed("remoteclip", weights="random", output="pooled", input_prep=input_prep)

@@ -25,7 +25,6 @@ from xrembed.models.satmae import FMOW_MEAN, FMOW_STD, RGB_BANDS, SatMAE
 from xrembed.models.weights import WeightsSource, load_module
 from xrembed.testing import synthetic_raster
 
-register_model(SatMAE)
 
 GOLDENS = Path(__file__).parent / "goldens" / "satmae"
 CHECKPOINT = GOLDENS / "mae_small_pretrain.pth"

@@ -22,7 +22,6 @@ from xrembed.testing import synthetic_raster
 
 from oracles import import_torchvision_cpu_safe
 
-register_model(ScaleMAE)
 
 SMALL = dict(img_size=32, patch_size=8, embed_dim=32, depth=2, num_heads=4)
 

@@ -23,7 +23,6 @@ from xrembed.models.terrafm import S1_BANDS, S2_BANDS, TerraFM
 from xrembed.models.weights import WeightsSource, load_module
 from xrembed.testing import synthetic_raster
 
-register_model(TerraFM)
 
 GOLDENS = Path(__file__).resolve().parent / "goldens" / "terrafm"
 META = json.loads((GOLDENS / "meta.json").read_text())

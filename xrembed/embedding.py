@@ -58,6 +58,8 @@ def embed(
         raise OptionError(f"tiles_per_chunk must be a positive integer, got {tiles_per_chunk!r}.")
     adapter = get_adapter(model, variant)
     v = adapter.variant
+    # Pooled vectors may live in another space than the grid tokens (CLIP: proj 768 -> 512).
+    pooled_dim = adapter.pooled_dim
 
     y_dim, x_dim = spatial_dims(obj)
     grid = Grid.from_xarray(obj)
@@ -91,10 +93,10 @@ def embed(
     if frames:
         array = _fold_time_into_channels(array)
     if input_prep == "tile":
-        result = _tile_path(array, grid, v, common, output, tiles_per_chunk)
+        result = _tile_path(array, grid, v, common, output, tiles_per_chunk, pooled_dim)
         out_grid = grid.zoom_out(v.patch_size)
     else:
-        result = _resize_path(array, v, common, output)
+        result = _resize_path(array, v, common, output, pooled_dim)
         out_grid = grid.resized(v.image_size, v.patch_size)
 
     # Coordinates along the kept dims (time, ...); the input's grid mapping describes the input grid only.
@@ -105,7 +107,7 @@ def embed(
     }
     dims = (*extra, "embedding") + (("y", "x") if output == "grid" else ())
     out = xr.DataArray(result, dims=dims, coords=extra_coords, name="embeddings")
-    out = out.assign_coords(embedding=np.arange(v.embed_dim))
+    out = out.assign_coords(embedding=np.arange(v.embed_dim if output == "grid" else pooled_dim))
     if output == "grid":
         out = assign_grid(out, out_grid)
     out.attrs = _attrs(adapter, source.label, plan, input_prep, precision, output, grid, out_grid)
@@ -271,7 +273,7 @@ def _is_dask(array) -> bool:
     return hasattr(array, "dask")
 
 
-def _tile_path(array, grid: Grid, variant, common: dict, output: str, tiles_per_chunk: int):
+def _tile_path(array, grid: Grid, variant, common: dict, output: str, tiles_per_chunk: int, pooled_dim: int):
     patch, size = variant.patch_size, variant.image_size
     block_kwargs = dict(patch_size=patch, image_size=size, **common)
     if not _is_dask(array):
@@ -279,7 +281,7 @@ def _tile_path(array, grid: Grid, variant, common: dict, output: str, tiles_per_
         if output == "grid":
             return tokens
         counts = engine.count_block(array, patch_size=patch, nodata=common["nodata"])
-        return _pooled_from_tokens(tokens, counts, common)
+        return _pooled_from_tokens(tokens, counts, common, pooled_dim)
 
     import dask.array as dsa
 
@@ -314,10 +316,10 @@ def _tile_path(array, grid: Grid, variant, common: dict, output: str, tiles_per_
         patch_size=patch,
         nodata=common["nodata"],
     )
-    return _pooled_from_tokens(tokens, counts, common)
+    return _pooled_from_tokens(tokens, counts, common, pooled_dim)
 
 
-def _pooled_from_tokens(tokens, counts, common: dict):
+def _pooled_from_tokens(tokens, counts, common: dict, pooled_dim: int):
     """Valid-area-weighted mean of grid tokens, then the model's pooling head (lazy for dask input)."""
     weighted = np.where(counts > 0, tokens, 0.0) * counts
     total = counts.sum(axis=(-2, -1))
@@ -328,11 +330,11 @@ def _pooled_from_tokens(tokens, counts, common: dict):
     mean = mean.rechunk({mean.ndim - 1: -1})
     return mean.map_blocks(
         engine.pool_head_block, dtype=np.float32, meta=np.empty((0,) * mean.ndim, np.float32),
-        key=common["key"], plan=common["plan"],
+        chunks=mean.chunks[:-1] + ((pooled_dim,),), key=common["key"], plan=common["plan"],
     )
 
 
-def _resize_path(array, variant, common: dict, output: str):
+def _resize_path(array, variant, common: dict, output: str, pooled_dim: int):
     kwargs = dict(image_size=variant.image_size, patch_size=variant.patch_size, what=output, **common)
     if not _is_dask(array):
         return engine.resize_block(array, **kwargs)
@@ -345,7 +347,7 @@ def _resize_path(array, variant, common: dict, output: str):
         k = variant.tile_tokens
         chunks = array.chunks[:-3] + ((variant.embed_dim,), (k,), (k,))
         return dsa.map_blocks(engine.resize_block, array, chunks=chunks, dtype=np.float32, meta=meta, **kwargs)
-    chunks = array.chunks[:-3] + ((variant.embed_dim,),)
+    chunks = array.chunks[:-3] + ((pooled_dim,),)
     return dsa.map_blocks(
         engine.resize_block, array, drop_axis=[nd - 2, nd - 1], chunks=chunks, dtype=np.float32, meta=meta, **kwargs
     )

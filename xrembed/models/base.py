@@ -118,6 +118,11 @@ class ModelAdapter:
             )
         self.variant = self.variants[name]
 
+    @property
+    def pooled_dim(self) -> int:
+        """Length of the pooled vector; the grid's ``embed_dim`` unless the model projects (CLIP)."""
+        return self.variant.embed_dim
+
     # -- contract (metadata only) ------------------------------------------------------------
     def plan_inputs(
         self,

@@ -13,11 +13,12 @@ from .base import ModelAdapter
 from .dofa import DOFA
 from .dofa_clip import DOFACLIP
 from .prithvi import Prithvi
+from .remoteclip import RemoteCLIP
 from .satmae import SatMAE
 from .scalemae import ScaleMAE
 from .terrafm import TerraFM
 
-_FAMILIES: tuple[type[ModelAdapter], ...] = (DOFA, DOFACLIP, Prithvi, SatMAE, ScaleMAE, TerraFM)
+_FAMILIES: tuple[type[ModelAdapter], ...] = (DOFA, DOFACLIP, Prithvi, RemoteCLIP, SatMAE, ScaleMAE, TerraFM)
 
 _REGISTRY: dict[str, type[ModelAdapter]] = {}
 _ALIASES: dict[str, str] = {}
