@@ -53,7 +53,15 @@ def bare_forward(runtime: engine.Runtime, tiles: torch.Tensor, plan, batch_size:
     return time.perf_counter() - start, torch.cat(outputs).numpy()
 
 
+def with_date_if_temporal(da: xr.DataArray, model: str) -> xr.DataArray:
+    """Temporal models (Prithvi) read a dated time series: give the raster one acquisition date."""
+    if xrembed.models.get_adapter(model).temporal:
+        return da.expand_dims(time=np.array(["2020-02-19"], dtype="datetime64[ns]"))
+    return da
+
+
 def accessor_forward(da, model: str, variant: str, batch_size: int, precision: str) -> tuple[float, np.ndarray]:
+    da = with_date_if_temporal(da, model)
     emb = da.rsembed.embed(model, variant=variant, weights="random", batch_size=batch_size, precision=precision,
                            input_prep="tile")
     start = time.perf_counter()
@@ -89,7 +97,8 @@ def main() -> None:
         accessor_forward(da.isel(y=slice(0, tile), x=slice(0, tile)), args.model, args.variant, args.batch_size, precision)
         key = next(k for k in engine._RUNTIMES if k.precision == precision)
         runtime = engine.get_runtime(key)
-        plan = runtime.adapter.plan_inputs(list(info["bands"]), context=embedding.input_context(da, Grid.from_xarray(da)))
+        dated = with_date_if_temporal(da, args.model)
+        plan = runtime.adapter.plan_inputs(list(info["bands"]), context=embedding.input_context(dated, Grid.from_xarray(da)))
         prepared = runtime.prepare(torch.from_numpy(tiles), plan)
         bare_times, accessor_times = [], []
         for _ in range(args.repeats):
