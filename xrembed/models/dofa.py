@@ -36,6 +36,7 @@ import numpy as np
 from ..bands import SENTINEL2_WAVELENGTHS_UM, canonical_band_names
 from ..errors import BandMismatchError, InputRangeError, WavelengthError
 from .base import Checkpoint, InputContext, InputPlan, ModelAdapter, Variant
+from .checks import check_raw_reflectance
 
 DEFAULT_BANDS = ("B04", "B03", "B02", "B05", "B06", "B07", "B08", "B11", "B12")
 
@@ -228,18 +229,11 @@ class DOFA(ModelAdapter):
 
     # -- run time ----------------------------------------------------------------------------
     def check_values(self, pixels: np.ndarray, plan: InputPlan) -> None:
-        finite = pixels[np.isfinite(pixels)]
-        if finite.size == 0:
-            return
         if plan.option("scale") == "reflectance":
-            peak = float(finite.max())
-            if 0 < peak <= 1.5:
-                raise InputRangeError(
-                    f"dofa expects raw Sentinel-2 reflectance (0..10000) but the largest value is {peak:.3g}: "
-                    "the data look already normalised to [0, 1]. Multiply by 10000 (e.g. `x * 10000`) or "
-                    "load the raw product."
-                )
-        elif plan.option("scale") == "db" and float(finite.min()) >= 0:
+            check_raw_reflectance(pixels, self.model_id)
+            return
+        finite = pixels[np.isfinite(pixels)]
+        if finite.size and float(finite.min()) >= 0:
             raise InputRangeError(
                 "dofa expects Sentinel-1 backscatter in dB (mostly negative values) but every value is >= 0: "
                 "the data look like linear power or amplitude. Convert with `10 * np.log10(power)`."

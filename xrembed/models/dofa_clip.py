@@ -37,8 +37,9 @@ from typing import Any
 import numpy as np
 
 from ..bands import SENTINEL2_WAVELENGTHS_UM, canonical_band_names
-from ..errors import BandMismatchError, InputRangeError, OptionError, WavelengthError
+from ..errors import BandMismatchError, OptionError, WavelengthError
 from .base import Checkpoint, InputContext, InputPlan, ModelAdapter, Variant
+from .checks import check_raw_reflectance
 
 #: Default bands: true colour, as in the upstream examples (wavelengths 0.665, 0.56, 0.49 µm).
 DEFAULT_BANDS = ("B04", "B03", "B02")
@@ -217,16 +218,7 @@ class DOFACLIP(ModelAdapter):
 
     # -- run time ----------------------------------------------------------------------------
     def check_values(self, pixels: np.ndarray, plan: InputPlan) -> None:
-        finite = pixels[np.isfinite(pixels)]
-        if finite.size == 0:
-            return
-        peak = float(finite.max())
-        if 0 < peak <= 1.5:
-            raise InputRangeError(
-                f"dofa_clip expects raw Sentinel-2 reflectance (0..10000) but the largest value is {peak:.3g}: "
-                "the data look already normalised to [0, 1]. Multiply by 10000 (e.g. `x * 10000`) or "
-                "load the raw product."
-            )
+        check_raw_reflectance(pixels, self.model_id)
 
     def normalise(self, pixels, plan):
         import torch

@@ -41,8 +41,9 @@ from typing import Any
 import numpy as np
 
 from ..bands import canonical_band_names
-from ..errors import BandMismatchError, InputRangeError, OptionError, WavelengthError
+from ..errors import BandMismatchError, OptionError, WavelengthError
 from .base import Checkpoint, InputContext, InputPlan, ModelAdapter, Variant
+from .checks import check_raw_reflectance
 
 #: Sentinel-2 bands that stand in for the six HLS bands, in model order.
 DEFAULT_BANDS = ("B02", "B03", "B04", "B8A", "B11", "B12")
@@ -268,16 +269,7 @@ class Prithvi(ModelAdapter):
 
     # -- run time ----------------------------------------------------------------------------
     def check_values(self, pixels: np.ndarray, plan: InputPlan) -> None:
-        finite = pixels[np.isfinite(pixels)]
-        if finite.size == 0:
-            return
-        peak = float(finite.max())
-        if 0 < peak <= 1.5:
-            raise InputRangeError(
-                f"{self.model_id} expects raw HLS / Sentinel-2 reflectance (0..10000) but the largest value is "
-                f"{peak:.3g}: the data look already normalised to [0, 1]. Multiply by 10000 (e.g. `x * 10000`) "
-                "or load the raw product."
-            )
+        check_raw_reflectance(pixels, self.model_id, "HLS / Sentinel-2 reflectance")
 
     def _frames(self, x, plan: InputPlan) -> int:
         channels = len(DEFAULT_BANDS)

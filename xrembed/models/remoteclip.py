@@ -35,8 +35,9 @@ from typing import Any
 import numpy as np
 
 from ..bands import SENTINEL2_WAVELENGTHS_UM, canonical_band_names
-from ..errors import BandMismatchError, InputRangeError, OptionError
+from ..errors import BandMismatchError, OptionError
 from .base import Checkpoint, InputContext, InputPlan, ModelAdapter, Variant
+from .checks import check_raw_reflectance
 
 DEFAULT_BANDS = ("B04", "B03", "B02")
 
@@ -190,16 +191,7 @@ class RemoteCLIP(ModelAdapter):
 
     # -- run time ----------------------------------------------------------------------------
     def check_values(self, pixels: np.ndarray, plan: InputPlan) -> None:
-        finite = pixels[np.isfinite(pixels)]
-        if finite.size == 0:
-            return
-        peak = float(finite.max())
-        if 0 < peak <= 1.5:
-            raise InputRangeError(
-                f"remoteclip expects raw Sentinel-2 reflectance (0..10000) but the largest value is {peak:.3g}: "
-                "the data look already normalised to [0, 1]. Multiply by 10000 (e.g. `x * 10000`) or "
-                "load the raw product."
-            )
+        check_raw_reflectance(pixels, self.model_id)
 
     def normalise(self, pixels, plan):
         import torch

@@ -30,8 +30,9 @@ from typing import Any, ClassVar
 import numpy as np
 
 from ..bands import canonical_band_names
-from ..errors import BandMismatchError, InputRangeError, OptionError
+from ..errors import BandMismatchError, OptionError
 from .base import InputContext, InputPlan, ModelAdapter, UrlCheckpoint, Variant
+from .checks import check_raw_reflectance
 
 RGB_BANDS = ("B04", "B03", "B02")
 REFLECTANCE_SCALE = 10000.0
@@ -160,16 +161,7 @@ class RGBViTAdapter(ModelAdapter):
 
     # -- run time ----------------------------------------------------------------------------
     def check_values(self, pixels: np.ndarray, plan: InputPlan) -> None:
-        finite = pixels[np.isfinite(pixels)]
-        if finite.size == 0:
-            return
-        peak = float(finite.max())
-        if 0 < peak <= 1.5:
-            raise InputRangeError(
-                f"{self.model_id} expects raw Sentinel-2 reflectance (0..10000) but the largest value is "
-                f"{peak:.3g}: the data look already normalised to [0, 1]. Multiply by 10000 (e.g. `x * 10000`) "
-                "or load the raw product."
-            )
+        check_raw_reflectance(pixels, self.model_id)
 
     def normalise(self, pixels, plan):
         import torch

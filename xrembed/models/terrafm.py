@@ -35,6 +35,7 @@ import numpy as np
 from ..bands import canonical_band_names
 from ..errors import BandMismatchError, InputRangeError, OptionError
 from .base import Checkpoint, InputContext, InputPlan, ModelAdapter, Variant
+from .checks import check_raw_reflectance
 
 #: Model order of the 12 Sentinel-2 bands (B10 is not used).
 S2_BANDS = ("B01", "B02", "B03", "B04", "B05", "B06", "B07", "B08", "B8A", "B09", "B11", "B12")
@@ -185,18 +186,11 @@ class TerraFM(ModelAdapter):
 
     # -- run time ----------------------------------------------------------------------------
     def check_values(self, pixels: np.ndarray, plan: InputPlan) -> None:
+        if plan.option("scale") == "reflectance":
+            check_raw_reflectance(pixels, f"terrafm (modality={plan.option('modality')!r})")
+            return
         finite = pixels[np.isfinite(pixels)]
         if finite.size == 0:
-            return
-        modality = plan.option("modality")
-        if plan.option("scale") == "reflectance":
-            peak = float(finite.max())
-            if 0 < peak <= 1.5:
-                raise InputRangeError(
-                    f"terrafm (modality={modality!r}) expects raw Sentinel-2 reflectance (0..10000) but the largest "
-                    f"value is {peak:.3g}: the data look already normalised to [0, 1]. Multiply by 10000 "
-                    "(e.g. `x * 10000`) or load the raw product."
-                )
             return
         low = float(finite.min())
         if low < 0:

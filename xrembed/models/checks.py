@@ -1,0 +1,26 @@
+"""Value-range checks shared by the adapters (they need pixels, so they run when the graph computes)."""
+
+from __future__ import annotations
+
+import numpy as np
+
+from ..errors import InputRangeError
+
+#: A largest value at or below this (and above 0) means the data were already scaled to [0, 1].
+NORMALISED_PEAK = 1.5
+
+
+def check_raw_reflectance(pixels: np.ndarray, who: str, what: str = "Sentinel-2 reflectance") -> None:
+    """Raise :class:`InputRangeError` if valid pixels look normalised to [0, 1] instead of raw 0..10000.
+
+    ``who`` names the model in the message (e.g. ``"dofa"``); NaNs are ignored; an all-NaN block passes.
+    """
+    finite = pixels[np.isfinite(pixels)]
+    if finite.size == 0:
+        return
+    peak = float(finite.max())
+    if 0 < peak <= NORMALISED_PEAK:
+        raise InputRangeError(
+            f"{who} expects raw {what} (0..10000) but the largest value is {peak:.3g}: the data look already "
+            "normalised to [0, 1]. Multiply by 10000 (e.g. `x * 10000`) or load the raw product."
+        )
