@@ -78,3 +78,35 @@ def test_bundled_sample():
 def test_missing_source():
     with pytest.raises(errors.XrembedError, match="neither"):
         xrembed.open_raster("/nonexistent/scene")
+
+
+S1_MEASUREMENT = "S1A_IW_GRDH_1SDV_20180716T004042_FD5B/measurement"
+
+
+def test_gcp_only_sentinel1_is_warped_lazily(s2_scene):
+    folder = s2_scene.parent / S1_MEASUREMENT
+    da = xrembed.open_raster(folder, bands=["VV", "VH"])
+    assert list(da.band.values) == ["VV", "VH"] and da.chunks is not None
+    assert da.rio.crs.to_epsg() == 32643  # the scene centre's UTM zone (southern India, 75.6-78.2 E)
+    geographic = xrembed.open_raster(folder, bands=["VV", "VH"], crs="EPSG:4326")
+    assert (geographic.sizes["x"], geographic.sizes["y"]) == (1417, 1071)  # as GDAL's WarpedVRT suggests
+    left, bottom, right, top = geographic.rio.bounds()
+    assert 75.5 < left < right < 78.3 and 9.1 < bottom < top < 11.3
+    values = da.values
+    outside = np.isnan(values).all(axis=0)
+    assert 0.1 < outside.mean() < 0.5  # outside the tilted swath is nodata, not zeros
+    assert np.nanmin(values) > 0
+    with rasterio.open(folder / "iw-vv.tiff") as src:
+        assert np.nanmean(values[0]) == pytest.approx(src.read(1)[src.read(1) > 0].mean(), rel=0.05)
+    with pytest.raises(errors.OptionError, match="ground control points"):
+        xrembed.open_raster(folder, bands=["VV", "VH"], resolution=100)
+
+
+def test_reprojection_to_another_crs_is_lazy(s2_scene):
+    from rasterio.warp import transform_bounds
+
+    da = xrembed.open_raster(s2_scene, bands=["B04"], crs="EPSG:32630")
+    assert da.rio.crs.to_epsg() == 32630 and da.chunks is not None
+    expected = transform_bounds("EPSG:32629", "EPSG:32630", 199980, 2690220, 309780, 2800020)
+    np.testing.assert_allclose(da.rio.bounds(), expected, atol=abs(da.rio.resolution()[0]))
+    assert np.isfinite(da.values).mean() > 0.9

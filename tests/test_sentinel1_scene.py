@@ -1,18 +1,14 @@
 """TerraFM's Sentinel-1 path on the real Sentinel-1 GRD scene in ../shared/data.
 
-The GRD is georeferenced only by ground control points, so it is warped lazily (rasterio WarpedVRT) to its
-UTM zone here. Its values are uncalibrated amplitude DN; sigma0-like power is DN^2 up to a constant (see the
+The GRD is georeferenced only by ground control points; ``open_raster`` warps it lazily to its UTM zone. Its values are uncalibrated amplitude DN; sigma0-like power is DN^2 up to a constant (see the
 data README), and the constant below puts the median VV near typical land backscatter (about -15 dB).
 """
 
 import numpy as np
 import pytest
-import rasterio
-import rioxarray
-import xarray as xr
 from affine import Affine
-from rasterio.vrt import WarpedVRT
 
+import xrembed
 from xrembed import errors
 
 from conftest import SHARED_DATA
@@ -25,13 +21,8 @@ DN_TO_POWER = 1.0 / 1000.0**2
 def s1_power():
     if not S1_SCENE.is_dir():
         pytest.fail(f"the shared Sentinel-1 scene is missing at {S1_SCENE}")
-    bands = []
-    for pol in ("vv", "vh"):
-        src = rasterio.open(S1_SCENE / f"iw-{pol}.tiff")
-        vrt = WarpedVRT(src, src_crs=src.gcps[1], crs="EPSG:32643", nodata=0)
-        bands.append(rioxarray.open_rasterio(vrt, masked=True, chunks={"y": 512, "x": 512}))
-    dn = xr.concat(bands, dim="band").assign_coords(band=["VV", "VH"])
-    return (dn**2 * DN_TO_POWER).rio.write_crs("EPSG:32643")
+    dn = xrembed.open_raster(S1_SCENE, bands=["VV", "VH"])  # GCP-only: warped lazily to its UTM zone
+    return dn**2 * DN_TO_POWER
 
 
 def test_terrafm_s1_on_the_real_scene(s1_power):

@@ -18,10 +18,14 @@ import rioxarray
 import xarray as xr
 from affine import Affine
 from rasterio.enums import Resampling
+from pyproj import CRS, Transformer
+from rasterio.transform import array_bounds
 from rasterio.vrt import WarpedVRT
+from rasterio.warp import calculate_default_transform
 
 from ..bands import canonical_band_name, canonical_band_names
 from ..errors import BandMismatchError, OptionError, XrembedError
+from ..specs import utm_crs
 
 RASTER_SUFFIXES = (".tif", ".tiff", ".jp2", ".vrt")
 #: Default dask chunk side: a multiple of both 224 (model tiles) and 256 (GeoTIFF blocks).
@@ -48,6 +52,7 @@ def open_raster(
     resolution: float | None = None,
     chunks: int | dict | bool | None = DEFAULT_CHUNK,
     resampling: str = "nearest",
+    crs: str | None = None,
 ) -> xr.DataArray:
     """Open local raster(s) as a lazy ``(band, y, x)`` DataArray whose ``band`` coordinate holds names.
 
@@ -67,6 +72,10 @@ def open_raster(
         for an eager numpy array.
     resampling
         How coarser bands are brought onto the target grid (a ``rasterio.enums.Resampling`` name).
+    crs
+        Target CRS. Files in another CRS, or georeferenced only by ground control points (a Sentinel-1
+        GRD), are warped to it lazily through a ``WarpedVRT``. Default: the files' own CRS; for GCP-only
+        files, the UTM zone of the scene centre (metric, like the model patch sizes).
 
     Returns
     -------
@@ -87,10 +96,10 @@ def open_raster(
         raise OptionError(f"resampling={resampling!r} is not a rasterio Resampling name (e.g. 'nearest', 'bilinear').") from None
     files, names = _list_files(source, bands)
     if len(files) == 1 and names is None:
-        return _open_multiband(files[0], bands, chunks)
+        return _open_multiband(files[0], bands, chunks, _target_grid(files, resolution, crs, single_band=False), method)
     if names is None:
         raise BandMismatchError("cannot tell the band names of these files; pass bands=[...] in file order.")
-    target = _target_grid(files, resolution)
+    target = _target_grid(files, resolution, crs)
     arrays = [_open_on_grid(path, target, method, chunks) for path in files]
     stacked = xr.concat(arrays, dim="band", join="override", combine_attrs="drop")
     stacked = stacked.assign_coords(band=canonical_band_names(names))
@@ -152,25 +161,65 @@ def _band_sort_key(name: str) -> tuple:
     return (0, int(match.group(1)), match.group(2)) if match else (1, 0, name)
 
 
-def _target_grid(files: list[Path], resolution: float | None) -> dict:
-    profiles = []
+def _georeference(src, name: str):
+    """``(crs, transform, gcps)`` of an open dataset: an affine grid, or ground control points only."""
+    if src.crs is not None and not src.transform.is_identity:
+        return src.crs, src.transform, None
+    gcps, gcp_crs = src.gcps
+    if gcps and gcp_crs is not None:
+        return gcp_crs, None, gcps
+    raise XrembedError(f"{name} has no CRS; xrembed needs georeferenced rasters (a CRS, or ground control points).")
+
+
+def _target_grid(files: list[Path], resolution: float | None, crs=None, single_band: bool = True) -> dict:
+    """The grid every file is brought onto: the finest file's, or a warp to ``crs`` (GCP files always warp)."""
+    if resolution is not None and resolution <= 0:
+        raise OptionError(f"resolution must be positive, got {resolution}.")
+    infos = []
     for f in files:
         with rasterio.open(f) as src:
-            if src.count != 1:
+            if single_band and src.count != 1:
                 raise BandMismatchError(f"{f.name} has {src.count} bands; a folder or list must hold single-band files.")
-            if src.crs is None:
-                raise XrembedError(f"{f.name} has no CRS; xrembed needs georeferenced rasters.")
-            profiles.append((src.crs, src.transform, src.width, src.height, src.bounds))
-    crs, transform, width, height, _ = min(profiles, key=lambda p: abs(p[1].a))
-    left, top = transform.c, transform.f
-    if resolution is not None:
-        if resolution <= 0:
-            raise OptionError(f"resolution must be positive, got {resolution}.")
-        right, bottom = left + width * transform.a, top + height * transform.e
-        transform = Affine(resolution, 0, left, 0, -resolution, top)
-        width = int(np.ceil((right - left) / resolution - 1e-9))
-        height = int(np.ceil((top - bottom) / resolution - 1e-9))
-    return {"crs": crs, "transform": transform, "width": width, "height": height}
+            infos.append((*_georeference(src, f.name), src.width, src.height))
+    if crs is None and all(gcps is None for _, _, gcps, _, _ in infos):
+        src_crs, transform, _, width, height = min(infos, key=lambda info: abs(info[1].a))
+        if resolution is not None:
+            left, top = transform.c, transform.f
+            right, bottom = left + width * transform.a, top + height * transform.e
+            transform = Affine(resolution, 0, left, 0, -resolution, top)
+            width = int(np.ceil((right - left) / resolution - 1e-9))
+            height = int(np.ceil((top - bottom) / resolution - 1e-9))
+        return {"crs": src_crs, "transform": transform, "width": width, "height": height}
+    dst_crs = CRS.from_user_input(crs) if crs is not None else _scene_utm(infos[0])
+    grids = []
+    for src_crs, transform, gcps, width, height in infos:
+        if gcps is not None:
+            if resolution is not None:
+                # GDAL's GCP warper goes wrong when handed an explicit output grid (rasterio 1.4 fills the
+                # outside of the swath with garbage), so GCP rasters keep GDAL's own suggested grid.
+                raise OptionError(
+                    "resolution= is not supported for rasters georeferenced by ground control points; open them "
+                    "without it (GDAL picks the native resolution) and resample afterwards if needed."
+                )
+            grids.append(calculate_default_transform(src_crs, dst_crs, width, height, gcps=gcps))
+        else:
+            left, bottom, right, top = array_bounds(height, width, transform)
+            grids.append(calculate_default_transform(
+                src_crs, dst_crs, width, height, left, bottom, right, top, resolution=resolution
+            ))
+    transform, width, height = min(grids, key=lambda grid: abs(grid[0].a))
+    return {"crs": dst_crs, "transform": transform, "width": width, "height": height}
+
+
+def _scene_utm(info) -> CRS:
+    src_crs, transform, gcps, width, height = info
+    if gcps is not None:
+        xs, ys = [g.x for g in gcps], [g.y for g in gcps]
+        x, y = (min(xs) + max(xs)) / 2, (min(ys) + max(ys)) / 2
+    else:
+        x, y = transform * (width / 2, height / 2)
+    lon, lat = Transformer.from_crs(src_crs, "EPSG:4326", always_xy=True).transform(x, y)
+    return utm_crs(lon, lat)
 
 
 def _open_on_grid(path: Path, target: dict, method: Resampling, chunks) -> xr.DataArray:
@@ -183,13 +232,27 @@ def _open_on_grid(path: Path, target: dict, method: Resampling, chunks) -> xr.Da
     if same_grid:
         data = rioxarray.open_rasterio(path, masked=True, chunks=_chunks(chunks))
     else:
-        src = rasterio.open(path)
-        vrt = WarpedVRT(
-            src, crs=target["crs"], transform=target["transform"], width=target["width"],
-            height=target["height"], resampling=method,
-        )
-        data = rioxarray.open_rasterio(vrt, masked=True, chunks=_chunks(chunks))
+        data = rioxarray.open_rasterio(_warped(path, target, method), masked=True, chunks=_chunks(chunks))
     return data.astype("float32") if data.dtype != np.float32 else data
+
+
+def _warped(path: Path, target: dict, method: Resampling) -> WarpedVRT:
+    src = rasterio.open(path)
+    src_crs, _, gcps = _georeference(src, path.name)
+    if gcps is None:
+        return WarpedVRT(
+            src, src_crs=src_crs, crs=target["crs"], transform=target["transform"], width=target["width"],
+            height=target["height"], resampling=method, nodata=src.nodata,
+        )
+    # GCP-only products (Sentinel-1 GRD) declare no nodata but use 0 outside the swath. GDAL's GCP warper is
+    # only right on its own suggested grid (see _target_grid), so the grid is checked, not imposed.
+    vrt = WarpedVRT(src, src_crs=src_crs, crs=target["crs"], resampling=method, nodata=src.nodata or 0)
+    if not (vrt.transform.almost_equals(target["transform"]) and (vrt.width, vrt.height) == (target["width"], target["height"])):
+        raise XrembedError(
+            f"{path.name} is georeferenced by ground control points and its warped grid differs from the other "
+            "files'; open GCP rasters with the same footprint together, or one at a time."
+        )
+    return vrt
 
 
 def _chunks(chunks):
@@ -202,18 +265,15 @@ def _chunks(chunks):
     return chunks
 
 
-def _open_multiband(path: Path, bands, chunks) -> xr.DataArray:
-    data = rioxarray.open_rasterio(path, masked=True, chunks=_chunks(chunks))
+def _open_multiband(path: Path, bands, chunks, target: dict, method: Resampling) -> xr.DataArray:
+    data = _open_on_grid(path, target, method, chunks)
+    with rasterio.open(path) as src:
+        descriptions = src.descriptions
     names = list(bands) if bands is not None else None
-    if names is None:
-        descriptions = data.attrs.get("long_name")
-        if isinstance(descriptions, str):
-            descriptions = (descriptions,)
-        if descriptions and len(descriptions) == data.sizes["band"] and all(descriptions):
-            names = list(descriptions)
+    if names is None and descriptions and len(descriptions) == data.sizes["band"] and all(descriptions):
+        names = list(descriptions)
     if names is not None:
         if len(names) != data.sizes["band"]:
             raise BandMismatchError(f"bands= has {len(names)} names but {path.name} has {data.sizes['band']} bands.")
         data = data.assign_coords(band=canonical_band_names(names))
-    data = data.astype("float32") if data.dtype != np.float32 else data
     return data
