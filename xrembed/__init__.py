@@ -18,6 +18,7 @@ from . import errors
 from .embedding import embed
 from .models.registry import describe_model, list_models
 from .sources.raster import open_raster, sample_path
+from .sources.stac import open_stac
 from .specs import BBox, FetchSpec, InputPrepSpec, OutputSpec, PointBuffer, SensorSpec, TemporalSpec
 
 __all__ = [
@@ -34,5 +35,6 @@ __all__ = [
     "errors",
     "list_models",
     "open_raster",
+    "open_stac",
     "sample_path",
 ]

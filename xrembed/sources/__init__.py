@@ -1,1 +1,1 @@
-"""Where rasters come from: local files (this package), Earth Engine and STAC (later)."""
+"""Where rasters come from: local files (``raster``), STAC items (``stac``) and Earth Engine (``gee``)."""
