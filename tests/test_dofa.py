@@ -213,3 +213,14 @@ def test_describe_model_gives_the_contract():
     assert (info["image_size"], info["patch_size"], info["embed_dim"]) == (224, 16, 1024)
     assert info["weights"] == "hf://earthflow/DOFA/DOFA_ViT_large_e100.pth"
     assert set(info["outputs"]) == {"grid", "pooled"} and "normalisation" in info
+
+
+def test_describe_model_names_default_sensors():
+    info = xrembed.describe_model("dofa")
+    assert info["default_sensors"]["s2"]["collection"] == "COPERNICUS/S2_SR_HARMONIZED"
+    assert info["default_sensors"]["s2"]["bands"] == ("B4", "B3", "B2", "B5", "B6", "B7", "B8", "B11", "B12")
+    assert info["default_sensors"]["s1"]["collection"] == "COPERNICUS/S1_GRD"  # DOFA reads dB
+    terrafm = xrembed.describe_model("terrafm")["default_sensors"]
+    assert set(terrafm) == {"s2", "s2_l1c", "s1"} and terrafm["s1"]["collection"] == "COPERNICUS/S1_GRD_FLOAT"
+    for model in xrembed.list_models():
+        assert xrembed.describe_model(model)["default_sensors"], model

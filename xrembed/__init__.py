@@ -17,6 +17,7 @@ from . import accessor  # noqa: F401  (registers .rsembed)
 from . import errors
 from .embedding import embed
 from .models.registry import describe_model, list_models
+from .sources.gee import open_gee
 from .sources.raster import open_raster, sample_path
 from .sources.stac import open_stac
 from .specs import BBox, FetchSpec, InputPrepSpec, OutputSpec, PointBuffer, SensorSpec, TemporalSpec
@@ -34,6 +35,7 @@ __all__ = [
     "embed",
     "errors",
     "list_models",
+    "open_gee",
     "open_raster",
     "open_stac",
     "sample_path",

@@ -76,4 +76,29 @@ def describe_model(model: str, *, variant: str | None = None) -> dict[str, Any]:
     >>> info["patch_size"], info["embed_dim"], info["bands"][:3]
     (16, 768, ['B04', 'B03', 'B02'])
     """
-    return get_adapter(model, variant).describe()
+    adapter = get_adapter(model, variant)
+    info = adapter.describe()
+    info["default_sensors"] = _default_sensors(adapter)
+    return info
+
+
+def _default_sensors(adapter: ModelAdapter) -> dict[str, dict[str, Any]]:
+    """The Earth Engine sensor per modality this model reads by default (what ``open_gee(model_id)`` fetches).
+
+    Sub-families (e.g. the tiny test DOFA) inherit their parent family's sensors.
+    """
+    from dataclasses import asdict
+
+    from ..sources.gee import DEFAULT_SENSORS
+
+    families = {key.partition(":")[0] for key in DEFAULT_SENSORS}
+    model_id = next((getattr(cls, "model_id", None) for cls in type(adapter).__mro__
+                     if getattr(cls, "model_id", None) in families), None)
+    sensors = {}
+    for key, sensor in DEFAULT_SENSORS.items():
+        family, _, modality = key.partition(":")
+        if family == model_id:
+            sensors[modality or sensor.modality or "default"] = {
+                k: v for k, v in asdict(sensor).items() if k in ("collection", "bands", "scale_m", "cloudy_pct", "composite", "use_float_linear")
+            }
+    return sensors
