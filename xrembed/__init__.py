@@ -18,6 +18,7 @@ from . import errors
 from .embedding import embed
 from .models.registry import describe_model, list_models
 from .sources.gee import open_gee
+from .sources.precomputed import list_products, open_precomputed
 from .sources.raster import open_raster, sample_path
 from .sources.stac import open_stac
 from .specs import BBox, FetchSpec, InputPrepSpec, OutputSpec, PointBuffer, SensorSpec, TemporalSpec
@@ -35,7 +36,9 @@ __all__ = [
     "embed",
     "errors",
     "list_models",
+    "list_products",
     "open_gee",
+    "open_precomputed",
     "open_raster",
     "open_stac",
     "sample_path",

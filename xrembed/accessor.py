@@ -36,6 +36,9 @@ class RSEmbedAccessor:
         precision: str = "fp32",
         nodata: float | None = None,
         tiles_per_chunk: int = 4,
+        temporal=None,
+        source=None,
+        patch_size: int | None = None,
     ) -> xr.DataArray:
         """Embed this raster with ``model``; lazy for dask-backed input, reads no pixels.
 
@@ -74,6 +77,11 @@ class RSEmbedAccessor:
             always no data). Output cells with no valid pixel are NaN.
         tiles_per_chunk
             Tiles per dask chunk along each axis (memory per task grows with its square).
+        temporal, source, patch_size
+            Precomputed products only (``"tessera"``, ``"gse"``, ``"copernicus_embed"``): the product's
+            year(s) (a ``TemporalSpec``), where to read it (path or URL; default: its public location), and
+            the zoom-out of this raster's grid the product is resampled onto (nearest neighbour; default 1,
+            this raster's own grid; 16 lines it up cell for cell with a patch-16 model's grid).
 
         Returns
         -------
@@ -104,6 +112,9 @@ class RSEmbedAccessor:
             precision=precision,
             nodata=nodata,
             tiles_per_chunk=tiles_per_chunk,
+            temporal=temporal,
+            source=source,
+            patch_size=patch_size,
         )
 
 

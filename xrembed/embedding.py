@@ -47,8 +47,20 @@ def embed(
     precision: str = "fp32",
     nodata: float | None = None,
     tiles_per_chunk: int = 4,
+    temporal=None,
+    source=None,
+    patch_size: int | None = None,
 ) -> xr.DataArray:
     """Embed a georeferenced raster with a foundation model. See :meth:`RSEmbedAccessor.embed`."""
+    from .sources.precomputed import embed_product, is_product
+
+    if is_product(model):
+        return embed_product(obj, model, temporal=temporal, source=source, patch_size=patch_size or 1)
+    if temporal is not None or source is not None or patch_size is not None:
+        raise OptionError(
+            "temporal=, source= and patch_size= apply to precomputed products (tessera, gse, copernicus_embed); "
+            f"{model!r} embeds the pixels it is given."
+        )
     if getattr(output, "pooling", "mean") != "mean":  # an rs-embed OutputSpec
         raise OptionError("pooling='max' is not supported; pooled outputs are valid-area-weighted means (pooling='mean').")
     output = _choice("output", getattr(output, "mode", output), OUTPUTS)

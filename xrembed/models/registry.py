@@ -76,6 +76,10 @@ def describe_model(model: str, *, variant: str | None = None) -> dict[str, Any]:
     >>> info["patch_size"], info["embed_dim"], info["bands"][:3]
     (16, 768, ['B04', 'B03', 'B02'])
     """
+    from ..sources.precomputed import describe_product, is_product
+
+    if is_product(model):
+        return describe_product(model)
     adapter = get_adapter(model, variant)
     info = adapter.describe()
     info["default_sensors"] = _default_sensors(adapter)
