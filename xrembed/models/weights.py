@@ -72,10 +72,15 @@ def _user_stacklevel() -> int:
     return max(level - 1, 1)
 
 
-def cache_dir() -> Path:
-    """Where weights published outside the Hugging Face Hub are cached (``XREMBED_CACHE`` overrides)."""
+def cache_root() -> Path:
+    """xrembed's cache folder: ``$XREMBED_CACHE``, else ``$XDG_CACHE_HOME/xrembed``, else ``~/.cache/xrembed``."""
     default = Path(os.environ.get("XDG_CACHE_HOME", Path.home() / ".cache")) / "xrembed"
-    return Path(os.environ.get("XREMBED_CACHE", default)) / "weights"
+    return Path(os.environ.get("XREMBED_CACHE", default))
+
+
+def cache_dir() -> Path:
+    """Where weights published outside the Hugging Face Hub are cached."""
+    return cache_root() / "weights"
 
 
 def _download_official(adapter: ModelAdapter) -> WeightsSource:
