@@ -54,3 +54,17 @@ def test_products_are_listed_and_options_are_product_only():
         synthetic_raster((32, 32)).rsembed.embed("dofa-tiny", weights="random", temporal=xrembed.TemporalSpec.year(2024))
     with pytest.raises(errors.UnknownModelError, match="available"):
         xrembed.open_precomputed("clay_embeddings")
+
+
+def test_alignment_keeps_the_product_years():
+    product = _product()
+    yearly = xr.concat([product, product + 100], dim="time").assign_coords(
+        time=np.array(["2023-01-01", "2024-01-01"], dtype="datetime64[ns]")
+    )
+    grid = Grid((12, 15), Affine(40, 0, 500005, 0, -40, 4199995), CRS.from_epsg(32629))
+    out = align_to_grid(yearly, grid)
+    assert out.dims == ("time", "embedding", "y", "x")
+    np.testing.assert_array_equal(out.time.values, yearly.time.values)
+    values = out.values
+    np.testing.assert_array_equal(values[1], values[0] + 100)
+    np.testing.assert_array_equal(values[0], align_to_grid(product, grid).values)
