@@ -225,3 +225,11 @@ def test_describe_gives_the_contract():
     assert info["gsd"]["reference_gsd_m"] == 1.0
     assert "CC BY-NC 4.0" in info["licence"]
     assert xrembed.describe_model("scale-mae")["model"] == "scalemae"
+
+
+def test_gsd_ratio_is_recorded_in_the_output_attrs():
+    from xrembed.testing import synthetic_raster
+
+    da = synthetic_raster((32, 32), bands=["B04", "B03", "B02"], resolution=20)
+    emb = da.rsembed.embed("scalemae-small", weights="random", input_prep="resize")
+    assert emb.attrs["plan_res"] == pytest.approx(20.0)

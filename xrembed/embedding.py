@@ -384,6 +384,10 @@ def _attrs(adapter, weights_label, plan, input_prep, precision, output, grid: Gr
         "input_bounds": list(grid.bounds),
         "xrembed_version": __version__,
     }
+    # Scalar choices the adapter derived (ScaleMAE's GSD ratio, TerraFM's stem, Prithvi's frames...).
+    for name, value in plan.options:
+        if isinstance(value, (bool, int, float, str)) and not isinstance(value, np.generic):
+            attrs.setdefault(f"plan_{name}", value if not isinstance(value, bool) else str(value))
     waves = plan.option("wavelengths")
     if waves is not None:
         attrs["wavelengths_um"] = [float(w) for w in waves]
