@@ -24,3 +24,18 @@ def check_raw_reflectance(pixels: np.ndarray, who: str, what: str = "Sentinel-2 
             f"{who} expects raw {what} (0..10000) but the largest value is {peak:.3g}: the data look already "
             "normalised to [0, 1]. Multiply by 10000 (e.g. `x * 10000`) or load the raw product."
         )
+
+
+def check_wavelengths(wavelengths, bands: list[str]) -> tuple[float, ...]:
+    """Validate caller-given ``wavelengths=`` (micrometres, one per band in ``bands``) and return them as floats."""
+    from ..errors import WavelengthError
+
+    waves = tuple(float(w) for w in wavelengths)
+    if len(waves) != len(bands):
+        raise WavelengthError(
+            f"wavelengths= has {len(waves)} values but the model reads {len(bands)} bands {bands}; "
+            "give one wavelength (micrometres) per band, in the same order."
+        )
+    if any(not np.isfinite(w) or w <= 0 for w in waves):
+        raise WavelengthError(f"wavelengths must be positive micrometres, got {list(waves)}.")
+    return waves

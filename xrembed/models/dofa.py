@@ -36,7 +36,7 @@ import numpy as np
 from ..bands import SENTINEL2_WAVELENGTHS_UM, canonical_band_names
 from ..errors import BandMismatchError, InputRangeError, WavelengthError
 from .base import Checkpoint, InputContext, InputPlan, ModelAdapter, Variant
-from .checks import check_raw_reflectance
+from .checks import check_raw_reflectance, check_wavelengths
 
 DEFAULT_BANDS = ("B04", "B03", "B02", "B05", "B06", "B07", "B08", "B11", "B12")
 
@@ -118,14 +118,7 @@ class DOFA(ModelAdapter):
             raise BandMismatchError(f"bands {chosen} contain duplicates; list each band once.")
 
         if wavelengths is not None:
-            waves = tuple(float(w) for w in wavelengths)
-            if len(waves) != len(chosen):
-                raise WavelengthError(
-                    f"wavelengths= has {len(waves)} values but the model reads {len(chosen)} bands {chosen}; "
-                    "give one wavelength (micrometres) per band, in the same order."
-                )
-            if any(not np.isfinite(w) or w <= 0 for w in waves):
-                raise WavelengthError(f"wavelengths must be positive micrometres, got {list(waves)}.")
+            waves = check_wavelengths(wavelengths, chosen)
         else:
             waves = tuple(self._wavelength_of(b) for b in chosen)
 
