@@ -10,6 +10,7 @@ from __future__ import annotations
 import math
 import os
 from collections.abc import Hashable, Sequence
+from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
@@ -61,17 +62,69 @@ def embed(
             "temporal=, source= and patch_size= apply to precomputed products (tessera, gse, copernicus_embed); "
             f"{model!r} embeds the pixels it is given."
         )
+    if not isinstance(tiles_per_chunk, int) or tiles_per_chunk < 1:
+        raise OptionError(f"tiles_per_chunk must be a positive integer, got {tiles_per_chunk!r}.")
+    req = _prepare(
+        obj, model, output=output, input_prep=input_prep, bands=bands, wavelengths=wavelengths, modality=modality,
+        variant=variant, weights=weights, device=device, batch_size=batch_size, precision=precision, nodata=nodata,
+    )
+    return _build(req, tiles_per_chunk)
+
+
+@dataclass(frozen=True)
+class _Request:
+    """A validated embedding request: everything decided from metadata, before any graph exists."""
+
+    adapter: Any
+    data: xr.DataArray  # (extra..., [time,] band, y, x), bands picked and ordered
+    extra: tuple[str, ...]
+    frames: tuple[str, ...]
+    grid: Grid
+    plan: Any
+    nodata: float | None
+    output: str
+    input_prep: str
+    precision: str
+    key: engine.ModelKey
+    batch_size: int
+    weights_label: str
+
+    def signature(self) -> tuple:
+        """What must be equal for two inputs to share forward passes (see :func:`batch_signature`)."""
+        extra_coords = tuple(
+            (name, tuple(np.asarray(coord.values).ravel().tolist()))
+            for name, coord in self.data.coords.items()
+            if name not in ("y", "x", "spatial_ref", BAND_DIM)
+        )
+        res = tuple(round(abs(r), 9) for r in self.grid.resolution)
+        return (
+            self.key, self.plan, self.nodata, self.output, self.input_prep, self.grid.shape, res,
+            tuple(self.data.dims), str(self.data.dtype), extra_coords,
+        )
+
+
+def batch_signature(obj: xr.DataArray | xr.Dataset, model: str, **kwargs) -> tuple:
+    """A hashable key: rasters with equal keys can be stacked and embedded in the same forward passes.
+
+    It holds the model, the input plan (bands, wavelengths and any per-raster options such as
+    Prithvi's location), the raster shape and pixel size, and the non-spatial coordinates; the
+    position and CRS of the raster do not matter, since tiles are cut in pixel space.
+    """
+    kwargs.pop("tiles_per_chunk", None)
+    return _prepare(obj, model, **kwargs).signature()
+
+
+def _prepare(
+    obj, model, *, output="grid", input_prep="auto", bands=None, wavelengths=None, modality=None, variant=None,
+    weights=None, device="auto", batch_size=None, precision="fp32", nodata=None,
+) -> _Request:
     if getattr(output, "pooling", "mean") != "mean":  # an rs-embed OutputSpec
         raise OptionError("pooling='max' is not supported; pooled outputs are valid-area-weighted means (pooling='mean').")
     output = _choice("output", getattr(output, "mode", output), OUTPUTS)
     input_prep = _choice("input_prep", getattr(input_prep, "mode", input_prep), INPUT_PREPS)
     precision = _choice("precision", precision, engine.PRECISIONS)
-    if not isinstance(tiles_per_chunk, int) or tiles_per_chunk < 1:
-        raise OptionError(f"tiles_per_chunk must be a positive integer, got {tiles_per_chunk!r}.")
     adapter = get_adapter(model, variant)
     v = adapter.variant
-    # Pooled vectors may live in another space than the grid tokens (CLIP: proj 768 -> 512).
-    pooled_dim = adapter.pooled_dim
 
     y_dim, x_dim = spatial_dims(obj)
     grid = Grid.from_xarray(obj)
@@ -99,12 +152,24 @@ def embed(
     key = engine.ModelKey(
         adapter.model_id, v.name, engine.adapter_path(adapter), source.path, source.label, device, precision
     )
-    common = dict(key=key, plan=plan, batch_size=batch_size, nodata=nodata)
+    return _Request(
+        adapter=adapter, data=data, extra=tuple(extra), frames=tuple(frames), grid=grid, plan=plan, nodata=nodata,
+        output=output, input_prep=input_prep, precision=precision, key=key, batch_size=batch_size,
+        weights_label=source.label,
+    )
+
+
+def _build(req: _Request, tiles_per_chunk: int) -> xr.DataArray:
+    adapter, v, data, grid, output = req.adapter, req.adapter.variant, req.data, req.grid, req.output
+    extra = list(req.extra)
+    # Pooled vectors may live in another space than the grid tokens (CLIP: proj 768 -> 512).
+    pooled_dim = adapter.pooled_dim
+    common = {"key": req.key, "plan": req.plan, "batch_size": req.batch_size, "nodata": req.nodata}
 
     array = _as_array(data)
-    if frames:
+    if req.frames:
         array = _fold_time_into_channels(array)
-    if input_prep == "tile":
+    if req.input_prep == "tile":
         result = _tile_path(array, grid, v, common, output, tiles_per_chunk, pooled_dim)
         out_grid = grid.zoom_out(v.patch_size)
     else:
@@ -122,7 +187,7 @@ def embed(
     out = out.assign_coords(embedding=np.arange(v.embed_dim if output == "grid" else pooled_dim))
     if output == "grid":
         out = assign_grid(out, out_grid)
-    out.attrs = _attrs(adapter, source.label, plan, input_prep, precision, output, grid, out_grid)
+    out.attrs = _attrs(adapter, req.weights_label, req.plan, req.input_prep, req.precision, output, grid, out_grid)
     return out
 
 
