@@ -160,22 +160,26 @@ def _prepare(
 
 
 def _build(req: _Request, tiles_per_chunk: int) -> xr.DataArray:
-    adapter, v, data, grid, output = req.adapter, req.adapter.variant, req.data, req.grid, req.output
-    extra = list(req.extra)
-    # Pooled vectors may live in another space than the grid tokens (CLIP: proj 768 -> 512).
-    pooled_dim = adapter.pooled_dim
-    common = {"key": req.key, "plan": req.plan, "batch_size": req.batch_size, "nodata": req.nodata}
+    return _wrap(req, _compute(req, _as_array(req.data), tiles_per_chunk))
 
-    array = _as_array(data)
+
+def _compute(req: _Request, array, tiles_per_chunk: int):
+    """Embeddings of ``array`` (lazy for dask input, at once for numpy): the request's data, or a stack of
+    rasters that share its :meth:`_Request.signature` along extra leading axes."""
+    v, output = req.adapter.variant, req.output
+    common = {"key": req.key, "plan": req.plan, "batch_size": req.batch_size, "nodata": req.nodata}
     if req.frames:
         array = _fold_time_into_channels(array)
     if req.input_prep == "tile":
-        result = _tile_path(array, grid, v, common, output, tiles_per_chunk, pooled_dim)
-        out_grid = grid.zoom_out(v.patch_size)
-    else:
-        result = _resize_path(array, v, common, output, pooled_dim)
-        out_grid = grid.resized(v.image_size, v.patch_size)
+        return _tile_path(array, req.grid, v, common, output, tiles_per_chunk, req.adapter.pooled_dim)
+    return _resize_path(array, v, common, output, req.adapter.pooled_dim)
 
+
+def _wrap(req: _Request, result) -> xr.DataArray:
+    """The georeferenced DataArray around computed (or lazy) embeddings of ``req``."""
+    adapter, v, data, grid, output = req.adapter, req.adapter.variant, req.data, req.grid, req.output
+    extra = list(req.extra)
+    out_grid = grid.zoom_out(v.patch_size) if req.input_prep == "tile" else grid.resized(v.image_size, v.patch_size)
     # Coordinates along the kept dims (time, ...); the input's grid mapping describes the input grid only.
     extra_coords = {
         name: coord
@@ -184,7 +188,8 @@ def _build(req: _Request, tiles_per_chunk: int) -> xr.DataArray:
     }
     dims = (*extra, "embedding") + (("y", "x") if output == "grid" else ())
     out = xr.DataArray(result, dims=dims, coords=extra_coords, name="embeddings")
-    out = out.assign_coords(embedding=np.arange(v.embed_dim if output == "grid" else pooled_dim))
+    # Pooled vectors may live in another space than the grid tokens (CLIP: proj 768 -> 512).
+    out = out.assign_coords(embedding=np.arange(v.embed_dim if output == "grid" else adapter.pooled_dim))
     if output == "grid":
         out = assign_grid(out, out_grid)
     out.attrs = _attrs(adapter, req.weights_label, req.plan, req.input_prep, req.precision, output, grid, out_grid)

@@ -1,0 +1,236 @@
+"""Embedding many rasters (ROIs) at once: one model load, concurrent fetch, shared forward passes.
+
+:func:`iter_embed` takes *openers* (callables returning a lazy raster, e.g. an Earth Engine composite of
+one ROI) and yields one :class:`ItemOutcome` per raster, in completion order:
+
+1. A thread pool opens each raster, validates it against the model (bands, CRS, options: exactly the
+   checks of ``.rsembed.embed``) and reads the bands the model needs. At most ``prefetch`` rasters are
+   held in memory ahead of the model, so a long list of ROIs does not pile up in RAM.
+2. Rasters whose requests share a :func:`~xrembed.embedding.batch_signature` (same model, plan, shape
+   and pixel size; any CRS or place) are stacked, and the tiles of the whole stack go through the
+   model together, ``batch_size`` tiles per forward pass. Tiles are cut in each raster's own pixel
+   space, so a stacked raster gets exactly the values it gets alone.
+3. Rasters larger than ``max_stack_px`` pixels are not read here: their outcome holds the lazy
+   result, to be computed or streamed (to Zarr) chunk by chunk by the caller.
+
+A raster that fails (fetch, validation, or its values) is reported in its own outcome, with the error;
+transient fetch errors are retried with exponential backoff. Contract errors (a missing band, a bad
+option) are not retried: they would fail again.
+"""
+
+from __future__ import annotations
+
+import math
+import time
+from collections import deque
+from collections.abc import Callable, Iterable, Iterator, Sequence
+from concurrent.futures import Future, ThreadPoolExecutor
+from dataclasses import dataclass, replace
+from typing import Any
+
+import numpy as np
+import xarray as xr
+
+from . import embedding
+from .errors import (
+    BandMismatchError,
+    MissingCRSError,
+    OptionError,
+    SpatialDimensionError,
+    SpecError,
+    UnknownModelError,
+    WavelengthError,
+    WeightsError,
+    XrembedError,
+)
+
+#: Errors that say the request itself is wrong: retrying cannot help.
+NOT_RETRIED = (
+    BandMismatchError, MissingCRSError, OptionError, SpatialDimensionError, SpecError, UnknownModelError,
+    WavelengthError, WeightsError,
+)
+#: Inputs above this many pixels (per band and time step) stay lazy and stream chunk by chunk.
+MAX_STACK_PX = 2048 * 2048
+STACK_AXIS = "item"
+
+
+class BatchItemError(XrembedError):
+    """One raster of a batch failed; ``index`` says which."""
+
+    def __init__(self, message: str, index: int) -> None:
+        super().__init__(message)
+        self.index = index
+
+
+@dataclass
+class ItemOutcome:
+    """The result of one raster: ``result`` (computed, or lazy when ``streamed``) or the ``error``."""
+
+    index: int
+    result: xr.DataArray | None = None
+    error: BaseException | None = None
+    attempts: int = 0
+    streamed: bool = False
+
+    @property
+    def ok(self) -> bool:
+        return self.error is None
+
+
+@dataclass
+class _Fetched:
+    index: int
+    request: Any  # embedding._Request, data read into memory unless ``lazy``
+    attempts: int
+    lazy: bool
+
+
+def iter_embed(
+    openers: Sequence[Callable[[], xr.DataArray | xr.Dataset]],
+    model: str,
+    *,
+    num_workers: int = 4,
+    max_retries: int = 0,
+    retry_backoff_s: float = 0.0,
+    prefetch: int | None = None,
+    max_stack_px: int = MAX_STACK_PX,
+    tiles_per_chunk: int = 4,
+    **embed_kwargs,
+) -> Iterator[ItemOutcome]:
+    """Embed many rasters with one model; yield an :class:`ItemOutcome` per raster as it completes.
+
+    ``embed_kwargs`` are those of :meth:`~xrembed.accessor.RSEmbedAccessor.embed` (``output``,
+    ``input_prep``, ``bands``, ``variant``, ``weights``, ``batch_size``, ...).
+    """
+    if not isinstance(num_workers, int) or num_workers < 1:
+        raise OptionError(f"num_workers must be a positive integer, got {num_workers!r}.")
+    if not isinstance(max_retries, int) or max_retries < 0:
+        raise OptionError(f"max_retries must be a non-negative integer, got {max_retries!r}.")
+    if retry_backoff_s < 0:
+        raise OptionError(f"retry_backoff_s must be >= 0, got {retry_backoff_s!r}.")
+    from .sources.precomputed import is_product
+
+    if is_product(model):
+        raise OptionError(f"{model!r} is a precomputed product; open it with xrembed.open_precomputed.")
+    prefetch = prefetch or max(2 * num_workers, 8)
+    fetch = _Fetcher(model, embed_kwargs, max_retries, retry_backoff_s, max_stack_px)
+    buckets: dict[tuple, list[_Fetched]] = {}
+
+    with ThreadPoolExecutor(max_workers=num_workers, thread_name_prefix="xrembed-fetch") as pool:
+        pending: deque[Future] = deque()
+        queue = iter(enumerate(openers))
+
+        def top_up() -> None:
+            while len(pending) < prefetch:
+                try:
+                    index, opener = next(queue)
+                except StopIteration:
+                    return
+                pending.append(pool.submit(fetch, index, opener))
+
+        top_up()
+        while pending:
+            item = pending.popleft().result()
+            top_up()
+            if isinstance(item, ItemOutcome):  # failed to fetch or validate
+                yield item
+                continue
+            if item.lazy:
+                yield _lazy_outcome(item, tiles_per_chunk)
+                continue
+            signature = item.request.signature()
+            bucket = buckets.setdefault(signature, [])
+            bucket.append(item)
+            if len(bucket) >= _stack_size(item.request):
+                yield from _embed_stack(buckets.pop(signature), tiles_per_chunk)
+        for bucket in buckets.values():
+            yield from _embed_stack(bucket, tiles_per_chunk)
+
+
+def embed_many(openers, model: str, *, continue_on_error: bool = False, **kwargs) -> list[ItemOutcome]:
+    """:func:`iter_embed`, collected in input order; lazy (large) results are computed here.
+
+    Without ``continue_on_error``, the first failing raster raises :class:`BatchItemError`.
+    """
+    outcomes: list[ItemOutcome | None] = [None] * len(openers)
+    for outcome in iter_embed(openers, model, **kwargs):
+        if outcome.ok and outcome.streamed:
+            try:
+                outcome.result = outcome.result.compute()
+            except Exception as err:  # the pixels are read only now
+                outcome.error, outcome.result = err, None
+        if not outcome.ok and not continue_on_error:
+            raise BatchItemError(
+                f"ROI {outcome.index} failed after {outcome.attempts} attempt(s): {outcome.error}. "
+                "Pass continue_on_error=True to get the other results (failures are reported per item), "
+                "or max_retries= for transient errors.",
+                outcome.index,
+            ) from outcome.error
+        outcomes[outcome.index] = outcome
+    return outcomes  # type: ignore[return-value]
+
+
+class _Fetcher:
+    """Open, validate and read one raster, with retries (runs in a worker thread)."""
+
+    def __init__(self, model, embed_kwargs, max_retries, retry_backoff_s, max_stack_px) -> None:
+        self.model, self.embed_kwargs = model, embed_kwargs
+        self.max_retries, self.retry_backoff_s, self.max_stack_px = max_retries, retry_backoff_s, max_stack_px
+
+    def __call__(self, index: int, opener) -> _Fetched | ItemOutcome:
+        attempts = 0
+        while True:
+            attempts += 1
+            try:
+                obj = opener() if callable(opener) else opener
+                request = embedding._prepare(obj, self.model, **self.embed_kwargs)
+                data = request.data
+                if data.sizes["y"] * data.sizes["x"] > self.max_stack_px:
+                    return _Fetched(index, request, attempts, lazy=True)
+                # Read only the bands the model uses; this thread's dask work stays in this thread.
+                loaded = data.load(scheduler="synchronous")
+                return _Fetched(index, replace(request, data=loaded), attempts, lazy=False)
+            except NOT_RETRIED as err:
+                return ItemOutcome(index, error=err, attempts=attempts)
+            except Exception as err:
+                if attempts > self.max_retries:
+                    return ItemOutcome(index, error=err, attempts=attempts)
+                time.sleep(self.retry_backoff_s * 2 ** (attempts - 1))
+
+
+def _stack_size(request) -> int:
+    """Rasters per stack: enough tiles to fill a few forward passes, a bounded amount of memory."""
+    v = request.adapter.variant
+    if request.input_prep == "tile":
+        tiles = math.ceil(request.data.sizes["y"] / v.image_size) * math.ceil(request.data.sizes["x"] / v.image_size)
+    else:
+        tiles = 1
+    frames = int(np.prod([request.data.sizes[d] for d in request.extra])) if request.extra else 1
+    return max(1, min(64, math.ceil(4 * request.batch_size / max(1, tiles * frames))))
+
+
+def _embed_stack(items: list[_Fetched], tiles_per_chunk: int) -> Iterable[ItemOutcome]:
+    """Embed rasters with one signature in shared forward passes; isolate failures item by item."""
+    first = items[0].request
+    try:
+        if len(items) == 1:
+            values = [embedding._compute(first, first.data.values, tiles_per_chunk)]
+        else:
+            stacked = np.stack([item.request.data.values for item in items])
+            values = list(embedding._compute(first, stacked, tiles_per_chunk))
+    except Exception as err:
+        if len(items) == 1:
+            yield ItemOutcome(items[0].index, error=err, attempts=items[0].attempts)
+            return
+        # One bad raster (e.g. out-of-range values) must not fail its neighbours: retry alone.
+        for item in items:
+            yield from _embed_stack([item], tiles_per_chunk)
+        return
+    for item, value in zip(items, values):
+        yield ItemOutcome(item.index, result=embedding._wrap(item.request, value), attempts=item.attempts)
+
+
+def _lazy_outcome(item: _Fetched, tiles_per_chunk: int) -> ItemOutcome:
+    request = item.request
+    result = embedding._wrap(request, embedding._compute(request, embedding._as_array(request.data), tiles_per_chunk))
+    return ItemOutcome(item.index, result=result, attempts=item.attempts, streamed=True)
