@@ -15,6 +15,15 @@ import rioxarray  # noqa: F401  (registers .rio, used for CRS handling)
 
 from . import accessor  # noqa: F401  (registers .rsembed)
 from . import errors
+from .api import (
+    Embedding,
+    UserData,
+    get_embedding,
+    get_embedding_from_data,
+    get_embeddings_batch,
+    get_embeddings_batch_from_data,
+    inspect_model_input,
+)
 from .embedding import embed
 from .models.registry import describe_model, list_models
 from .sources.gee import open_gee
@@ -25,16 +34,23 @@ from .specs import BBox, FetchSpec, InputPrepSpec, OutputSpec, PointBuffer, Sens
 
 __all__ = [
     "BBox",
+    "Embedding",
     "FetchSpec",
     "InputPrepSpec",
     "OutputSpec",
     "PointBuffer",
     "SensorSpec",
     "TemporalSpec",
+    "UserData",
     "__version__",
     "describe_model",
     "embed",
     "errors",
+    "get_embedding",
+    "get_embedding_from_data",
+    "get_embeddings_batch",
+    "get_embeddings_batch_from_data",
+    "inspect_model_input",
     "list_models",
     "list_products",
     "open_gee",

@@ -112,6 +112,11 @@ def iter_embed(
 
     if is_product(model):
         raise OptionError(f"{model!r} is a precomputed product; open it with xrembed.open_precomputed.")
+    # What is wrong for every raster (model, variant, weights) is raised now, once, not per item.
+    from .models.registry import get_adapter
+    from .models.weights import resolve_weights
+
+    resolve_weights(get_adapter(model, embed_kwargs.get("variant")), embed_kwargs.get("weights"))
     prefetch = prefetch or max(2 * num_workers, 8)
     fetch = _Fetcher(model, embed_kwargs, max_retries, retry_backoff_s, max_stack_px)
     buckets: dict[tuple, list[_Fetched]] = {}
@@ -157,11 +162,11 @@ def embed_many(openers, model: str, *, continue_on_error: bool = False, **kwargs
         if outcome.ok and outcome.streamed:
             try:
                 outcome.result = outcome.result.compute()
-            except Exception as err:  # the pixels are read only now
+            except Exception as err:  # noqa: BLE001  (per-item failure; the pixels are read only now)
                 outcome.error, outcome.result = err, None
         if not outcome.ok and not continue_on_error:
             raise BatchItemError(
-                f"ROI {outcome.index} failed after {outcome.attempts} attempt(s): {outcome.error}. "
+                f"ROI {outcome.index} failed after {outcome.attempts} attempt(s): {str(outcome.error).rstrip('.')}. "
                 "Pass continue_on_error=True to get the other results (failures are reported per item), "
                 "or max_retries= for transient errors.",
                 outcome.index,
@@ -192,7 +197,7 @@ class _Fetcher:
                 return _Fetched(index, replace(request, data=loaded), attempts, lazy=False)
             except NOT_RETRIED as err:
                 return ItemOutcome(index, error=err, attempts=attempts)
-            except Exception as err:
+            except Exception as err:  # noqa: BLE001  (fetch errors vary by source: retried, then reported)
                 if attempts > self.max_retries:
                     return ItemOutcome(index, error=err, attempts=attempts)
                 time.sleep(self.retry_backoff_s * 2 ** (attempts - 1))
@@ -218,7 +223,7 @@ def _embed_stack(items: list[_Fetched], tiles_per_chunk: int) -> Iterable[ItemOu
         else:
             stacked = np.stack([item.request.data.values for item in items])
             values = list(embedding._compute(first, stacked, tiles_per_chunk))
-    except Exception as err:
+    except Exception as err:  # noqa: BLE001  (reported per item, never dropped)
         if len(items) == 1:
             yield ItemOutcome(items[0].index, error=err, attempts=items[0].attempts)
             return

@@ -1,0 +1,625 @@
+"""The rs-embed functional API (``get_embedding``, ``get_embeddings_batch``, ...) on top of the accessor.
+
+Each call opens a source for the ROI and hands it to the same engine as ``.rsembed.embed``:
+
+==============  ================================================================================
+``backend``     source
+==============  ================================================================================
+``"gee"``       Earth Engine through xee (:func:`~xrembed.open_gee`), the model's default sensor
+``"stac"``      STAC items given as ``source=`` (:func:`~xrembed.open_stac`)
+``"local"``     a raster file or folder given as ``source=`` (:func:`~xrembed.open_raster`)
+``"tensor"``    the caller's array, through :class:`UserData` and ``get_embedding_from_data``
+``"auto"``      ``"local"`` or ``"stac"`` when ``source=`` is given, else ``"gee"``
+==============  ================================================================================
+
+Precomputed products (``"tessera"``, ``"gse"``, ``"copernicus_embed"``) open with
+:func:`~xrembed.open_precomputed`. Where rs-embed read environment variables, these functions take
+keyword arguments (``weights=``, ``variant=``, ``batch_size=``, ``ee_init_kwargs=``, ``num_workers=``).
+Unlike rs-embed, a grid :class:`Embedding` is georeferenced (``data.rio.crs``), ``PointBuffer`` is in
+ground metres, and imagery is fetched on the ROI's local UTM grid.
+"""
+
+from __future__ import annotations
+
+import os
+import warnings
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+import numpy as np
+import xarray as xr
+
+from . import batch
+from .errors import OptionError, SpecError
+from .models.registry import describe_model, list_models
+from .specs import (
+    BBox,
+    FetchSpec,
+    InputPrepSpec,
+    OutputSpec,
+    PointBuffer,
+    SensorSpec,
+    TemporalSpec,
+)
+
+__all__ = [
+    "Embedding",
+    "UserData",
+    "describe_model",
+    "get_embedding",
+    "get_embedding_from_data",
+    "get_embeddings_batch",
+    "get_embeddings_batch_from_data",
+    "inspect_model_input",
+    "list_models",
+]
+
+BACKENDS = ("auto", "gee", "stac", "local", "tensor")
+#: rs-embed's window when no ``temporal`` is given (with a warning, as there).
+DEFAULT_TEMPORAL = TemporalSpec.range("2022-06-01", "2022-09-01")
+SpatialSpec = BBox | PointBuffer
+POOLED = OutputSpec.pooled()  # rs-embed's default output
+
+
+@dataclass
+class Embedding:
+    """One ROI's embedding: ``data`` is a numpy vector (pooled) or a georeferenced ``xr.DataArray``
+    ``(embedding, y, x)`` (grid); ``meta`` describes the request and the model.
+
+    A failed item of a batch run with ``continue_on_error=True`` has ``data=None`` and
+    ``meta["status"] == "failed"`` with ``meta["error"]``.
+    """
+
+    data: np.ndarray | xr.DataArray | None
+    meta: dict = field(default_factory=dict)
+
+    @property
+    def ok(self) -> bool:
+        return self.data is not None
+
+
+@dataclass
+class UserData:
+    """The caller's own imagery (rs-embed's bring-your-own-data type).
+
+    ``data`` is ``(C, H, W)`` or ``(T, C, H, W)`` (numpy, torch or an ``xr.DataArray``). It is placed
+    on the ground by ``crs`` + ``transform`` (an affine of the top-left corner), or, failing that, laid
+    over ``spatial`` (a ``PointBuffer`` square in its local UTM zone, a ``BBox`` in its own CRS). A
+    georeferenced ``xr.DataArray`` needs neither. ``bands`` names the channels; without it, the
+    ``collection``'s default bands are used when their number matches. NaN marks missing pixels.
+    """
+
+    data: Any
+    collection: str | None = None
+    spatial: BBox | PointBuffer | None = None
+    bands: Sequence[str] | None = None
+    temporal: TemporalSpec | None = None
+    scale_m: float | None = None
+    crs: Any = None
+    transform: Any = None
+
+    @classmethod
+    def from_raster(cls, path, *, collection: str | None = None, bands=None, temporal=None) -> UserData:
+        """Wrap a local raster (opened lazily with :func:`~xrembed.open_raster`)."""
+        from .sources.raster import open_raster
+
+        return cls(open_raster(path, bands=bands), collection=collection, bands=bands, temporal=temporal)
+
+    def to_xarray(self) -> xr.DataArray:
+        """A georeferenced ``([time,] band, y, x)`` DataArray of ``data``."""
+        if isinstance(self.data, xr.DataArray):
+            da = self.data
+            if "band" in da.dims and self.bands is not None:
+                da = da.assign_coords(band=list(self.bands))
+            if _has_crs(da):
+                return da
+            values = da
+        else:
+            values = np.asarray(self.data.detach().cpu() if hasattr(self.data, "detach") else self.data)
+        if values.ndim not in (3, 4):
+            raise SpecError(f"UserData.data must be (C, H, W) or (T, C, H, W), got shape {values.shape}.")
+        height, width = values.shape[-2:]
+        crs, transform = self._placement(height, width)
+        from affine import Affine
+
+        transform = transform if isinstance(transform, Affine) else Affine(*list(transform)[:6])
+        x = transform.c + transform.a * (np.arange(width) + 0.5)
+        y = transform.f + transform.e * (np.arange(height) + 0.5)
+        dims = ("time", "band", "y", "x")[-values.ndim :]
+        bands = list(self.bands) if self.bands is not None else _collection_bands(self.collection, values.shape[-3])
+        coords = {"y": y, "x": x}
+        if bands is not None:
+            if len(bands) != values.shape[-3]:
+                raise SpecError(f"UserData.bands names {len(bands)} bands but data has {values.shape[-3]} channels.")
+            coords["band"] = bands
+        da = xr.DataArray(np.asarray(values), dims=dims, coords=coords, name="user_data")
+        return da.rio.write_crs(crs).rio.write_transform(transform)
+
+    def _placement(self, height: int, width: int):
+        from affine import Affine
+
+        if self.crs is not None and self.transform is not None:
+            return self.crs, self.transform
+        if self.spatial is not None:
+            if isinstance(self.spatial, PointBuffer):
+                crs = self.spatial.local_utm()
+                left, bottom, right, top = self.spatial.bounds_in(crs)
+            else:
+                crs = self.spatial.crs
+                left, bottom, right, top = self.spatial.bounds_in(crs)
+            return crs, Affine((right - left) / width, 0, left, 0, -(top - bottom) / height, top)
+        raise SpecError(
+            "UserData has no place on the ground: pass crs= and transform= (the affine of the array's top-left "
+            "corner), or spatial= (a PointBuffer/BBox the array covers), or a georeferenced xr.DataArray."
+        )
+
+
+def _has_crs(da: xr.DataArray) -> bool:
+    try:
+        return da.rio.crs is not None or "crs" in da.attrs
+    except Exception:  # noqa: BLE001  (rioxarray raises various errors on malformed grid mappings)
+        return False
+
+
+def _collection_bands(collection: str | None, channels: int) -> list[str] | None:
+    from .sources.gee import DEFAULT_SENSORS
+
+    for sensor in DEFAULT_SENSORS.values():
+        if sensor.collection == collection and len(sensor.bands) == channels:
+            return list(sensor.bands)
+    return None
+
+
+# ---------------------------------------------------------------------------------------------------
+# Sources
+
+
+def resolve_backend(model: str, backend: str, source: Any) -> str:
+    """The source kind for ``backend`` (``"auto"`` picks by ``source=``)."""
+    from .sources.precomputed import is_product
+
+    if backend not in BACKENDS:
+        raise OptionError(f"backend={backend!r} is not one of {list(BACKENDS)}.")
+    if is_product(model):
+        return "product"
+    if backend == "tensor":
+        raise OptionError(
+            "backend='tensor' embeds arrays you pass in: use get_embedding_from_data(model, UserData(array, ...))."
+        )
+    if backend != "auto":
+        if backend in ("local", "stac") and source is None:
+            raise OptionError(f"backend={backend!r} needs source= (a raster path for 'local', STAC items for 'stac').")
+        return backend
+    if source is None:
+        return "gee"
+    if isinstance(source, (str, os.PathLike)) and not str(source).endswith(".json"):
+        return "local"
+    if isinstance(source, (list, tuple)) and source and all(isinstance(s, (str, os.PathLike)) for s in source):
+        return "local" if not str(source[0]).endswith(".json") else "stac"
+    return "stac"
+
+
+@dataclass(frozen=True)
+class SourceRequest:
+    """Everything needed to open one model's input over any ROI (shared by batch items)."""
+
+    model: str
+    backend: str
+    temporal: TemporalSpec | None = None
+    sensor: SensorSpec | None = None
+    fetch: FetchSpec | None = None
+    modality: str | None = None
+    source: Any = None
+    ee_init_kwargs: Mapping[str, Any] | None = None
+
+    def openers(self, spatials: Sequence[SpatialSpec]) -> list[Callable[[], xr.DataArray | xr.Dataset]]:
+        """One callable per ROI opening its input lazily (pixels are read by the engine)."""
+        for spatial in spatials:
+            _check_spatial(spatial)
+        if self.backend == "gee":
+            return [lambda s=s: _open_gee_roi(self, s) for s in spatials]
+        if self.backend == "local":
+            raster = _shared_raster(self)  # one open file for all ROIs; each reads its own window
+            return [lambda s=s: crop_to(raster(), s) for s in spatials]
+        if self.backend == "stac":
+            return [lambda s=s: _open_stac_roi(self, s) for s in spatials]
+        raise OptionError(f"backend {self.backend!r} does not open ROIs.")
+
+
+def source_request(model, backend, *, temporal, sensor, fetch, modality, source, ee_init_kwargs) -> SourceRequest:
+    backend = resolve_backend(model, backend, source)
+    if sensor is not None and fetch is not None:
+        raise SpecError("pass sensor= or fetch= (overrides on the model's default sensor), not both.")
+    if temporal is not None and not isinstance(temporal, TemporalSpec):
+        raise SpecError(f"temporal must be a TemporalSpec, got {type(temporal).__name__}.")
+    if temporal is None and backend == "gee":
+        warnings.warn(
+            f"no temporal= given: using rs-embed's default window {DEFAULT_TEMPORAL.interval} (half-open); pass "
+            "temporal=TemporalSpec.range(start, end) to choose.",
+            UserWarning,
+            stacklevel=3,
+        )
+        temporal = DEFAULT_TEMPORAL
+    return SourceRequest(model, backend, temporal, sensor, fetch, modality, source, ee_init_kwargs)
+
+
+def _check_spatial(spatial) -> None:
+    if not isinstance(spatial, (BBox, PointBuffer)):
+        raise SpecError(f"spatial must be an xrembed BBox or PointBuffer, got {type(spatial).__name__}.")
+
+
+def _open_gee_roi(req: SourceRequest, spatial):
+    from .sources.gee import open_gee
+
+    return open_gee(
+        req.sensor if req.sensor is not None else req.model, spatial=spatial, temporal=req.temporal,
+        modality=req.modality, fetch=req.fetch, ee_init_kwargs=req.ee_init_kwargs,
+    )
+
+
+def _shared_raster(req: SourceRequest) -> Callable[[], xr.DataArray]:
+    """Open a local raster once, on first use, for all ROIs of a call (thread-safe)."""
+    import threading
+
+    from .sources.raster import open_raster
+
+    scale = req.fetch.scale_m if req.fetch is not None else (req.sensor.scale_m if req.sensor is not None else None)
+    bands = list(req.sensor.bands) if req.sensor is not None else None
+    opened: list[xr.DataArray] = []
+    lock = threading.Lock()
+
+    def get() -> xr.DataArray:
+        with lock:
+            if not opened:
+                opened.append(open_raster(req.source, bands=bands, resolution=scale))
+        return opened[0]
+
+    return get
+
+
+def crop_to(da: xr.DataArray, spatial) -> xr.DataArray:
+    """The window of a raster under ``spatial``, snapped outwards to whole pixels.
+
+    A ``PointBuffer`` always gives the same number of pixels (``2 * buffer / pixel size``, rounded) on a
+    projected raster, so equal ROIs stack into shared forward passes.
+    """
+    from .geo import Grid
+
+    grid = Grid.from_xarray(da)
+    t = grid.transform
+    height, width = grid.shape
+    crs = grid.crs
+    if isinstance(spatial, PointBuffer) and crs.is_projected:
+        from pyproj import Transformer
+
+        cx, cy = Transformer.from_crs("EPSG:4326", crs, always_xy=True).transform(spatial.lon, spatial.lat)
+        n_x = max(1, round(2 * spatial.buffer_m / abs(t.a)))
+        n_y = max(1, round(2 * spatial.buffer_m / abs(t.e)))
+        col0 = round((cx - t.c) / t.a - n_x / 2)
+        row0 = round((cy - t.f) / t.e - n_y / 2)
+        rows, cols = (row0, row0 + n_y), (col0, col0 + n_x)
+    else:
+        left, bottom, right, top = spatial.bounds_in(crs)
+        inv = ~t
+        c0, r0 = inv * (left, top)
+        c1, r1 = inv * (right, bottom)
+        cols = (int(np.floor(min(c0, c1) + 1e-9)), int(np.ceil(max(c0, c1) - 1e-9)))
+        rows = (int(np.floor(min(r0, r1) + 1e-9)), int(np.ceil(max(r0, r1) - 1e-9)))
+    rows = (max(rows[0], 0), min(rows[1], height))
+    cols = (max(cols[0], 0), min(cols[1], width))
+    if rows[1] <= rows[0] or cols[1] <= cols[0]:
+        raise SpecError(
+            f"the ROI {spatial} does not overlap the raster (bounds {tuple(round(b, 3) for b in grid.bounds)} in "
+            f"{crs.to_string()}); check the ROI's coordinates or the source= raster."
+        )
+    from .geo import spatial_dims
+
+    y_dim, x_dim = spatial_dims(da)
+    return da.isel({y_dim: slice(*rows), x_dim: slice(*cols)})
+
+
+def _open_stac_roi(req: SourceRequest, spatial):
+    from .sources.gee import default_sensor
+    from .sources.stac import _as_items, open_stac
+
+    items = _as_items(req.source)
+    if req.temporal is not None:
+        start, end = (np.datetime64(d) for d in req.temporal.interval)
+        items = [i for i in items if i.datetime is None or start <= np.datetime64(i.datetime.replace(tzinfo=None)) < end]
+        if not items:
+            raise SpecError(f"no STAC item falls in {req.temporal.interval}; widen temporal= or pass other items.")
+    sensor = req.sensor if req.sensor is not None else default_sensor(req.model, req.modality)
+    scale = req.fetch.scale_m if req.fetch is not None and req.fetch.scale_m else sensor.scale_m
+    return open_stac(items, bands=list(sensor.bands), spatial=spatial, resolution=scale)
+
+
+# ---------------------------------------------------------------------------------------------------
+# Embedding ROIs
+
+
+def _embed_kwargs(model, output, input_prep, device, modality, model_kwargs) -> dict:
+    output = OutputSpec(output) if isinstance(output, str) else output
+    if not isinstance(output, OutputSpec):
+        raise SpecError(f"output must be an OutputSpec (OutputSpec.pooled() / .grid()), got {output!r}.")
+    if input_prep is None:
+        input_prep = "tile"  # rs-embed's default since 0.2
+    mode = input_prep.mode if isinstance(input_prep, InputPrepSpec) else input_prep
+    kwargs = {"output": output, "input_prep": mode, "device": device, **model_kwargs}
+    if modality is not None:
+        kwargs["modality"] = modality
+    return kwargs
+
+
+def _to_embedding(result: xr.DataArray, meta: dict, lazy: bool = False) -> Embedding:
+    meta = {**meta, **result.attrs, "status": "ok"}
+    if result.attrs.get("output") == "grid" or {"y", "x"} <= set(result.dims):
+        if not lazy:
+            result = result.compute()
+        meta["crs"] = result.rio.crs.to_string() if result.rio.crs is not None else None
+        meta["transform"] = list(result.rio.transform())[:6]
+        return Embedding(result, meta)
+    return Embedding(np.asarray(result.values), meta)
+
+
+def _request_meta(model, backend, spatial, temporal, output, sensor=None) -> dict:
+    return {
+        "model": model,
+        "backend": backend,
+        "spatial": _spec_dict(spatial),
+        "temporal": _spec_dict(temporal),
+        "sensor": _spec_dict(sensor),
+        "output_mode": getattr(output, "mode", output),
+    }
+
+
+def _spec_dict(spec) -> dict | None:
+    if spec is None:
+        return None
+    if hasattr(spec, "__dataclass_fields__"):
+        return {"type": type(spec).__name__, **{k: getattr(spec, k) for k in spec.__dataclass_fields__ if k != "extra"}}
+    return {"type": type(spec).__name__, "repr": repr(spec)}
+
+
+def get_embedding(
+    model: str,
+    *,
+    spatial: SpatialSpec,
+    temporal: TemporalSpec | None = None,
+    sensor: SensorSpec | None = None,
+    fetch: FetchSpec | None = None,
+    modality: str | None = None,
+    output: OutputSpec = POOLED,
+    backend: str = "auto",
+    device: str = "auto",
+    input_prep: InputPrepSpec | str | None = None,
+    source: Any = None,
+    ee_init_kwargs: Mapping[str, Any] | None = None,
+    lazy: bool = False,
+    **model_kwargs,
+) -> Embedding:
+    """Embed one ROI (rs-embed's ``get_embedding``).
+
+    Parameters
+    ----------
+    model
+        A model id (``xrembed.list_models()``) or a precomputed product (``"tessera"``, ``"gse"``, ...).
+    spatial, temporal
+        Where (``BBox`` in any CRS, ``PointBuffer`` in ground metres) and when. Without ``temporal``,
+        Earth Engine uses rs-embed's default window (warned).
+    sensor, fetch, modality
+        The imagery: a full ``SensorSpec``, or ``FetchSpec`` overrides on the model's default sensor.
+    output
+        ``OutputSpec.pooled()`` (a numpy vector) or ``OutputSpec.grid()`` (a georeferenced DataArray).
+    backend, source
+        Where the pixels come from (see the module docs); ``source=`` is a raster path (``"local"``),
+        STAC items (``"stac"``) or a product location.
+    input_prep
+        ``"tile"`` (default, as rs-embed), ``"resize"`` or ``"auto"``.
+    lazy
+        Return a grid as a lazy (dask) DataArray instead of computing it.
+    **model_kwargs
+        ``.rsembed.embed`` keywords: ``variant=``, ``weights=``, ``bands=``, ``wavelengths=``,
+        ``batch_size=``, ``precision=``.
+
+    Examples
+    --------
+    >>> import xrembed
+    >>> emb = xrembed.get_embedding("dofa", spatial=xrembed.PointBuffer(-9.5, 25.0, 1120),   # doctest: +SKIP
+    ...                             temporal=xrembed.TemporalSpec.range("2022-06-01", "2022-09-01"))
+    >>> emb.data.shape                                                                        # doctest: +SKIP
+    (768,)
+    """
+    embeddings = get_embeddings_batch(
+        model, spatials=[spatial], temporal=temporal, sensor=sensor, fetch=fetch, modality=modality,
+        output=output, backend=backend, device=device, input_prep=input_prep, source=source,
+        ee_init_kwargs=ee_init_kwargs, lazy=lazy, **model_kwargs,
+    )
+    return embeddings[0]
+
+
+def get_embeddings_batch(
+    model: str,
+    *,
+    spatials: Sequence[SpatialSpec],
+    temporal: TemporalSpec | None = None,
+    sensor: SensorSpec | None = None,
+    fetch: FetchSpec | None = None,
+    modality: str | None = None,
+    output: OutputSpec = POOLED,
+    backend: str = "auto",
+    device: str = "auto",
+    input_prep: InputPrepSpec | str | None = None,
+    source: Any = None,
+    ee_init_kwargs: Mapping[str, Any] | None = None,
+    num_workers: int = 4,
+    continue_on_error: bool = False,
+    max_retries: int = 0,
+    retry_backoff_s: float = 0.0,
+    lazy: bool = False,
+    **model_kwargs,
+) -> list[Embedding]:
+    """Embed many ROIs with one model load (rs-embed's ``get_embeddings_batch``).
+
+    ROIs are fetched concurrently (``num_workers`` threads) and ROIs of equal size share forward
+    passes; the values equal those of one ROI at a time. A failing ROI raises
+    :class:`~xrembed.batch.BatchItemError` naming it, or, with ``continue_on_error=True``, comes back as
+    an :class:`Embedding` with ``data=None`` and the error in ``meta``. ``max_retries`` /
+    ``retry_backoff_s`` retry transient fetch errors (backoff doubles each time).
+    """
+    spatials = list(spatials)
+    for spatial in spatials:
+        _check_spatial(spatial)
+    req = source_request(
+        model, backend, temporal=temporal, sensor=sensor, fetch=fetch, modality=modality, source=source,
+        ee_init_kwargs=ee_init_kwargs,
+    )
+    output = OutputSpec(output) if isinstance(output, str) else output
+    if req.backend == "product":
+        return [_product_embedding(model, s, req.temporal, source, output, lazy) for s in spatials]
+    kwargs = _embed_kwargs(model, output, input_prep, device, modality, model_kwargs)
+    outcomes = batch.embed_many(
+        req.openers(spatials), model, continue_on_error=continue_on_error, num_workers=num_workers,
+        max_retries=max_retries, retry_backoff_s=retry_backoff_s, **kwargs,
+    )
+    return [
+        _outcome_embedding(o, _request_meta(model, req.backend, s, req.temporal, output, req.sensor), lazy)
+        for o, s in zip(outcomes, spatials)
+    ]
+
+
+def _outcome_embedding(outcome: batch.ItemOutcome, meta: dict, lazy: bool) -> Embedding:
+    meta = {**meta, "attempts": outcome.attempts}
+    if not outcome.ok:
+        return Embedding(None, {**meta, "status": "failed", "error": f"{type(outcome.error).__name__}: {outcome.error}"})
+    return _to_embedding(outcome.result, meta, lazy)
+
+
+def _product_embedding(model, spatial, temporal, source, output, lazy) -> Embedding:
+    from .sources.precomputed import open_precomputed
+
+    da = open_precomputed(model, spatial=spatial, temporal=temporal, source=source)
+    meta = _request_meta(model, "product", spatial, temporal, output)
+    if output.mode == "pooled":
+        pooled = da.mean(("y", "x"), skipna=True)
+        pooled.attrs = {**da.attrs, "output": "pooled"}
+        return _to_embedding(pooled, meta)
+    return _to_embedding(da, meta, lazy)
+
+
+def get_embedding_from_data(
+    model: str,
+    data: UserData,
+    *,
+    modality: str | None = None,
+    output: OutputSpec = POOLED,
+    device: str = "auto",
+    input_prep: InputPrepSpec | str | None = None,
+    **model_kwargs,
+) -> Embedding:
+    """Embed the caller's own imagery (rs-embed's ``get_embedding_from_data``; ``backend="tensor"``)."""
+    return get_embeddings_batch_from_data(
+        model, [data], modality=modality, output=output, device=device, input_prep=input_prep, **model_kwargs
+    )[0]
+
+
+def get_embeddings_batch_from_data(
+    model: str,
+    datas: Sequence[UserData],
+    *,
+    modality: str | None = None,
+    output: OutputSpec = POOLED,
+    device: str = "auto",
+    batch_size: int | None = None,
+    input_prep: InputPrepSpec | str | None = None,
+    continue_on_error: bool = False,
+    **model_kwargs,
+) -> list[Embedding]:
+    """Embed many :class:`UserData` with one model load; equal-sized arrays share forward passes."""
+    datas = list(datas)
+    for d in datas:
+        if not isinstance(d, UserData):
+            raise SpecError(f"expected UserData items, got {type(d).__name__}; wrap arrays as UserData(array, ...).")
+    output = OutputSpec(output) if isinstance(output, str) else output
+    kwargs = _embed_kwargs(model, output, input_prep, device, modality, model_kwargs)
+    if batch_size is not None:
+        kwargs["batch_size"] = batch_size
+    outcomes = batch.embed_many(
+        [d.to_xarray for d in datas], model, continue_on_error=continue_on_error, num_workers=1, **kwargs
+    )
+    return [
+        _outcome_embedding(o, {**_request_meta(model, "tensor", d.spatial, d.temporal, output), "collection": d.collection}, False)
+        for o, d in zip(outcomes, datas)
+    ]
+
+
+def inspect_model_input(
+    model: str,
+    *,
+    spatial: SpatialSpec,
+    temporal: TemporalSpec | None = None,
+    sensor: SensorSpec | None = None,
+    fetch: FetchSpec | None = None,
+    modality: str | None = None,
+    backend: str = "auto",
+    value_range: tuple[float, float] | None = None,
+    return_arrays: bool = False,
+    source: Any = None,
+    ee_init_kwargs: Mapping[str, Any] | None = None,
+    **model_kwargs,
+) -> dict:
+    """Fetch what ``model`` would read over ``spatial`` and report on it, without running the model.
+
+    Returns a dict: ``ok``, ``issues`` (each a sentence naming the fix), ``input`` (shape, dims, bands
+    in model order, CRS, transform, bounds, dtype, NaN fraction, per-band min/max/mean/std) and, with
+    ``return_arrays=True``, ``array`` (the ``([time,] band, y, x)`` numpy input).
+    """
+    from . import embedding
+    from .geo import Grid
+
+    _check_spatial(spatial)
+    req = source_request(
+        model, backend, temporal=temporal, sensor=sensor, fetch=fetch, modality=modality, source=source,
+        ee_init_kwargs=ee_init_kwargs,
+    )
+    if req.backend == "product":
+        raise OptionError(f"{model!r} is a precomputed product: there is no model input to inspect.")
+    obj = req.openers([spatial])[0]()
+    kwargs = {"modality": modality, **model_kwargs} if modality is not None else dict(model_kwargs)
+    report: dict[str, Any] = {"model": model, "backend": req.backend, "spatial": _spec_dict(spatial),
+                              "temporal": _spec_dict(req.temporal), "issues": []}
+    prepared = embedding._prepare(obj, model, **kwargs)
+    data = prepared.data.load()
+    values = np.asarray(data.values, dtype=np.float64)
+    if prepared.nodata is not None and not np.isnan(prepared.nodata):
+        values = np.where(values == prepared.nodata, np.nan, values)
+    grid = Grid.from_xarray(obj)
+    per_band = np.moveaxis(values, -3, 0).reshape(values.shape[-3], -1)  # data is (..., band, y, x)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", RuntimeWarning)  # all-NaN bands
+        stats = {
+            str(b): {"min": float(np.nanmin(v)), "max": float(np.nanmax(v)), "mean": float(np.nanmean(v)),
+                     "std": float(np.nanstd(v))}
+            for b, v in zip(prepared.plan.bands, per_band)
+        }
+    report["input"] = {
+        "shape": list(values.shape), "dims": list(data.dims), "bands": list(prepared.plan.bands),
+        "dtype": str(data.dtype), "crs": grid.crs.to_string(), "transform": list(grid.transform)[:6],
+        "bounds": list(grid.bounds), "nan_fraction": float(np.isnan(values).mean()), "band_stats": stats,
+    }
+    if np.isnan(values).all():
+        report["issues"].append("every pixel is missing: widen temporal= or relax the sensor's cloud filter.")
+    if value_range is not None:
+        lo, hi = value_range
+        outside = [b for b, s in stats.items() if s["min"] < lo or s["max"] > hi]
+        if outside:
+            report["issues"].append(f"bands {outside} fall outside value_range={value_range}.")
+    try:
+        images = values.reshape((-1,) + values.shape[-3:]).astype(np.float32)
+        prepared.adapter.check_values(images, prepared.plan)
+    except Exception as err:  # noqa: BLE001  (reported, not raised: this is an inspection)
+        report["issues"].append(str(err))
+    report["ok"] = not report["issues"]
+    if return_arrays:
+        report["array"] = values
+    return report
