@@ -25,6 +25,14 @@ from .api import (
     inspect_model_input,
 )
 from .embedding import embed
+from .export import (
+    ExportConfig,
+    ExportModelRequest,
+    ExportResult,
+    ExportTarget,
+    export_batch,
+    load_export,
+)
 from .models.registry import describe_model, list_models
 from .sources.gee import open_gee
 from .sources.precomputed import list_products, open_precomputed
@@ -35,6 +43,10 @@ from .specs import BBox, FetchSpec, InputPrepSpec, OutputSpec, PointBuffer, Sens
 __all__ = [
     "BBox",
     "Embedding",
+    "ExportConfig",
+    "ExportModelRequest",
+    "ExportResult",
+    "ExportTarget",
     "FetchSpec",
     "InputPrepSpec",
     "OutputSpec",
@@ -46,6 +58,7 @@ __all__ = [
     "describe_model",
     "embed",
     "errors",
+    "export_batch",
     "get_embedding",
     "get_embedding_from_data",
     "get_embeddings_batch",
@@ -53,6 +66,7 @@ __all__ = [
     "inspect_model_input",
     "list_models",
     "list_products",
+    "load_export",
     "open_gee",
     "open_precomputed",
     "open_raster",

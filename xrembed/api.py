@@ -495,16 +495,21 @@ def _outcome_embedding(outcome: batch.ItemOutcome, meta: dict, lazy: bool) -> Em
     return _to_embedding(outcome.result, meta, lazy)
 
 
-def _product_embedding(model, spatial, temporal, source, output, lazy) -> Embedding:
+def product_result(model, spatial, temporal, source, output) -> xr.DataArray:
+    """A precomputed product over one ROI (lazy): its grid, or the mean of its valid vectors."""
     from .sources.precomputed import open_precomputed
 
     da = open_precomputed(model, spatial=spatial, temporal=temporal, source=source)
-    meta = _request_meta(model, "product", spatial, temporal, output)
-    if output.mode == "pooled":
+    if getattr(output, "mode", output) == "pooled":
         pooled = da.mean(("y", "x"), skipna=True)
         pooled.attrs = {**da.attrs, "output": "pooled"}
-        return _to_embedding(pooled, meta)
-    return _to_embedding(da, meta, lazy)
+        return pooled
+    return da
+
+
+def _product_embedding(model, spatial, temporal, source, output, lazy) -> Embedding:
+    result = product_result(model, spatial, temporal, source, output)
+    return _to_embedding(result, _request_meta(model, "product", spatial, temporal, output), lazy)
 
 
 def get_embedding_from_data(

@@ -19,6 +19,7 @@ __all__ = [
     "ProductCoverageError",
     "SpecError",
     "RandomWeightsWarning",
+    "ExportError",
 ]
 
 
@@ -71,3 +72,7 @@ class ProductCoverageError(XrembedError):
 
 class RandomWeightsWarning(UserWarning):
     """Emitted when a model runs with ``weights="random"``: its embeddings carry no meaning."""
+
+
+class ExportError(XrembedError):
+    """An export stopped on a failing (ROI, model) unit; its manifest records what was done."""

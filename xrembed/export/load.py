@@ -1,0 +1,150 @@
+"""``load_export``: read any export (Zarr, GeoTIFF, NetCDF, npz; combined or per item) back, georeferenced."""
+
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import xarray as xr
+
+from ..errors import OptionError
+from .formats import read_combined, read_item
+from .manifest import read_json
+from .runner import STATE_NAME
+
+
+@dataclass
+class ModelResult:
+    """One model's results: ``embeddings`` is a stacked ``(item, embedding)`` DataArray for pooled
+    vectors (NaN rows where an item failed), or a list with one georeferenced DataArray (or ``None``)
+    per item for grids. ``errors`` maps item names to their error."""
+
+    name: str
+    status: str
+    embeddings: xr.DataArray | list[xr.DataArray | None]
+    meta: dict = field(default_factory=dict)
+    errors: dict[str, str] = field(default_factory=dict)
+
+
+@dataclass
+class ExportResult:
+    """What :func:`load_export` returns; ``manifest`` is the export's manifest as written."""
+
+    layout: str
+    names: list[str]
+    spatials: list
+    temporal: Any
+    n_items: int
+    status: str
+    models: dict[str, ModelResult]
+    manifest: dict
+
+    def embedding(self, model: str) -> xr.DataArray | list[xr.DataArray | None]:
+        try:
+            return self.models[model].embeddings
+        except KeyError:
+            raise OptionError(f"the export has no model {model!r}; it has {sorted(self.models)}.") from None
+
+    @property
+    def ok_models(self) -> list[str]:
+        return [m for m, r in self.models.items() if r.status == "ok"]
+
+    @property
+    def failed_models(self) -> list[str]:
+        return [m for m, r in self.models.items() if r.status == "failed"]
+
+
+def manifest_path(path: Path) -> Path:
+    """The manifest of an export given its out_file, out_dir, or the manifest itself."""
+    if path.suffix == ".json" and path.is_file():
+        return path
+    if path.is_dir() and (path / "manifest.json").is_file() and not (path / "zarr.json").exists():
+        return path / "manifest.json"
+    candidate = path.with_suffix(".json") if path.suffix else Path(f"{path}.json")
+    if candidate.is_file():
+        return candidate
+    raise OptionError(
+        f"no xrembed export manifest found for {path} (looked for {candidate} and {path / 'manifest.json'}); "
+        "pass the out_file or out_dir given to export_batch (exported with ExportConfig(save_manifest=True))."
+    )
+
+
+def load_export(path: str | os.PathLike) -> ExportResult:
+    """Read an export written by :func:`~xrembed.export_batch`, with CRS and coordinates on every grid.
+
+    ``path`` is the ``out_file`` of a combined export, the ``out_dir`` of a per-item one, or the
+    manifest. Zarr and NetCDF grids open lazily.
+
+    Examples
+    --------
+    >>> res = xrembed.load_export("emb.zarr")                                     # doctest: +SKIP
+    >>> res.embedding("dofa")                       # (item, embedding), NaN rows for failed items  # doctest: +SKIP
+    """
+    mpath = manifest_path(Path(os.fspath(path)))
+    manifest = read_json(mpath)
+    if not manifest or "items" not in manifest:
+        raise OptionError(f"{mpath} is not an xrembed export manifest.")
+    fmt, layout = manifest["format"], manifest["layout"]
+    names = [item["name"] for item in manifest["items"]]
+    root = Path(manifest["target"])
+    if not root.is_absolute() or not root.exists():  # the export was moved: use the manifest's place
+        root = mpath.parent / root.name if layout == "combined" else mpath.parent
+    status_of = {
+        (model, item["name"]): entry for item in manifest["items"] for model, entry in item["models"].items()
+    }
+
+    if layout == "combined":
+        content = read_combined(root, fmt)
+        per_item = None
+    else:
+        content = None
+        per_item = {name: (read_item(root, name, fmt) if _any_ok(status_of, name, manifest["models"]) else {})
+                    for name in names}
+
+    models = {}
+    for model in manifest["models"]:
+        entries = [status_of[(model, n)] for n in names]
+        errors = {n: e["error"] for n, e in zip(names, entries) if e.get("error")}
+        ok = [e["status"] == "ok" for e in entries]
+        status = "ok" if all(ok) else ("failed" if not any(ok) else "partial")
+        if content is not None:
+            found = content.get(model, {})
+            results = [None] * len(names) if isinstance(found, xr.DataArray) else [found.get(n) for n in names]
+            stacked = found if isinstance(found, xr.DataArray) else None
+        else:
+            results = [per_item[n].get(model) for n in names]
+            stacked = None
+        results = [r if good else None for r, good in zip(results, ok)]
+        if stacked is None and results and all(r is None or r.dims == ("embedding",) for r in results) and any(ok):
+            stacked = _stack(names, results)
+        if stacked is not None:
+            stacked = stacked.where(xr.DataArray(np.array(ok), dims="item"))  # unfinished rows are NaN
+            embeddings: Any = stacked
+        else:
+            embeddings = results
+        models[model] = ModelResult(model, status, embeddings, errors=errors)
+    return ExportResult(
+        layout=layout, names=names, spatials=manifest.get("spatials", []), temporal=manifest.get("temporal"),
+        n_items=len(names), status=manifest["status"], models=models, manifest=manifest,
+    )
+
+
+def _any_ok(status_of, name, models) -> bool:
+    return any(status_of[(m, name)]["status"] == "ok" for m in models)
+
+
+def _stack(names, results) -> xr.DataArray:
+    dim = next(r.sizes["embedding"] for r in results if r is not None)
+    rows = [np.full(dim, np.nan, np.float32) if r is None else np.asarray(r.values, np.float32) for r in results]
+    template = next(r for r in results if r is not None)
+    return xr.DataArray(
+        np.stack(rows), dims=("item", "embedding"),
+        coords={"item": np.array(names, dtype=object), "embedding": np.arange(dim)}, attrs=dict(template.attrs),
+        name="embeddings",
+    )
+
+
+__all__ = ["ExportResult", "ModelResult", "load_export", "STATE_NAME"]

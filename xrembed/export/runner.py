@@ -1,0 +1,300 @@
+"""``export_batch``: embed many ROIs with several models into Zarr (or GeoTIFF, NetCDF, npz), resumably.
+
+For each model, the ROIs still to do go through :func:`xrembed.batch.iter_embed` (one model load,
+concurrent fetch, shared forward passes) and each result is written as soon as it is ready: to the
+Zarr target itself, or, for the other formats, to a Zarr staging store that is converted once at the
+end. After a unit's data is written its completion mark is written atomically, so a killed export
+resumes (``ExportConfig(resume=True)``) without losing or repeating finished units.
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+import xarray as xr
+
+from .. import __version__, batch
+from ..api import POOLED, _check_spatial, _embed_kwargs, product_result, source_request
+from ..errors import ExportError, OptionError
+from ..specs import OutputSpec, TemporalSpec
+from . import store
+from .formats import read_combined, write_combined, write_item
+from .manifest import Marks, build_manifest, fingerprint, jsonable, write_json_atomic
+from .types import ExportConfig, ExportLayout, ExportModelRequest, ExportTarget
+
+STATE_NAME = ".xrembed"
+
+
+class ExportPaths:
+    """Where an export keeps its data, staging store, marks and manifest."""
+
+    def __init__(self, target: ExportTarget, fmt: str) -> None:
+        self.layout, self.fmt, self.root = target.layout, fmt, target.path
+        if self.combined:
+            self.state = self.root.parent / f".{self.root.name}{STATE_NAME}"
+            self.manifest = self.root.with_suffix(".json") if self.root.suffix else Path(f"{self.root}.json")
+        else:
+            self.state = self.root / STATE_NAME
+            self.manifest = self.root / "manifest.json"
+        self.staging = self.state / "staging.zarr"
+
+    @property
+    def combined(self) -> bool:
+        return self.layout is ExportLayout.COMBINED
+
+    def unit(self, label: str, name: str) -> tuple[Path, str]:
+        """(Zarr store, group) of one unit's data."""
+        if self.fmt == "zarr" and not self.combined:
+            return self.root / f"{name}.zarr", label
+        data = self.root if self.fmt == "zarr" else self.staging
+        return data, f"{label}/{name}"
+
+    def stack(self, label: str) -> tuple[Path, str] | None:
+        """(store, group) of the pooled stack of ``label``; ``None`` where results are per-item groups."""
+        if self.fmt == "zarr" and not self.combined:
+            return None
+        return (self.root if self.fmt == "zarr" else self.staging), label
+
+
+def export_batch(
+    *,
+    spatials: Sequence,
+    temporal: TemporalSpec | None,
+    models: Sequence[str | ExportModelRequest],
+    target: ExportTarget,
+    config: ExportConfig | None = None,
+    backend: str = "auto",
+    device: str = "auto",
+    output: OutputSpec = POOLED,
+    sensor=None,
+    fetch=None,
+    modality: str | None = None,
+    input_prep=None,
+    source: Any = None,
+    ee_init_kwargs=None,
+) -> list[dict] | dict:
+    """Embed ``spatials`` with each of ``models`` and write them to ``target`` (rs-embed's ``export_batch``).
+
+    Returns the manifest: a dict for ``ExportTarget.combined`` and the list of per-item entries for
+    ``ExportTarget.per_item`` (as rs-embed). The manifest is also written beside the data
+    (``<out_file stem>.json`` or ``<out_dir>/manifest.json``); :func:`load_export` reads it all back.
+
+    Examples
+    --------
+    >>> import xrembed
+    >>> xrembed.export_batch(spatials=[xrembed.PointBuffer(-9.5, 25.0, 1120)],                  # doctest: +SKIP
+    ...                      temporal=xrembed.TemporalSpec.range("2022-06-01", "2022-09-01"),
+    ...                      models=["dofa", "terrafm"], target=xrembed.ExportTarget.combined("emb.zarr"),
+    ...                      config=xrembed.ExportConfig(resume=True))
+    """
+    config = config or ExportConfig()
+    spatials = list(spatials)
+    for spatial in spatials:
+        _check_spatial(spatial)
+    if not spatials:
+        raise OptionError("spatials is empty: give at least one BBox or PointBuffer.")
+    output = OutputSpec(output) if isinstance(output, str) else output
+    requests = [m if isinstance(m, ExportModelRequest) else ExportModelRequest(str(m)) for m in models]
+    labels = [r.key for r in requests]
+    if not requests or len(set(labels)) != len(labels) or any("/" in x or x.startswith(".") for x in labels):
+        raise OptionError(
+            f"models must be non-empty with distinct labels (no '/'), got {labels}; export one model twice with "
+            "ExportModelRequest.configure(name, label='...', variant=...)."
+        )
+    fmt = config.format
+    if fmt == "geotiff" and target.layout is ExportLayout.COMBINED:
+        raise OptionError("GeoTIFF holds one grid per file: use ExportTarget.per_item(...) for GeoTIFF, or format='zarr'.")
+    if fmt == "geotiff" and output.mode != "grid":
+        raise OptionError("GeoTIFF stores grids: use output=OutputSpec.grid(), or format='zarr'/'netcdf'/'npz' for pooled.")
+    names = target.item_names(len(spatials))
+    paths = ExportPaths(target, fmt)
+    input_prep = input_prep if input_prep is not None else config.input_prep
+    if not config.resume:
+        _clear_previous(paths, names, labels)
+    marks = Marks(paths.state)
+
+    common = {"temporal": temporal, "output": output, "format": fmt, "layout": target.layout.value,
+              "input_prep": getattr(input_prep, "mode", input_prep), "backend": backend, "source": _source_id(source)}
+    fps = {
+        r.key: [fingerprint(model=r, spatial=s, sensor=sensor, fetch=fetch, modality=modality, **common) for s in spatials]
+        for r in requests
+    }
+    header = {"xrembed_version": __version__, "layout": target.layout.value, "format": fmt,
+              "target": os.fspath(paths.root), "spatials": jsonable(spatials), "temporal": jsonable(temporal),
+              "output": jsonable(output), "backend": backend}
+
+    def save_manifest() -> dict:
+        manifest = build_manifest(marks, names=names, models=labels, fingerprints=fps, header=header)
+        if config.save_manifest:
+            write_json_atomic(paths.manifest, manifest)
+        return manifest
+
+    todo = {r.key: [i for i in range(len(names)) if not marks.is_done(r.key, names[i], fps[r.key][i])] for r in requests}
+    touched: set[str] = set()
+    from tqdm.auto import tqdm
+
+    total = sum(len(v) for v in todo.values())
+    skipped = len(names) * len(requests) - total
+    with tqdm(total=total, desc="xrembed export", unit="unit", disable=not config.show_progress) as bar:
+        if skipped:
+            bar.set_postfix_str(f"{skipped} complete units skipped")
+        for req in requests:
+            label = req.key
+            if not todo[label]:
+                continue
+            if len(todo[label]) == len(names):
+                _clear_model(paths, label, names)  # nothing of it is complete: start from a clean slate
+            src = source_request(
+                req.name, backend, temporal=temporal, sensor=req.sensor or sensor, fetch=req.fetch or fetch,
+                modality=req.modality or modality, source=source, ee_init_kwargs=ee_init_kwargs,
+            )
+            writer = _UnitWriter(paths, names, label)
+            for index, result, error, attempts in _results(req, src, todo[label], spatials, output, input_prep,
+                                                           device, config):
+                name = names[index]
+                if error is None:
+                    try:
+                        written = writer.write(index, result)
+                    except Exception as err:  # noqa: BLE001  (a unit that cannot be computed/written fails alone)
+                        error = err
+                if error is None:
+                    meta = {k: v for k, v in result.attrs.items() if k in ("input_crs", "input_bounds", "cell_size")}
+                    marks.write(label, name, status="ok", fingerprint=fps[label][index], attempts=attempts,
+                                paths=written, meta=meta)
+                else:
+                    marks.write(label, name, status="failed", fingerprint=fps[label][index], attempts=attempts,
+                                error=f"{type(error).__name__}: {error}")
+                touched.add(name)
+                bar.update(1)
+                if error is not None and not config.continue_on_error:
+                    save_manifest()
+                    raise ExportError(
+                        f"ROI {index} ({name}) failed for model {label!r}: {error}. The manifest "
+                        f"{paths.manifest} records the units done; rerun with ExportConfig(resume=True, "
+                        "continue_on_error=True) to finish the others."
+                    ) from error
+            save_manifest()
+    _finish_files(paths, names, labels, marks, fps, touched)
+    manifest = save_manifest()
+    return manifest if target.layout is ExportLayout.COMBINED else manifest["items"]
+
+
+def _results(req, src, indices, spatials, output, input_prep, device, config):
+    """Yield ``(index, result, error, attempts)`` for the ROIs ``indices`` of one model."""
+    if src.backend == "product":
+        for i in indices:
+            try:
+                yield i, product_result(req.name, spatials[i], src.temporal, src.source, output), None, 1
+            except Exception as err:  # noqa: BLE001  (reported per item)
+                yield i, None, err, 1
+        return
+    kwargs = _embed_kwargs(req.name, output, input_prep, device, src.modality, dict(req.model_config or {}))
+    if config.infer_batch_size is not None:
+        kwargs.setdefault("batch_size", config.infer_batch_size)
+    openers = src.openers([spatials[i] for i in indices])
+    for outcome in batch.iter_embed(
+        openers, req.name, num_workers=config.num_workers, max_retries=config.max_retries,
+        retry_backoff_s=config.retry_backoff_s, **kwargs,
+    ):
+        yield indices[outcome.index], outcome.result, outcome.error, outcome.attempts
+
+
+class _UnitWriter:
+    """Writes one model's results; pooled vectors of a combined export go into one stack."""
+
+    def __init__(self, paths: ExportPaths, names: list[str], label: str) -> None:
+        self.paths, self.names, self.label = paths, names, label
+        self.stack_ready = False
+
+    def write(self, index: int, result: xr.DataArray) -> list[str]:
+        stack = self.paths.stack(self.label)
+        if stack is not None and result.dims == ("embedding",):
+            where, group = stack
+            if not self.stack_ready:
+                if not store.stack_matches(where, group, self.names, result.sizes["embedding"]):
+                    store.create_stack(where, group, self.names, result)
+                self.stack_ready = True
+            store.write_stack_row(where, group, index, result)
+            return [f"{where}#{group}[{index}]"]
+        where, group = self.paths.unit(self.label, self.names[index])
+        store.write_group(where, group, result)
+        return [f"{where}#{group}"]
+
+
+def _finish_files(paths: ExportPaths, names, labels, marks: Marks, fps, touched: set[str]) -> None:
+    """Convert the staging store into the GeoTIFF/NetCDF/npz files (atomic writes; idempotent)."""
+    if paths.fmt == "zarr" or not paths.staging.exists():
+        return
+
+    def ok(label, i) -> bool:
+        return marks.is_done(label, names[i], fps[label][i])
+
+    staged = read_combined(paths.staging, "zarr")
+    results: dict[str, dict[str, xr.DataArray | None]] = {}
+    for label in labels:
+        content = staged.get(label)
+        per_name: dict[str, xr.DataArray | None] = {}
+        for i, name in enumerate(names):
+            if content is None or not ok(label, i):
+                per_name[name] = None
+            elif isinstance(content, xr.DataArray):  # a pooled stack
+                per_name[name] = content.isel(item=i, drop=True)
+            else:
+                per_name[name] = content.get(name)
+        results[label] = per_name
+    if paths.combined:
+        if touched or not paths.root.exists():
+            write_combined(paths.root, names, results, paths.fmt)
+        return
+    from .formats import item_paths
+
+    for name in names:
+        present = {label: results[label][name] for label in labels if results[label][name] is not None}
+        missing = not all(p.exists() for p in item_paths(paths.root, name, paths.fmt, list(present)))
+        if present and (name in touched or missing):
+            write_item(paths.root, name, present, paths.fmt)
+
+
+def _clear_previous(paths: ExportPaths, names, labels) -> None:
+    """Remove what an earlier export to the same target wrote (only files of this layout)."""
+    from .formats import item_paths
+
+    if paths.state.exists():
+        shutil.rmtree(paths.state)
+    if paths.combined:
+        if paths.root.is_dir():
+            if paths.fmt != "zarr" or not (paths.root / "zarr.json").exists():
+                raise OptionError(f"{paths.root} is a folder that is not an xrembed Zarr export; choose another out_file.")
+            shutil.rmtree(paths.root)
+        elif paths.root.exists():
+            paths.root.unlink()
+    else:
+        for name in names:
+            for p in item_paths(paths.root, name, paths.fmt, labels):
+                if p.is_dir():
+                    shutil.rmtree(p)
+                elif p.exists():
+                    p.unlink()
+    if paths.manifest.exists():
+        paths.manifest.unlink()
+
+
+def _clear_model(paths: ExportPaths, label: str, names) -> None:
+    """Drop any data of ``label`` left by an earlier, different request (its marks no longer apply)."""
+    stack = paths.stack(label)
+    if stack is not None:
+        group_dir = stack[0] / label
+        if group_dir.is_dir():
+            shutil.rmtree(group_dir)
+
+
+def _source_id(source) -> Any:
+    if source is None or isinstance(source, (str, os.PathLike)):
+        return None if source is None else os.fspath(source)
+    if isinstance(source, (list, tuple)):
+        return [_source_id(s) for s in source]
+    return getattr(source, "id", None) or repr(source)
