@@ -147,4 +147,4 @@ def _stack(names, results) -> xr.DataArray:
     )
 
 
-__all__ = ["ExportResult", "ModelResult", "load_export", "STATE_NAME"]
+__all__ = ["STATE_NAME", "ExportResult", "ModelResult", "load_export"]

@@ -86,7 +86,7 @@ class Marks:
         return bool(mark) and mark.get("status") == "ok" and mark.get("fingerprint") == fp
 
     def write(self, model: str, item: str, **fields: Any) -> None:
-        fields.setdefault("time", _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds"))
+        fields.setdefault("time", _dt.datetime.now(_dt.UTC).isoformat(timespec="seconds"))
         write_json_atomic(self.path(model, item), {"model": model, "item": item, **fields})
 
     def clear(self, model: str, item: str) -> None:

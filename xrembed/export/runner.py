@@ -115,12 +115,16 @@ def export_batch(
     input_prep = input_prep if input_prep is not None else config.input_prep
     if not config.resume:
         _clear_previous(paths, names, labels)
+    _remove_stale_temporaries(paths)
     marks = Marks(paths.state)
 
     common = {"temporal": temporal, "output": output, "format": fmt, "layout": target.layout.value,
               "input_prep": getattr(input_prep, "mode", input_prep), "backend": backend, "source": _source_id(source)}
     fps = {
-        r.key: [fingerprint(model=r, spatial=s, sensor=sensor, fetch=fetch, modality=modality, **common) for s in spatials]
+        r.key: [
+            fingerprint(model=r, spatial=s, item=(i, name, len(names)), sensor=sensor, fetch=fetch, modality=modality, **common)
+            for i, (s, name) in enumerate(zip(spatials, names))
+        ]
         for r in requests
     }
     header = {"xrembed_version": __version__, "layout": target.layout.value, "format": fmt,
@@ -281,6 +285,19 @@ def _clear_previous(paths: ExportPaths, names, labels) -> None:
                     p.unlink()
     if paths.manifest.exists():
         paths.manifest.unlink()
+
+
+def _remove_stale_temporaries(paths: ExportPaths) -> None:
+    """Temporary files of a killed run (``.<name>.tmp-...``, ``.<name>.....tmp``) are never complete: drop them."""
+    import fnmatch
+
+    folders = [paths.root.parent if paths.combined else paths.root, paths.manifest.parent]
+    candidates = [p for folder in folders if folder.is_dir() for p in folder.iterdir()]
+    if paths.state.is_dir():
+        candidates += list(paths.state.rglob(".*"))
+    for p in candidates:
+        if p.is_file() and (fnmatch.fnmatch(p.name, ".*.tmp-*") or fnmatch.fnmatch(p.name, ".*.tmp")):
+            p.unlink(missing_ok=True)
 
 
 def _clear_model(paths: ExportPaths, label: str, names) -> None:

@@ -48,10 +48,12 @@ def write_group(store: Path, group: str, da: xr.DataArray) -> None:
 
 def stack_matches(store: Path, group: str, names: Sequence[str], dim: int) -> bool:
     """Whether ``group`` already holds a stack for exactly these items and this vector length."""
+    from zarr.errors import NodeNotFoundError
+
     try:
         ds = xr.open_zarr(store, group=group, consolidated=False)
-    except (FileNotFoundError, KeyError, OSError, ValueError):
-        return False
+    except (FileNotFoundError, NodeNotFoundError):
+        return False  # only a missing stack is rebuilt; a read error must not wipe finished rows
     with ds:
         return (
             "embeddings" in ds
