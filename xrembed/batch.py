@@ -31,7 +31,7 @@ from typing import Any
 import numpy as np
 import xarray as xr
 
-from . import embedding
+from . import embedding, engine
 from .errors import (
     BandMismatchError,
     MissingCRSError,
@@ -216,6 +216,20 @@ def _stack_size(request) -> int:
 
 def _embed_stack(items: list[_Fetched], tiles_per_chunk: int) -> Iterable[ItemOutcome]:
     """Embed rasters with one signature in shared forward passes; isolate failures item by item."""
+    if len(items) > 1:
+        # Value checks look at a whole block (e.g. its peak): run them per raster, so that one normalised
+        # raster cannot hide among raw ones, then stack only those that pass.
+        passed = []
+        for item in items:
+            try:
+                images, _ = engine._as_images(item.request.data.values, item.request.nodata)
+                item.request.adapter.check_values(images, item.request.plan)
+                passed.append(item)
+            except Exception as err:  # noqa: BLE001  (reported per item)
+                yield ItemOutcome(item.index, error=err, attempts=item.attempts)
+        items = passed
+        if not items:
+            return
     first = items[0].request
     try:
         if len(items) == 1:
