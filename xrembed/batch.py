@@ -93,7 +93,7 @@ def iter_embed(
     max_retries: int = 0,
     retry_backoff_s: float = 0.0,
     prefetch: int | None = None,
-    max_stack_px: int = MAX_STACK_PX,
+    max_stack_px: int | None = None,
     tiles_per_chunk: int = 4,
     **embed_kwargs,
 ) -> Iterator[ItemOutcome]:
@@ -118,6 +118,7 @@ def iter_embed(
 
     resolve_weights(get_adapter(model, embed_kwargs.get("variant")), embed_kwargs.get("weights"))
     prefetch = prefetch or max(2 * num_workers, 8)
+    max_stack_px = MAX_STACK_PX if max_stack_px is None else max_stack_px
     fetch = _Fetcher(model, embed_kwargs, max_retries, retry_backoff_s, max_stack_px)
     buckets: dict[tuple, list[_Fetched]] = {}
 

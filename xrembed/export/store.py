@@ -33,17 +33,32 @@ def as_dataset(da: xr.DataArray) -> xr.Dataset:
     return ds
 
 
-def write_group(store: Path, group: str, da: xr.DataArray) -> None:
+def write_group(store: Path, group: str, da: xr.DataArray, on_band=None) -> None:
     """Write ``da`` as the group ``group`` of ``store``, replacing what an interrupted run left there.
 
-    Lazy (dask) results stream: each chunk is computed and written in turn, never the whole grid.
+    A lazy (dask) grid is written by region: the group's metadata and coordinates first, then one band
+    of chunk rows at a time, each computed (its chunks in parallel) and written before the next, so
+    memory holds one band, never the grid. ``on_band(done, total)`` reports progress.
     """
     ds = as_dataset(da)
     if da.chunks is None and {"y", "x"} <= set(da.dims):
         ds = ds.chunk({"y": GRID_CHUNK, "x": GRID_CHUNK})
     for var in ds.variables.values():
         var.encoding.clear()
-    ds.to_zarr(store, group=group, mode="w", consolidated=False)
+    row_chunks = ds["embeddings"].chunksizes.get("y") if da.chunks is not None else None
+    if not row_chunks or len(row_chunks) == 1:
+        ds.to_zarr(store, group=group, mode="w", consolidated=False)
+        return
+    ds.to_zarr(store, group=group, mode="w", consolidated=False, compute=False)  # metadata + coordinates
+    data = ds[["embeddings"]].drop_vars([c for c in ds.coords if "y" not in ds[c].dims])
+    region = {dim: slice(None) for dim in data["embeddings"].dims}
+    stop = 0
+    for band, rows in enumerate(row_chunks):
+        start, stop = stop, stop + rows
+        part = data.isel(y=slice(start, stop)).drop_vars([c for c in data.coords if c != "y"], errors="ignore")
+        part.to_zarr(store, group=group, region={**region, "y": slice(start, stop)}, consolidated=False)
+        if on_band is not None:
+            on_band(band + 1, len(row_chunks))
 
 
 def stack_matches(store: Path, group: str, names: Sequence[str], dim: int) -> bool:
