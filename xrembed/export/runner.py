@@ -100,9 +100,9 @@ def export_batch(
     output = OutputSpec(output) if isinstance(output, str) else output
     requests = [m if isinstance(m, ExportModelRequest) else ExportModelRequest(str(m)) for m in models]
     labels = [r.key for r in requests]
-    if not requests or len(set(labels)) != len(labels) or any("/" in x or x.startswith(".") for x in labels):
+    if not requests or len(set(labels)) != len(labels) or any("/" in x or "__" in x or x.startswith(".") for x in labels):
         raise OptionError(
-            f"models must be non-empty with distinct labels (no '/'), got {labels}; export one model twice with "
+            f"models must be non-empty with distinct labels (no '/' or '__'), got {labels}; export one model twice with "
             "ExportModelRequest.configure(name, label='...', variant=...)."
         )
     fmt = config.format
