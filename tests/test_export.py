@@ -97,9 +97,9 @@ def test_bad_requests_are_refused_before_any_work(tmp_path):
         ExportConfig(save_inputs=True)
     with pytest.raises(OptionError, match="format"):
         ExportConfig(format="parquet")
-    (tmp_path / "notzarr").mkdir()
+    (tmp_path / "notzarr.zarr").mkdir()
     with pytest.raises(OptionError, match="not an xrembed Zarr export"):
-        _export(ExportTarget.combined(tmp_path / "notzarr"))
+        _export(ExportTarget.combined(tmp_path / "notzarr.zarr"))
 
 
 def test_names_name_the_items(tmp_path):

@@ -24,6 +24,7 @@ from __future__ import annotations
 import os
 import warnings
 from collections.abc import Callable, Mapping, Sequence
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -162,13 +163,16 @@ def _has_crs(da: xr.DataArray) -> bool:
         return False
 
 
-def _collection_bands(collection: str | None, channels: int) -> list[str] | None:
-    from .sources.gee import DEFAULT_SENSORS
+#: Collection names (and rs-embed aliases) whose unnamed 12-channel arrays follow the canonical L2A order.
+S2_COLLECTIONS = ("COPERNICUS/S2_SR_HARMONIZED", "COPERNICUS/S2_SR", "s2", "s2_sr", "sentinel-2", "sentinel2")
+S2_L2A_12 = ("B01", "B02", "B03", "B04", "B05", "B06", "B07", "B08", "B8A", "B09", "B11", "B12")
 
-    for sensor in DEFAULT_SENSORS.values():
-        if sensor.collection == collection and len(sensor.bands) == channels:
-            return list(sensor.bands)
-    return None
+
+def _collection_bands(collection: str | None, channels: int) -> list[str] | None:
+    """Band names for unnamed channels: only Sentinel-2's full 12-band L2A order is assumed (as rs-embed);
+    anything else must be named with ``bands=``, since a guessed order would be silently wrong."""
+    known = collection is not None and (collection in S2_COLLECTIONS or collection.lower() in S2_COLLECTIONS)
+    return list(S2_L2A_12) if known and channels == 12 else None
 
 
 # ---------------------------------------------------------------------------------------------------
@@ -213,6 +217,10 @@ class SourceRequest:
     source: Any = None
     ee_init_kwargs: Mapping[str, Any] | None = None
 
+    def embed_defaults(self) -> dict:
+        """``embed()`` keywords implied by the source: a ``SensorSpec``'s bands are the bands to embed."""
+        return {"bands": list(self.sensor.bands)} if self.sensor is not None else {}
+
     def openers(self, spatials: Sequence[SpatialSpec]) -> list[Callable[[], xr.DataArray | xr.Dataset]]:
         """One callable per ROI opening its input lazily (pixels are read by the engine)."""
         for spatial in spatials:
@@ -241,6 +249,9 @@ def source_request(model, backend, *, temporal, sensor, fetch, modality, source,
             stacklevel=3,
         )
         temporal = DEFAULT_TEMPORAL
+    fill = fetch.fill_value if fetch is not None else (sensor.fill_value if sensor is not None else 0.0)
+    if fill not in (None, 0.0):
+        _ignored("fill_value", "missing pixels stay NaN and the output cells they cover are NaN")
     return SourceRequest(model, backend, temporal, sensor, fetch, modality, source, ee_init_kwargs)
 
 
@@ -342,8 +353,18 @@ def _embed_kwargs(model, output, input_prep, device, modality, model_kwargs) -> 
     output = OutputSpec(output) if isinstance(output, str) else output
     if not isinstance(output, OutputSpec):
         raise SpecError(f"output must be an OutputSpec (OutputSpec.pooled() / .grid()), got {output!r}.")
+    if output.pooling != "mean":
+        raise OptionError("pooling='max' is not supported; pooled outputs are valid-area-weighted means (pooling='mean').")
+    if output.grid_orientation != "north_up":
+        _ignored("OutputSpec.grid_orientation='native'", "grids are always north-up, with their CRS and transform")
     if input_prep is None:
         input_prep = "tile"  # rs-embed's default since 0.2
+    if isinstance(input_prep, InputPrepSpec):
+        default = InputPrepSpec(input_prep.mode)
+        changed = [f for f in ("max_tiles", "max_tiles_hard", "pad_edges", "tile_snap_frac")
+                   if getattr(input_prep, f) != getattr(default, f)]
+        if changed:
+            _ignored(f"InputPrepSpec {changed}", "tiles lie on the patch lattice at native resolution, never snapped or padded")
     mode = input_prep.mode if isinstance(input_prep, InputPrepSpec) else input_prep
     kwargs = {"output": output, "input_prep": mode, "device": device, **model_kwargs}
     if modality is not None:
@@ -351,7 +372,20 @@ def _embed_kwargs(model, output, input_prep, device, modality, model_kwargs) -> 
     return kwargs
 
 
+def drop_single_time(result: xr.DataArray | None) -> xr.DataArray | None:
+    """rs-embed's shapes: a one-step composite (Earth Engine's ``time`` of length 1) gives ``(D,)`` /
+    ``(D, H, W)``; its date stays as a scalar ``time`` coordinate. Time series keep their ``time`` dim."""
+    if result is not None and "time" in result.dims and result.sizes["time"] == 1:
+        return result.squeeze("time")
+    return result
+
+
+def _ignored(what: str, why: str) -> None:
+    warnings.warn(f"{what} has no effect in xrembed: {why}.", UserWarning, stacklevel=4)
+
+
 def _to_embedding(result: xr.DataArray, meta: dict, lazy: bool = False) -> Embedding:
+    result = drop_single_time(result)
     meta = {**meta, **result.attrs, "status": "ok"}
     if result.attrs.get("output") == "grid" or {"y", "x"} <= set(result.dims):
         if not lazy:
@@ -417,7 +451,8 @@ def get_embedding(
     input_prep
         ``"tile"`` (default, as rs-embed), ``"resize"`` or ``"auto"``.
     lazy
-        Return a grid as a lazy (dask) DataArray instead of computing it.
+        Return a grid as a lazy (dask) DataArray, built by ``.rsembed.embed`` on the opened source, instead
+        of computing it (batches then run ROI by ROI).
     **model_kwargs
         ``.rsembed.embed`` keywords: ``variant=``, ``weights=``, ``bands=``, ``wavelengths=``,
         ``batch_size=``, ``precision=``.
@@ -430,12 +465,22 @@ def get_embedding(
     >>> emb.data.shape                                                                        # doctest: +SKIP
     (768,)
     """
-    embeddings = get_embeddings_batch(
-        model, spatials=[spatial], temporal=temporal, sensor=sensor, fetch=fetch, modality=modality,
-        output=output, backend=backend, device=device, input_prep=input_prep, source=source,
-        ee_init_kwargs=ee_init_kwargs, lazy=lazy, **model_kwargs,
-    )
+    with _single_item_errors():
+        embeddings = get_embeddings_batch(
+            model, spatials=[spatial], temporal=temporal, sensor=sensor, fetch=fetch, modality=modality,
+            output=output, backend=backend, device=device, input_prep=input_prep, source=source,
+            ee_init_kwargs=ee_init_kwargs, lazy=lazy, **model_kwargs,
+        )
     return embeddings[0]
+
+
+@contextmanager
+def _single_item_errors():
+    """One ROI: raise its own error, not the batch wrapper (whose advice is for batches)."""
+    try:
+        yield
+    except batch.BatchItemError as err:
+        raise err.__cause__ from None
 
 
 def get_embeddings_batch(
@@ -477,7 +522,13 @@ def get_embeddings_batch(
     output = OutputSpec(output) if isinstance(output, str) else output
     if req.backend == "product":
         return [_product_embedding(model, s, req.temporal, source, output, lazy) for s in spatials]
-    kwargs = _embed_kwargs(model, output, input_prep, device, modality, model_kwargs)
+    kwargs = {**req.embed_defaults(), **_embed_kwargs(model, output, input_prep, device, modality, model_kwargs)}
+    if lazy:  # no stacking: each ROI's own lazy graph, computed (or streamed) by the caller
+        return [
+            _to_embedding(opener().rsembed.embed(model, **kwargs),
+                          _request_meta(model, req.backend, s, req.temporal, output, req.sensor), lazy=True)
+            for opener, s in zip(req.openers(spatials), spatials)
+        ]
     outcomes = batch.embed_many(
         req.openers(spatials), model, continue_on_error=continue_on_error, num_workers=num_workers,
         max_retries=max_retries, retry_backoff_s=retry_backoff_s, **kwargs,
@@ -523,9 +574,10 @@ def get_embedding_from_data(
     **model_kwargs,
 ) -> Embedding:
     """Embed the caller's own imagery (rs-embed's ``get_embedding_from_data``; ``backend="tensor"``)."""
-    return get_embeddings_batch_from_data(
-        model, [data], modality=modality, output=output, device=device, input_prep=input_prep, **model_kwargs
-    )[0]
+    with _single_item_errors():
+        return get_embeddings_batch_from_data(
+            model, [data], modality=modality, output=output, device=device, input_prep=input_prep, **model_kwargs
+        )[0]
 
 
 def get_embeddings_batch_from_data(
@@ -593,7 +645,7 @@ def inspect_model_input(
     kwargs = {"modality": modality, **model_kwargs} if modality is not None else dict(model_kwargs)
     report: dict[str, Any] = {"model": model, "backend": req.backend, "spatial": _spec_dict(spatial),
                               "temporal": _spec_dict(req.temporal), "issues": []}
-    prepared = embedding._prepare(obj, model, **kwargs)
+    prepared = embedding._prepare(obj, model, resolve=False, **kwargs)
     data = prepared.data.load()
     values = np.asarray(data.values, dtype=np.float64)
     if prepared.nodata is not None and not np.isnan(prepared.nodata):

@@ -116,8 +116,9 @@ def batch_signature(obj: xr.DataArray | xr.Dataset, model: str, **kwargs) -> tup
 
 def _prepare(
     obj, model, *, output="grid", input_prep="auto", bands=None, wavelengths=None, modality=None, variant=None,
-    weights=None, device="auto", batch_size=None, precision="fp32", nodata=None,
+    weights=None, device="auto", batch_size=None, precision="fp32", nodata=None, resolve=True,
 ) -> _Request:
+    """Validate a request from metadata. ``resolve=False`` skips locating the weights (for inspection)."""
     if getattr(output, "pooling", "mean") != "mean":  # an rs-embed OutputSpec
         raise OptionError("pooling='max' is not supported; pooled outputs are valid-area-weighted means (pooling='mean').")
     output = _choice("output", getattr(output, "mode", output), OUTPUTS)
@@ -148,14 +149,16 @@ def _prepare(
         fits = max(grid.shape) <= AUTO_RESIZE_MAX_TILES * v.image_size
         input_prep = "resize" if output == "pooled" and fits else "tile"
 
-    source = resolve_weights(adapter, weights)
-    key = engine.ModelKey(
-        adapter.model_id, v.name, engine.adapter_path(adapter), source.path, source.label, device, precision
-    )
+    if resolve:
+        source = resolve_weights(adapter, weights)
+        path, label = source.path, source.label
+    else:
+        path, label = None, "unresolved"
+    key = engine.ModelKey(adapter.model_id, v.name, engine.adapter_path(adapter), path, label, device, precision)
     return _Request(
         adapter=adapter, data=data, extra=tuple(extra), frames=tuple(frames), grid=grid, plan=plan, nodata=nodata,
         output=output, input_prep=input_prep, precision=precision, key=key, batch_size=batch_size,
-        weights_label=source.label,
+        weights_label=label,
     )
 
 

@@ -18,7 +18,7 @@ from typing import Any
 import xarray as xr
 
 from .. import __version__, batch
-from ..api import POOLED, _check_spatial, _embed_kwargs, product_result, source_request
+from ..api import POOLED, _check_spatial, _embed_kwargs, drop_single_time, product_result, source_request
 from ..errors import ExportError, OptionError
 from ..specs import OutputSpec, TemporalSpec
 from . import store
@@ -33,7 +33,7 @@ class ExportPaths:
     """Where an export keeps its data, staging store, marks and manifest."""
 
     def __init__(self, target: ExportTarget, fmt: str) -> None:
-        self.layout, self.fmt, self.root = target.layout, fmt, target.path
+        self.layout, self.fmt, self.root = target.layout, fmt, target.path_for(fmt)
         if self.combined:
             self.state = self.root.parent / f".{self.root.name}{STATE_NAME}"
             self.manifest = self.root.with_suffix(".json") if self.root.suffix else Path(f"{self.root}.json")
@@ -192,11 +192,12 @@ def _results(req, src, indices, spatials, output, input_prep, device, config):
     if src.backend == "product":
         for i in indices:
             try:
-                yield i, product_result(req.name, spatials[i], src.temporal, src.source, output), None, 1
+                yield i, drop_single_time(product_result(req.name, spatials[i], src.temporal, src.source, output)), None, 1
             except Exception as err:  # noqa: BLE001  (reported per item)
                 yield i, None, err, 1
         return
-    kwargs = _embed_kwargs(req.name, output, input_prep, device, src.modality, dict(req.model_config or {}))
+    kwargs = {**src.embed_defaults(),
+              **_embed_kwargs(req.name, output, input_prep, device, src.modality, dict(req.model_config or {}))}
     if config.infer_batch_size is not None:
         kwargs.setdefault("batch_size", config.infer_batch_size)
     openers = src.openers([spatials[i] for i in indices])
@@ -204,7 +205,7 @@ def _results(req, src, indices, spatials, output, input_prep, device, config):
         openers, req.name, num_workers=config.num_workers, max_retries=config.max_retries,
         retry_backoff_s=config.retry_backoff_s, **kwargs,
     ):
-        yield indices[outcome.index], outcome.result, outcome.error, outcome.attempts
+        yield indices[outcome.index], drop_single_time(outcome.result), outcome.error, outcome.attempts
 
 
 class _UnitWriter:

@@ -54,6 +54,13 @@ class ExportTarget:
     def path(self) -> Path:
         return Path(os.fspath(self.out_file if self.layout is ExportLayout.COMBINED else self.out_dir))
 
+    def path_for(self, fmt: str) -> Path:
+        """The target path; a combined ``out_file`` without a suffix gets the format's (as rs-embed)."""
+        path = self.path
+        if self.layout is ExportLayout.COMBINED and not path.suffix:
+            path = path.with_name(path.name + {"zarr": ".zarr", "netcdf": ".nc", "npz": ".npz"}.get(fmt, ""))
+        return path
+
     def item_names(self, n: int) -> list[str]:
         if self.names is None:
             return [f"p{i:05d}" for i in range(n)]
