@@ -9,13 +9,13 @@ import pytest
 import xarray as xr
 
 import xrembed
-import xrembed.testing  # noqa: F401
+import xrembed.testing
 from xrembed import ExportConfig, ExportModelRequest, ExportTarget, OutputSpec
 from xrembed.errors import ExportError, OptionError
 from xrembed.export import store
 
 sys.path.insert(0, str(Path(__file__).parent))
-from _export_scenario import spatials  # noqa: E402
+from _export_scenario import spatials
 
 TINY = [ExportModelRequest.configure("dofa-tiny", weights="random")]
 
