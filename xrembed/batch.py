@@ -31,7 +31,7 @@ from typing import Any
 import numpy as np
 import xarray as xr
 
-from . import embedding, engine
+from . import embedding
 from .errors import (
     BandMismatchError,
     MissingCRSError,
@@ -223,8 +223,7 @@ def _embed_stack(items: list[_Fetched], tiles_per_chunk: int) -> Iterable[ItemOu
         passed = []
         for item in items:
             try:
-                images, _ = engine._as_images(item.request.data.values, item.request.nodata)
-                item.request.adapter.check_values(images, item.request.plan)
+                item.request.adapter.check_values(_valid_values(item.request), item.request.plan)
                 passed.append(item)
             except Exception as err:  # noqa: BLE001  (reported per item)
                 yield ItemOutcome(item.index, error=err, attempts=item.attempts)
@@ -248,6 +247,15 @@ def _embed_stack(items: list[_Fetched], tiles_per_chunk: int) -> Iterable[ItemOu
         return
     for item, value in zip(items, values):
         yield ItemOutcome(item.index, result=embedding._wrap(item.request, value), attempts=item.attempts)
+
+
+def _valid_values(request) -> np.ndarray:
+    """The raster's pixels as ``(N, C, H, W)``, nodata as NaN (no copy when there is no nodata value)."""
+    values = np.asarray(request.data.values)
+    values = values.reshape((-1,) + values.shape[-3:])
+    if request.nodata is not None and not np.isnan(request.nodata):
+        values = np.where(values == request.nodata, np.nan, values.astype(np.float32))
+    return values
 
 
 def _lazy_outcome(item: _Fetched, tiles_per_chunk: int) -> ItemOutcome:
