@@ -1,4 +1,4 @@
-"""Run one export in a child process, for the kill-and-resume tests (not collected by pytest).
+"""Run one export in a child process, for the kill-and-resume tests (only its doctests, none, are collected).
 
 Usage: python _export_child.py OUT FORMAT LAYOUT RESUME(0|1) SLOW_S
 
@@ -10,8 +10,6 @@ import sys
 import time
 import warnings
 
-warnings.simplefilter("ignore")
-
 import torch  # noqa: F401  (imported before READY: kill points fall in the export, not in imports)
 
 import xrembed
@@ -21,10 +19,8 @@ from xrembed.export import store
 sys.path.insert(0, __file__.rsplit("/", 1)[0])
 from _export_scenario import MODELS, OUTPUT, spatials
 
-out, fmt, layout, resume, slow = sys.argv[1], sys.argv[2], sys.argv[3], sys.argv[4] == "1", float(sys.argv[5])
 
-
-def slowed(fn):
+def slowed(fn, slow: float):
     def wrapper(*args, **kwargs):
         time.sleep(slow)
         result = fn(*args, **kwargs)
@@ -34,14 +30,21 @@ def slowed(fn):
     return wrapper
 
 
-store.write_group = slowed(store.write_group)
-store.write_stack_row = slowed(store.write_stack_row)
+def main() -> None:
+    warnings.simplefilter("ignore")
+    out, fmt, layout, resume, slow = sys.argv[1], sys.argv[2], sys.argv[3], sys.argv[4] == "1", float(sys.argv[5])
+    store.write_group = slowed(store.write_group, slow)
+    store.write_stack_row = slowed(store.write_stack_row, slow)
+    target = xrembed.ExportTarget.combined(out) if layout == "combined" else xrembed.ExportTarget.per_item(out)
+    print("READY", flush=True)
+    xrembed.export_batch(
+        spatials=spatials(), temporal=None, models=MODELS, target=target, output=OUTPUT,
+        config=xrembed.ExportConfig(format=fmt, resume=resume, continue_on_error=True, show_progress=False,
+                                    num_workers=2),
+        source=xrembed.sample_path(),
+    )
+    print("DONE", flush=True)
 
-target = xrembed.ExportTarget.combined(out) if layout == "combined" else xrembed.ExportTarget.per_item(out)
-print("READY", flush=True)
-xrembed.export_batch(
-    spatials=spatials(), temporal=None, models=MODELS, target=target, output=OUTPUT,
-    config=xrembed.ExportConfig(format=fmt, resume=resume, continue_on_error=True, show_progress=False, num_workers=2),
-    source=xrembed.sample_path(),
-)
-print("DONE", flush=True)
+
+if __name__ == "__main__":
+    main()
