@@ -116,7 +116,8 @@ def iter_embed(
     from .models.registry import get_adapter
     from .models.weights import resolve_weights
 
-    resolve_weights(get_adapter(model, embed_kwargs.get("variant")), embed_kwargs.get("weights"))
+    weights = resolve_weights(get_adapter(model, embed_kwargs.get("variant")), embed_kwargs.get("weights"))
+    embed_kwargs = {**embed_kwargs, "weights_source": weights}
     prefetch = prefetch or max(2 * num_workers, 8)
     max_stack_px = MAX_STACK_PX if max_stack_px is None else max_stack_px
     fetch = _Fetcher(model, embed_kwargs, max_retries, retry_backoff_s, max_stack_px)

@@ -116,9 +116,10 @@ def batch_signature(obj: xr.DataArray | xr.Dataset, model: str, **kwargs) -> tup
 
 def _prepare(
     obj, model, *, output="grid", input_prep="auto", bands=None, wavelengths=None, modality=None, variant=None,
-    weights=None, device="auto", batch_size=None, precision="fp32", nodata=None, resolve=True,
+    weights=None, device="auto", batch_size=None, precision="fp32", nodata=None, resolve=True, weights_source=None,
 ) -> _Request:
-    """Validate a request from metadata. ``resolve=False`` skips locating the weights (for inspection)."""
+    """Validate a request from metadata. ``resolve=False`` skips locating the weights (for inspection);
+    ``weights_source`` reuses weights already resolved (once for a batch of rasters)."""
     if getattr(output, "pooling", "mean") != "mean":  # an rs-embed OutputSpec
         raise OptionError("pooling='max' is not supported; pooled outputs are valid-area-weighted means (pooling='mean').")
     output = _choice("output", getattr(output, "mode", output), OUTPUTS)
@@ -150,7 +151,7 @@ def _prepare(
         input_prep = "resize" if output == "pooled" and fits else "tile"
 
     if resolve:
-        source = resolve_weights(adapter, weights)
+        source = weights_source if weights_source is not None else resolve_weights(adapter, weights)
         path, label = source.path, source.label
     else:
         path, label = None, "unresolved"
