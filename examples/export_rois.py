@@ -12,7 +12,13 @@ import argparse
 from pyproj import Transformer
 
 import xrembed
-from xrembed import ExportConfig, ExportModelRequest, ExportTarget, OutputSpec, PointBuffer
+from xrembed import (
+    ExportConfig,
+    ExportModelRequest,
+    ExportTarget,
+    OutputSpec,
+    PointBuffer,
+)
 
 
 def sample_rois() -> list[PointBuffer]:

@@ -69,7 +69,7 @@ def test_combined_zarr_layout_and_conventions(tmp_path):
     models = [*TINY, ExportModelRequest.configure("dofa-tiny", label="tiny_grid", weights="random", output="grid")]
     _export(ExportTarget.combined(out), "pooled", models=models)
     stack = xr.open_zarr(out, group="dofa-tiny", consolidated=False)
-    assert stack["embeddings"].dims == ("item", "embedding") and list(stack["item"].values)[0] == "p00000"
+    assert stack["embeddings"].dims == ("item", "embedding") and str(stack["item"].values[0]) == "p00000"
     grid = xr.open_zarr(out, group="tiny_grid/p00001", consolidated=False, decode_coords="all")
     assert grid.attrs["proj:code"] == "EPSG:32629" and grid.attrs["spatial:dimensions"] == ["y", "x"]
     assert grid.attrs["spatial:transform"] == list(grid["embeddings"].rio.transform())[:6]

@@ -224,7 +224,7 @@ class SourceRequest:
     def openers(self, spatials: Sequence[SpatialSpec]) -> list[Callable[[], xr.DataArray | xr.Dataset]]:
         """One callable per ROI opening its input lazily (pixels are read by the engine)."""
         for spatial in spatials:
-            _check_spatial(spatial)
+            check_spatial(spatial)
         if self.backend == "gee":
             return [lambda s=s: _open_gee_roi(self, s) for s in spatials]
         if self.backend == "local":
@@ -255,7 +255,8 @@ def source_request(model, backend, *, temporal, sensor, fetch, modality, source,
     return SourceRequest(model, backend, temporal, sensor, fetch, modality, source, ee_init_kwargs)
 
 
-def _check_spatial(spatial) -> None:
+def check_spatial(spatial) -> None:
+    """Raise a clear :class:`SpecError` unless ``spatial`` is a ``BBox`` or ``PointBuffer``."""
     if not isinstance(spatial, (BBox, PointBuffer)):
         raise SpecError(f"spatial must be an xrembed BBox or PointBuffer, got {type(spatial).__name__}.")
 
@@ -349,7 +350,8 @@ def _open_stac_roi(req: SourceRequest, spatial):
 # Embedding ROIs
 
 
-def _embed_kwargs(model, output, input_prep, device, modality, model_kwargs) -> dict:
+def embed_kwargs(model, output, input_prep, device, modality, model_kwargs) -> dict:
+    """``.rsembed.embed`` keywords from rs-embed's arguments (``OutputSpec``, ``InputPrepSpec``, ...)."""
     output = OutputSpec(output) if isinstance(output, str) else output
     if not isinstance(output, OutputSpec):
         raise SpecError(f"output must be an OutputSpec (OutputSpec.pooled() / .grid()), got {output!r}.")
@@ -514,7 +516,7 @@ def get_embeddings_batch(
     """
     spatials = list(spatials)
     for spatial in spatials:
-        _check_spatial(spatial)
+        check_spatial(spatial)
     req = source_request(
         model, backend, temporal=temporal, sensor=sensor, fetch=fetch, modality=modality, source=source,
         ee_init_kwargs=ee_init_kwargs,
@@ -522,7 +524,7 @@ def get_embeddings_batch(
     output = OutputSpec(output) if isinstance(output, str) else output
     if req.backend == "product":
         return [_product_embedding(model, s, req.temporal, source, output, lazy) for s in spatials]
-    kwargs = {**req.embed_defaults(), **_embed_kwargs(model, output, input_prep, device, modality, model_kwargs)}
+    kwargs = {**req.embed_defaults(), **embed_kwargs(model, output, input_prep, device, modality, model_kwargs)}
     if lazy:  # no stacking: each ROI's own lazy graph, computed (or streamed) by the caller
         return [
             _to_embedding(opener().rsembed.embed(model, **kwargs),
@@ -598,7 +600,7 @@ def get_embeddings_batch_from_data(
         if not isinstance(d, UserData):
             raise SpecError(f"expected UserData items, got {type(d).__name__}; wrap arrays as UserData(array, ...).")
     output = OutputSpec(output) if isinstance(output, str) else output
-    kwargs = _embed_kwargs(model, output, input_prep, device, modality, model_kwargs)
+    kwargs = embed_kwargs(model, output, input_prep, device, modality, model_kwargs)
     if batch_size is not None:
         kwargs["batch_size"] = batch_size
     outcomes = batch.embed_many(
@@ -634,7 +636,7 @@ def inspect_model_input(
     from . import embedding
     from .geo import Grid
 
-    _check_spatial(spatial)
+    check_spatial(spatial)
     req = source_request(
         model, backend, temporal=temporal, sensor=sensor, fetch=fetch, modality=modality, source=source,
         ee_init_kwargs=ee_init_kwargs,

@@ -18,7 +18,14 @@ from typing import Any
 import xarray as xr
 
 from .. import __version__, batch
-from ..api import POOLED, _check_spatial, _embed_kwargs, drop_single_time, product_result, source_request
+from ..api import (
+    POOLED,
+    check_spatial,
+    drop_single_time,
+    embed_kwargs,
+    product_result,
+    source_request,
+)
 from ..errors import ExportError, OptionError
 from ..specs import OutputSpec, TemporalSpec
 from . import store
@@ -94,7 +101,7 @@ def export_batch(
     config = config or ExportConfig()
     spatials = list(spatials)
     for spatial in spatials:
-        _check_spatial(spatial)
+        check_spatial(spatial)
     if not spatials:
         raise OptionError("spatials is empty: give at least one BBox or PointBuffer.")
     output = OutputSpec(output) if isinstance(output, str) else output
@@ -197,7 +204,7 @@ def _results(req, src, indices, spatials, output, input_prep, device, config):
                 yield i, None, err, 1
         return
     kwargs = {**src.embed_defaults(),
-              **_embed_kwargs(req.name, output, input_prep, device, src.modality, dict(req.model_config or {}))}
+              **embed_kwargs(req.name, output, input_prep, device, src.modality, dict(req.model_config or {}))}
     if config.infer_batch_size is not None:
         kwargs.setdefault("batch_size", config.infer_batch_size)
     openers = src.openers([spatials[i] for i in indices])
