@@ -32,6 +32,7 @@ import numpy as np
 import xarray as xr
 
 from . import batch
+from .embedding import check_pooling
 from .errors import OptionError, SpecError
 from .models.registry import describe_model, list_models
 from .specs import (
@@ -355,8 +356,7 @@ def embed_kwargs(model, output, input_prep, device, modality, model_kwargs) -> d
     output = OutputSpec(output) if isinstance(output, str) else output
     if not isinstance(output, OutputSpec):
         raise SpecError(f"output must be an OutputSpec (OutputSpec.pooled() / .grid()), got {output!r}.")
-    if output.pooling != "mean":
-        raise OptionError("pooling='max' is not supported; pooled outputs are valid-area-weighted means (pooling='mean').")
+    check_pooling(output)  # here too, for products, which bypass the engine
     if output.grid_orientation != "north_up":
         _ignored("OutputSpec.grid_orientation='native'", "grids are always north-up, with their CRS and transform")
     if input_prep is None:

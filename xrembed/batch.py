@@ -6,7 +6,7 @@ one ROI) and yields one :class:`ItemOutcome` per raster, in completion order:
 1. A thread pool opens each raster, validates it against the model (bands, CRS, options: exactly the
    checks of ``.rsembed.embed``) and reads the bands the model needs. At most ``prefetch`` rasters are
    held in memory ahead of the model, so a long list of ROIs does not pile up in RAM.
-2. Rasters whose requests share a :func:`~xrembed.embedding.batch_signature` (same model, plan, shape
+2. Rasters whose requests share a signature (``embedding._Request.signature``: same model, plan, shape
    and pixel size; any CRS or place) are stacked, and the tiles of the whole stack go through the
    model together, ``batch_size`` tiles per forward pass. Tiles are cut in each raster's own pixel
    space, so a stacked raster gets exactly the values it gets alone.
@@ -51,7 +51,6 @@ NOT_RETRIED = (
 )
 #: Inputs above this many pixels (per band and time step) stay lazy and stream chunk by chunk.
 MAX_STACK_PX = 2048 * 2048
-STACK_AXIS = "item"
 
 
 class BatchItemError(XrembedError):

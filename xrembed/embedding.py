@@ -90,7 +90,12 @@ class _Request:
     weights_label: str
 
     def signature(self) -> tuple:
-        """What must be equal for two inputs to share forward passes (see :func:`batch_signature`)."""
+        """A hashable key: inputs with equal keys can be stacked and embedded in the same forward passes.
+
+        It holds the model, the input plan (bands, wavelengths and any per-raster options such as
+        Prithvi's location), the raster shape and pixel size, and the non-spatial coordinates; the
+        position and CRS of the raster do not matter, since tiles are cut in pixel space.
+        """
         extra_coords = tuple(
             (name, tuple(np.asarray(coord.values).ravel().tolist()))
             for name, coord in self.data.coords.items()
@@ -103,25 +108,13 @@ class _Request:
         )
 
 
-def batch_signature(obj: xr.DataArray | xr.Dataset, model: str, **kwargs) -> tuple:
-    """A hashable key: rasters with equal keys can be stacked and embedded in the same forward passes.
-
-    It holds the model, the input plan (bands, wavelengths and any per-raster options such as
-    Prithvi's location), the raster shape and pixel size, and the non-spatial coordinates; the
-    position and CRS of the raster do not matter, since tiles are cut in pixel space.
-    """
-    kwargs.pop("tiles_per_chunk", None)
-    return _prepare(obj, model, **kwargs).signature()
-
-
 def _prepare(
     obj, model, *, output="grid", input_prep="auto", bands=None, wavelengths=None, modality=None, variant=None,
     weights=None, device="auto", batch_size=None, precision="fp32", nodata=None, resolve=True, weights_source=None,
 ) -> _Request:
     """Validate a request from metadata. ``resolve=False`` skips locating the weights (for inspection);
     ``weights_source`` reuses weights already resolved (once for a batch of rasters)."""
-    if getattr(output, "pooling", "mean") != "mean":  # an rs-embed OutputSpec
-        raise OptionError("pooling='max' is not supported; pooled outputs are valid-area-weighted means (pooling='mean').")
+    check_pooling(output)
     output = _choice("output", getattr(output, "mode", output), OUTPUTS)
     input_prep = _choice("input_prep", getattr(input_prep, "mode", input_prep), INPUT_PREPS)
     precision = _choice("precision", precision, engine.PRECISIONS)
@@ -161,6 +154,12 @@ def _prepare(
         output=output, input_prep=input_prep, precision=precision, key=key, batch_size=batch_size,
         weights_label=label,
     )
+
+
+def check_pooling(output) -> None:
+    """rs-embed's ``OutputSpec(pooling="max")`` has no counterpart here: refuse it, naming the alternative."""
+    if getattr(output, "pooling", "mean") != "mean":
+        raise OptionError("pooling='max' is not supported; pooled outputs are valid-area-weighted means (pooling='mean').")
 
 
 def _build(req: _Request, tiles_per_chunk: int) -> xr.DataArray:

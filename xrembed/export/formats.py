@@ -267,13 +267,14 @@ def _combined_plan(
             continue
         sizes = {da.sizes["embedding"] if da.dims == ("embedding",) else None for da in present.values()}
         if len(sizes) == 1 and None not in sizes:
-            plan[model] = _stack(names, present)
+            plan[model] = stack_pooled(names, present)
         else:
             plan[model] = present
     return plan
 
 
-def _stack(names: Sequence[str], present: Mapping[str, xr.DataArray]) -> xr.DataArray:
+def stack_pooled(names: Sequence[str], present: Mapping[str, xr.DataArray]) -> xr.DataArray:
+    """Pooled vectors of the ``present`` items as ``(item, embedding)``, NaN rows for the others; shared attrs."""
     first = next(iter(present.values()))
     dtype = np.result_type(*(da.dtype for da in present.values()), np.float32)
     values = np.full((len(names), first.sizes["embedding"]), np.nan, dtype=dtype)

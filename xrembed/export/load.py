@@ -11,9 +11,8 @@ import numpy as np
 import xarray as xr
 
 from ..errors import OptionError
-from .formats import read_combined, read_item
+from .formats import read_combined, read_item, stack_pooled
 from .manifest import read_json
-from .runner import STATE_NAME
 
 
 @dataclass
@@ -119,7 +118,7 @@ def load_export(path: str | os.PathLike) -> ExportResult:
             stacked = None
         results = [r if good else None for r, good in zip(results, ok)]
         if stacked is None and results and all(r is None or r.dims == ("embedding",) for r in results) and any(ok):
-            stacked = _stack(names, results)
+            stacked = stack_pooled(names, {n: r for n, r in zip(names, results) if r is not None})
         if stacked is not None:
             stacked = stacked.where(xr.DataArray(np.array(ok), dims="item"))  # unfinished rows are NaN
             embeddings: Any = stacked
@@ -136,15 +135,4 @@ def _any_ok(status_of, name, models) -> bool:
     return any(status_of[(m, name)]["status"] == "ok" for m in models)
 
 
-def _stack(names, results) -> xr.DataArray:
-    dim = next(r.sizes["embedding"] for r in results if r is not None)
-    rows = [np.full(dim, np.nan, np.float32) if r is None else np.asarray(r.values, np.float32) for r in results]
-    template = next(r for r in results if r is not None)
-    return xr.DataArray(
-        np.stack(rows), dims=("item", "embedding"),
-        coords={"item": np.array(names, dtype=object), "embedding": np.arange(dim)}, attrs=dict(template.attrs),
-        name="embeddings",
-    )
-
-
-__all__ = ["STATE_NAME", "ExportResult", "ModelResult", "load_export"]
+__all__ = ["ExportResult", "ModelResult", "load_export"]
