@@ -8,11 +8,14 @@ from __future__ import annotations
 
 __all__ = [
     "XrembedError",
+    "CRSError",
     "MissingCRSError",
     "SpatialDimensionError",
     "BandMismatchError",
     "WavelengthError",
     "InputRangeError",
+    "DTypeError",
+    "SourceError",
     "WeightsError",
     "UnknownModelError",
     "OptionError",
@@ -20,6 +23,8 @@ __all__ = [
     "SpecError",
     "RandomWeightsWarning",
     "ExportError",
+    "OverwriteError",
+    "StoreError",
 ]
 
 
@@ -27,7 +32,11 @@ class XrembedError(RuntimeError):
     """Root of every error xrembed raises on purpose."""
 
 
-class MissingCRSError(XrembedError):
+class CRSError(XrembedError):
+    """The coordinate reference system is missing, unknown, or contradicts the coordinates."""
+
+
+class MissingCRSError(CRSError):
     """The input has no coordinate reference system."""
 
 
@@ -45,6 +54,14 @@ class WavelengthError(XrembedError):
 
 class InputRangeError(XrembedError):
     """Pixel values are not on the scale the model expects (e.g. [0, 1] where raw reflectance is needed)."""
+
+
+class DTypeError(XrembedError, TypeError):
+    """The input's data type cannot hold what the model reads (bool, complex, 8-bit quicklooks, ...)."""
+
+
+class SourceError(XrembedError):
+    """An input file, folder, STAC item or Earth Engine asset is missing, unreadable or corrupt."""
 
 
 class WeightsError(XrembedError):
@@ -76,3 +93,11 @@ class RandomWeightsWarning(UserWarning):
 
 class ExportError(XrembedError):
     """An export stopped on a failing (ROI, model) unit; its manifest records what was done."""
+
+
+class OverwriteError(ExportError, FileExistsError):
+    """A target exists and xrembed cannot prove it wrote it; pass ``overwrite=True`` to replace it."""
+
+
+class StoreError(XrembedError):
+    """A store or file xrembed wrote cannot be read back (torn chunk, missing group, wrong kind)."""
