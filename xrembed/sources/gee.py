@@ -256,7 +256,7 @@ def _import_ee():
         import xee  # noqa: F401
     except ImportError as err:  # pragma: no cover - depends on the environment
         raise XrembedError(
-            "open_gee needs the Earth Engine client and xee: `pip install 'xrembed[gee]'` "
+            "open_gee needs the Earth Engine client and xee: `pip install \"xrembed[gee]\"` "
             "(earthengine-api, xee>=0.1)."
         ) from err
     return ee
