@@ -76,7 +76,7 @@ def test_bundled_sample():
 
 
 def test_missing_source():
-    with pytest.raises(errors.XrembedError, match="neither"):
+    with pytest.raises(errors.SourceError, match="does not exist"):
         xrembed.open_raster("/nonexistent/scene")
 
 

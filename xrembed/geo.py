@@ -16,7 +16,7 @@ import xarray as xr
 from affine import Affine
 from pyproj import CRS
 
-from .errors import MissingCRSError, SpatialDimensionError
+from .errors import CRSError, MissingCRSError, SpatialDimensionError
 
 #: Dimension-name pairs (y, x) recognised as spatial, in order of preference.
 SPATIAL_DIM_NAMES = (("y", "x"), ("lat", "lon"), ("latitude", "longitude"))
@@ -24,7 +24,11 @@ SPATIAL_DIM_NAMES = (("y", "x"), ("lat", "lon"), ("latitude", "longitude"))
 
 @dataclass(frozen=True)
 class Grid:
-    """A north-up (or south-up) raster grid: ``shape`` is ``(height, width)`` in cells."""
+    """An axis-aligned raster grid: ``shape`` is ``(height, width)`` in cells.
+
+    Inputs may be south-up (``transform.e > 0``); :func:`north_up` flips them before embedding, so every
+    output grid is north-up.
+    """
 
     shape: tuple[int, int]
     transform: Affine
@@ -46,19 +50,24 @@ class Grid:
         y_dim, x_dim = spatial_dims(obj)
         crs = read_crs(obj)
         height, width = obj.sizes[y_dim], obj.sizes[x_dim]
+        cached = _cached_transform(obj)
+        if cached is not None and not is_axis_aligned(cached):
+            raise SpatialDimensionError(rotated_message(cached))
         x_res, x_first = _axis_spacing(obj, x_dim)
         y_res, y_first = _axis_spacing(obj, y_dim)
         if x_res is None or y_res is None:
-            cached = _cached_transform(obj)
             if cached is None:
                 raise SpatialDimensionError(
                     "cannot infer the pixel size from a spatial dimension of length 1 and the input has no "
                     "GeoTransform; write one with `obj.rio.write_transform(transform)`."
                 )
-            x_res = cached.a if x_res is None else x_res
-            y_res = cached.e if y_res is None else y_res
+            # A single row or column has no orientation of its own: take it north-up.
+            x_res = abs(cached.a) if x_res is None else x_res
+            y_res = -abs(cached.e) if y_res is None else y_res
         transform = Affine(x_res, 0.0, x_first - x_res / 2, 0.0, y_res, y_first - y_res / 2)
-        return cls((int(height), int(width)), transform, crs)
+        grid = cls((int(height), int(width)), transform, crs)
+        check_coordinates(grid)
+        return grid
 
     @property
     def resolution(self) -> tuple[float, float]:
@@ -131,10 +140,78 @@ def read_crs(obj: xr.DataArray | xr.Dataset) -> CRS:
             "the input has no CRS. Set it with `obj.rio.write_crs('EPSG:32629')` (rioxarray) "
             "or open the data with a reader that records it (rioxarray, xee)."
         )
+    return parse_crs(crs, "the input's CRS", "`obj.rio.write_crs('EPSG:32629')`")
+
+
+def parse_crs(value, what: str = "crs", fix: str = "a valid one, e.g. 'EPSG:32629'") -> CRS:
+    """``value`` as a pyproj ``CRS``; an unknown code or string is a :class:`CRSError` naming the fix."""
+    if isinstance(value, CRS):
+        return value
     try:
-        return CRS.from_user_input(str(crs) if not isinstance(crs, CRS) else crs)
-    except Exception as err:  # pyproj.exceptions.CRSError
-        raise MissingCRSError(f"the input's CRS {crs!r} is not understood by pyproj ({err}).") from err
+        return CRS.from_user_input(value if isinstance(value, (int, dict)) or hasattr(value, "to_wkt") else str(value))
+    except Exception as err:  # pyproj.exceptions.CRSError: unknown EPSG code, garbled WKT, ...
+        raise CRSError(f"{what} {str(value)!r} is not a CRS pyproj knows ({err}); pass {fix}.") from err
+
+
+def is_axis_aligned(transform: Affine) -> bool:
+    """No rotation or shear (a 90-degree rotation is rectilinear but swaps the axes: not aligned)."""
+    scale = max(abs(transform.a), abs(transform.e), 1e-300)
+    return abs(transform.b) <= 1e-9 * scale and abs(transform.d) <= 1e-9 * scale and transform.a != 0 and transform.e != 0
+
+
+def rotated_message(transform: Affine) -> str:
+    """Why a rotated or sheared transform is refused, and how to warp it onto a north-up grid."""
+    return (
+        f"the grid is rotated or sheared (transform {tuple(round(v, 6) for v in transform[:6])}); xrembed needs "
+        "an axis-aligned north-up grid. Warp it first: `xrembed.open_raster(path)` warps a rotated GeoTIFF lazily, "
+        "or use `gdalwarp in.tif out.tif` or `da.rio.reproject(da.rio.crs)` (rioxarray)."
+    )
+
+
+#: Pixel sizes below this (in CRS units) on a projected CRS, with coordinates in degree range, are degrees.
+_DEGREE_LIKE_RES = 0.01
+
+
+def check_coordinates(grid: Grid) -> None:
+    """Refuse coordinates that cannot be in ``grid.crs``: metres under a geographic CRS, or degrees under a
+    projected one (a ``write_crs`` with the wrong CRS). Only the pixel-centre extent is looked at."""
+    height, width = grid.shape
+    t = grid.transform
+    xs = (t.c + t.a / 2, t.c + t.a * (width - 0.5))
+    ys = (t.f + t.e / 2, t.f + t.e * (height - 0.5))
+    x0, x1, y0, y1 = min(xs), max(xs), min(ys), max(ys)
+    extent = f"x {x0:.6g}..{x1:.6g}, y {y0:.6g}..{y1:.6g}"
+    name = grid.crs.to_string()
+    if grid.crs.is_geographic and not (-360 <= x0 and x1 <= 360 and -90 - 1e-9 <= y0 and y1 <= 90 + 1e-9):
+        raise CRSError(
+            f"the coordinates ({extent}) are not longitudes/latitudes, but the CRS {name} is geographic (degrees). "
+            "They look like a projected CRS's metres: write the CRS they are in, e.g. "
+            "`da.rio.write_crs('EPSG:32629')` (UTM 29N), not a geographic one."
+        )
+    in_degree_range = -360 <= x0 and x1 <= 360 and -90 <= y0 and y1 <= 90
+    if grid.crs.is_projected and in_degree_range and max(abs(t.a), abs(t.e)) < _DEGREE_LIKE_RES:
+        raise CRSError(
+            f"the coordinates ({extent}) with a pixel size of {abs(t.a):.3g} look like degrees, but the CRS {name} "
+            "is projected. Write the CRS they are in, e.g. `da.rio.write_crs('EPSG:4326')`."
+        )
+
+
+def north_up(obj: xr.DataArray | xr.Dataset) -> xr.DataArray | xr.Dataset:
+    """``obj`` with ``y`` decreasing and ``x`` increasing: a south-up or east-to-west raster is flipped
+    lazily (a reversed view, no pixel read), so its embeddings lie on a north-up grid."""
+    y_dim, x_dim = spatial_dims(obj)
+    flips = {}
+    for dim, wrong in ((y_dim, np.greater), (x_dim, np.less)):
+        if dim in obj.coords and obj.sizes[dim] > 1:
+            values = obj[dim].values
+            if wrong(values[-1], values[0]):
+                flips[dim] = slice(None, None, -1)
+    if not flips:
+        return obj
+    flipped = obj.isel(flips)
+    if "spatial_ref" in flipped.coords:  # the parent's GeoTransform now describes another corner
+        flipped = flipped.rio.write_transform(Grid.from_xarray(flipped).transform)
+    return flipped
 
 
 def _axis_spacing(obj: xr.DataArray | xr.Dataset, dim: str) -> tuple[float | None, float]:

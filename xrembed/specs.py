@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import datetime as _dt
 import math
+import numbers
 from dataclasses import dataclass, field
 
 from pyproj import CRS, Transformer
@@ -29,6 +30,14 @@ __all__ = [
 ]
 
 COMPOSITES = ("median", "mosaic")
+#: Largest ``PointBuffer.buffer_m`` (a 1000 km square): beyond it a UTM zone's square is badly distorted;
+#: use a ``BBox`` for larger regions.
+MAX_BUFFER_M = 500_000.0
+
+
+def _is_number(value) -> bool:
+    """A finite real number (numpy scalars included; ``bool`` is not a coordinate)."""
+    return isinstance(value, numbers.Real) and not isinstance(value, bool) and math.isfinite(value)
 
 
 def utm_crs(lon: float, lat: float) -> CRS:
@@ -68,8 +77,8 @@ class BBox:
 
     def __post_init__(self) -> None:
         values = (self.minlon, self.minlat, self.maxlon, self.maxlat)
-        if not all(isinstance(v, (int, float)) and math.isfinite(v) for v in values):
-            raise SpecError(f"BBox bounds must be finite numbers, got {values}.")
+        if not all(_is_number(v) for v in values):
+            raise SpecError(f"BBox bounds must be finite numbers, got {values}; pass BBox(minlon, minlat, maxlon, maxlat).")
         if self.minlon >= self.maxlon or self.minlat >= self.maxlat:
             raise SpecError(
                 f"BBox is inverted or empty: min ({self.minlon}, {self.minlat}) must be below max "
@@ -116,12 +125,20 @@ class PointBuffer:
     crs: str = "EPSG:4326"
 
     def __post_init__(self) -> None:
-        if not (isinstance(self.buffer_m, (int, float)) and math.isfinite(self.buffer_m) and self.buffer_m > 0):
+        if not (_is_number(self.buffer_m) and self.buffer_m > 0):
             raise SpecError(f"PointBuffer.buffer_m must be a positive number of metres, got {self.buffer_m!r}.")
+        if self.buffer_m > MAX_BUFFER_M:
+            raise SpecError(
+                f"PointBuffer.buffer_m={self.buffer_m!r} is over the maximum of {MAX_BUFFER_M:.0f} m (a half-side; "
+                "it is not a diameter); for a larger region use BBox(minlon, minlat, maxlon, maxlat)."
+            )
         if _crs(self.crs) != CRS.from_epsg(4326):
             raise SpecError("PointBuffer takes lon/lat in EPSG:4326; use BBox(..., crs=...) for other CRSs.")
-        if not (-180 <= self.lon <= 180 and -90 <= self.lat <= 90):
-            raise SpecError(f"PointBuffer point ({self.lon}, {self.lat}) is not a valid longitude/latitude.")
+        if not (_is_number(self.lon) and _is_number(self.lat) and -180 <= self.lon <= 180 and -90 <= self.lat <= 90):
+            raise SpecError(
+                f"PointBuffer point ({self.lon!r}, {self.lat!r}) is not a valid longitude/latitude: pass "
+                "PointBuffer(lon, lat, buffer_m) with lon in [-180, 180] and lat in [-90, 90] (lon first)."
+            )
 
     def local_utm(self) -> CRS:
         return utm_crs(self.lon, self.lat)

@@ -1,15 +1,21 @@
 """Local rasters: one multi-band file, a folder of single-band files, or a list of them.
 
 Single-band files of different resolutions (a Sentinel-2 folder: 10, 20 and 60 m) are stacked onto one
-grid lazily: each file that is not already on the target grid is read through a rasterio ``WarpedVRT``,
-so nothing is resampled until a chunk is computed. Nodata becomes NaN.
+grid lazily: each file that is not already on the target grid (another resolution or CRS, a rotated
+geotransform, ground control points only) is read through a rasterio ``WarpedVRT``, so nothing is
+resampled until a chunk is computed. Nodata becomes NaN.
+
+A missing, unreadable or truncated file is a :class:`~xrembed.errors.SourceError` naming it: at open where
+the header tells (a GeoTIFF whose blocks lie past the end of the file), else when the chunk is read.
 """
 
 from __future__ import annotations
 
+import math
 import os
 import re
 from collections.abc import Sequence
+from contextlib import contextmanager
 from pathlib import Path
 
 import numpy as np
@@ -19,12 +25,16 @@ import xarray as xr
 from affine import Affine
 from rasterio.enums import Resampling
 from pyproj import CRS, Transformer
-from rasterio.transform import array_bounds
 from rasterio.vrt import WarpedVRT
 from rasterio.warp import calculate_default_transform
 
+from rasterio.errors import RasterioError
+from xarray.backends import BackendArray
+from xarray.core import indexing
+
 from ..bands import canonical_band_name, canonical_band_names
-from ..errors import BandMismatchError, OptionError, XrembedError
+from ..errors import BandMismatchError, MissingCRSError, OptionError, SourceError, XrembedError
+from ..geo import is_axis_aligned, parse_crs
 from ..specs import utm_crs
 
 RASTER_SUFFIXES = (".tif", ".tiff", ".jp2", ".vrt")
@@ -114,9 +124,11 @@ def _list_files(source, bands) -> tuple[list[Path], list[str] | None]:
         source = sample_path()
     if isinstance(source, (list, tuple)):
         files = [Path(p) for p in source]
+        if not files:
+            raise SourceError("open_raster was given an empty list of files; pass at least one raster path.")
         for f in files:
             if not f.is_file():
-                raise XrembedError(f"raster file {str(f)!r} does not exist.")
+                raise SourceError(_missing_message(f))
         names = list(bands) if bands is not None else [_band_from_name(f) for f in files]
         if bands is not None and len(bands) != len(files):
             raise BandMismatchError(f"bands= has {len(bands)} names for {len(files)} files; give one per file.")
@@ -125,19 +137,30 @@ def _list_files(source, bands) -> tuple[list[Path], list[str] | None]:
                 f"cannot read a band name from every file name ({[f.name for f in files]}); pass bands=[...] in file order."
             )
         return files, names
+    if not isinstance(source, (str, os.PathLike)):
+        raise SourceError(
+            f"open_raster needs a path, a list of paths or 'sample', got {type(source).__name__}; for an array in "
+            "memory use UserData(array, ...) or a georeferenced xr.DataArray directly."
+        )
     path = Path(source)
     if path.is_file():
         return [path], None
     if not path.is_dir():
-        raise XrembedError(f"{str(path)!r} is neither a raster file nor a folder of rasters.")
+        raise SourceError(_missing_message(path))
     found = {}
+    rasters = []
     for f in sorted(path.iterdir()):
         if f.suffix.lower() in RASTER_SUFFIXES:
+            rasters.append(f.name)
             name = _band_from_name(f)
             if name is not None:
                 found.setdefault(canonical_band_name(name), f)
     if not found:
-        raise XrembedError(f"no band files (e.g. B04.tif) found in {str(path)!r}.")
+        what = f"its rasters {rasters[:5]} have no band name in their file names" if rasters else "it holds no rasters"
+        raise SourceError(
+            f"no band files (e.g. B04.tif) found in {str(path)!r}: {what}. Pass the folder of band files "
+            f"({', '.join(RASTER_SUFFIXES)}), a multi-band file, or a list of files with bands=[...]."
+        )
     if bands is None:
         order = sorted(found, key=_band_sort_key)
     else:
@@ -146,6 +169,62 @@ def _list_files(source, bands) -> tuple[list[Path], list[str] | None]:
         if missing:
             raise BandMismatchError(f"the folder {str(path)!r} has no file for bands {missing} (it has {sorted(found)}).")
     return [found[b] for b in order], order
+
+
+def _missing_message(path: Path) -> str:
+    if path.exists():
+        return f"{str(path)!r} is neither a raster file nor a folder of rasters; pass a GeoTIFF, JPEG2000 or VRT file, or a folder of them."
+    return (
+        f"raster {str(path)!r} does not exist (a relative path is taken from {os.getcwd()!r}); check the path, or "
+        "pass 'sample' for the bundled Sentinel-2 sample."
+    )
+
+
+@contextmanager
+def _reading(path: Path):
+    """Turn rasterio/GDAL failures on ``path`` into a :class:`SourceError` naming the file."""
+    try:
+        yield
+    except XrembedError:
+        raise
+    except (RasterioError, OSError) as err:
+        raise SourceError(
+            f"cannot read raster {str(path)!r}: {err}. The file is not a raster GDAL reads, or it is truncated or "
+            "corrupt; re-download or re-export it (`gdalinfo -checksum` shows whether it reads end to end)."
+        ) from err
+
+
+def _open(path: Path):
+    """``rasterio.open(path)``, checked for blocks past the end of the file; a :class:`SourceError` otherwise."""
+    with _reading(path):
+        src = rasterio.open(path)
+    try:
+        _check_complete(src, path)
+    except BaseException:
+        src.close()
+        raise
+    return src
+
+
+def _check_complete(src, path: Path) -> None:
+    """Refuse a GeoTIFF whose last block lies past the end of the file (a truncated download or copy).
+
+    GDAL only notices when the block is read; the TIFF header already says where it should be.
+    """
+    if src.driver != "GTiff":
+        return
+    size = os.path.getsize(path)
+    bands = range(1, src.count + 1) if src.interleaving is not None and src.interleaving.name == "BAND" else [1]
+    for bidx in bands:
+        block_h, block_w = src.block_shapes[bidx - 1]
+        last = f"{math.ceil(src.width / block_w) - 1}_{math.ceil(src.height / block_h) - 1}"
+        offset = src.get_tag_item(f"BLOCK_OFFSET_{last}", "TIFF", bidx=bidx)
+        length = src.get_tag_item(f"BLOCK_SIZE_{last}", "TIFF", bidx=bidx)
+        if offset and length and int(offset) > 0 and int(offset) + int(length) > size:
+            raise SourceError(
+                f"raster {str(path)!r} is truncated: its last block ends at byte {int(offset) + int(length)} but the "
+                f"file has {size} bytes. Re-download or re-export it."
+            )
 
 
 def _band_from_name(path: Path) -> str | None:
@@ -168,7 +247,10 @@ def _georeference(src, name: str):
     gcps, gcp_crs = src.gcps
     if gcps and gcp_crs is not None:
         return gcp_crs, None, gcps
-    raise XrembedError(f"{name} has no CRS; xrembed needs georeferenced rasters (a CRS, or ground control points).")
+    raise MissingCRSError(
+        f"{name} has no CRS; xrembed needs georeferenced rasters (a CRS, or ground control points). Assign one, "
+        "e.g. `gdal_edit.py -a_srs EPSG:32629 -a_ullr ...`, or open it with rioxarray and `.rio.write_crs(...)`."
+    )
 
 
 def _target_grid(files: list[Path], resolution: float | None, crs=None, single_band: bool = True) -> dict:
@@ -177,11 +259,16 @@ def _target_grid(files: list[Path], resolution: float | None, crs=None, single_b
         raise OptionError(f"resolution must be positive, got {resolution}.")
     infos = []
     for f in files:
-        with rasterio.open(f) as src:
+        with _open(f) as src:
             if single_band and src.count != 1:
                 raise BandMismatchError(f"{f.name} has {src.count} bands; a folder or list must hold single-band files.")
             infos.append((*_georeference(src, f.name), src.width, src.height))
-    if crs is None and all(gcps is None for _, _, gcps, _, _ in infos):
+    if crs is not None:
+        crs = parse_crs(crs, "open_raster crs=", "a valid one, e.g. crs='EPSG:32629'")
+    # Rotated or sheared geotransforms are warped onto a north-up grid like GCP rasters (xrembed grids are
+    # axis-aligned; rioxarray gives such files no x/y coordinates at all).
+    rotated = [transform is not None and not is_axis_aligned(transform) for _, transform, _, _, _ in infos]
+    if crs is None and all(gcps is None for _, _, gcps, _, _ in infos) and not any(rotated):
         src_crs, transform, _, width, height = min(infos, key=lambda info: abs(info[1].a))
         if resolution is not None:
             left, top = transform.c, transform.f
@@ -190,7 +277,12 @@ def _target_grid(files: list[Path], resolution: float | None, crs=None, single_b
             width = int(np.ceil((right - left) / resolution - 1e-9))
             height = int(np.ceil((top - bottom) / resolution - 1e-9))
         return {"crs": src_crs, "transform": transform, "width": width, "height": height}
-    dst_crs = CRS.from_user_input(crs) if crs is not None else _scene_utm(infos[0])
+    if crs is not None:
+        dst_crs = crs
+    elif infos[0][2] is not None:
+        dst_crs = _scene_utm(infos[0])
+    else:
+        dst_crs = CRS.from_user_input(infos[0][0])  # a rotated grid keeps its own CRS
     grids = []
     for src_crs, transform, gcps, width, height in infos:
         if gcps is not None:
@@ -203,7 +295,9 @@ def _target_grid(files: list[Path], resolution: float | None, crs=None, single_b
                 )
             grids.append(calculate_default_transform(src_crs, dst_crs, width, height, gcps=gcps))
         else:
-            left, bottom, right, top = array_bounds(height, width, transform)
+            # All four corners: a rotated grid's extent is not spanned by two of them.
+            xs, ys = zip(*(transform * corner for corner in ((0, 0), (width, 0), (0, height), (width, height))))
+            left, bottom, right, top = min(xs), min(ys), max(xs), max(ys)
             grids.append(calculate_default_transform(
                 src_crs, dst_crs, width, height, left, bottom, right, top, resolution=resolution
             ))
@@ -223,21 +317,57 @@ def _scene_utm(info) -> CRS:
 
 
 def _open_on_grid(path: Path, target: dict, method: Resampling, chunks) -> xr.DataArray:
-    with rasterio.open(path) as src:
+    with _open(path) as src:
         same_grid = (
             src.crs == target["crs"]
             and src.transform.almost_equals(target["transform"])
             and (src.width, src.height) == (target["width"], target["height"])
         )
-    if same_grid:
-        data = rioxarray.open_rasterio(path, masked=True, chunks=_chunks(chunks))
-    else:
-        data = rioxarray.open_rasterio(_warped(path, target, method), masked=True, chunks=_chunks(chunks))
-    return data.astype("float32") if data.dtype != np.float32 else data
+        block_shape = src.block_shapes[0]
+    with _reading(path):
+        opened = path if same_grid else _warped(path, target, method)
+        lazy = rioxarray.open_rasterio(opened, masked=True, cache=False)
+    data = xr.DataArray(
+        indexing.LazilyIndexedArray(_GuardedRaster(lazy, path)), dims=lazy.dims, coords=lazy.coords,
+        attrs=lazy.attrs, name=lazy.name,
+    )
+    data.encoding = dict(lazy.encoding)
+    chunks = _chunks(chunks)
+    if chunks is None or chunks is False:
+        return data  # lazily indexed: the engine chunks it (embedding._as_array), reads stay guarded
+    if chunks is True:
+        chunks = {"band": 1, "y": "auto", "x": "auto"}
+    from dask.array.core import normalize_chunks
+    from dask.base import tokenize
+
+    chunks = normalize_chunks(
+        tuple(chunks.get(d, -1) for d in data.dims), shape=data.shape, dtype=np.float32,
+        previous_chunks=(1, *block_shape),
+    )
+    stat = path.stat()
+    grid_key = (str(target["crs"]), tuple(target["transform"]), target["width"], target["height"], method.name)
+    token = tokenize(str(path.resolve()), stat.st_mtime_ns, stat.st_size, same_grid, grid_key, chunks)
+    return data.chunk(dict(zip(data.dims, chunks)), name_prefix="open_raster-", token=token)
+
+
+class _GuardedRaster(BackendArray):
+    """A raster's pixels as float32, read lazily; a failing read (a corrupt or truncated file, found only when
+    its chunk is computed) raises :class:`SourceError` naming the file, not a rasterio error from inside dask."""
+
+    def __init__(self, lazy: xr.DataArray, path: Path) -> None:
+        self.lazy, self.path = lazy, path
+        self.shape, self.dtype = lazy.shape, np.dtype("float32")
+
+    def __getitem__(self, key):
+        return indexing.explicit_indexing_adapter(key, self.shape, indexing.IndexingSupport.BASIC, self._read)
+
+    def _read(self, key):
+        with _reading(self.path):
+            return np.asarray(self.lazy.variable[key].values, dtype=np.float32)
 
 
 def _warped(path: Path, target: dict, method: Resampling) -> WarpedVRT:
-    src = rasterio.open(path)
+    src = _open(path)
     src_crs, _, gcps = _georeference(src, path.name)
     if gcps is None:
         return WarpedVRT(
@@ -248,7 +378,7 @@ def _warped(path: Path, target: dict, method: Resampling) -> WarpedVRT:
     # only right on its own suggested grid (see _target_grid), so the grid is checked, not imposed.
     vrt = WarpedVRT(src, src_crs=src_crs, crs=target["crs"], resampling=method, nodata=src.nodata or 0)
     if not (vrt.transform.almost_equals(target["transform"]) and (vrt.width, vrt.height) == (target["width"], target["height"])):
-        raise XrembedError(
+        raise SourceError(
             f"{path.name} is georeferenced by ground control points and its warped grid differs from the other "
             "files'; open GCP rasters with the same footprint together, or one at a time."
         )
@@ -267,7 +397,7 @@ def _chunks(chunks):
 
 def _open_multiband(path: Path, bands, chunks, target: dict, method: Resampling) -> xr.DataArray:
     data = _open_on_grid(path, target, method, chunks)
-    with rasterio.open(path) as src:
+    with _open(path) as src:
         descriptions = src.descriptions
     names = list(bands) if bands is not None else None
     if names is None and descriptions and len(descriptions) == data.sizes["band"] and all(descriptions):
