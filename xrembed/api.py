@@ -123,9 +123,7 @@ class UserData:
             raise SpecError(f"UserData.data must be (C, H, W) or (T, C, H, W), got shape {values.shape}.")
         height, width = values.shape[-2:]
         crs, transform = self._placement(height, width)
-        from affine import Affine
-
-        transform = transform if isinstance(transform, Affine) else Affine(*list(transform)[:6])
+        crs, transform = _user_grid(crs, transform)
         x = transform.c + transform.a * (np.arange(width) + 0.5)
         y = transform.f + transform.e * (np.arange(height) + 0.5)
         dims = ("time", "band", "y", "x")[-values.ndim :]
@@ -155,6 +153,31 @@ class UserData:
             "UserData has no place on the ground: pass crs= and transform= (the affine of the array's top-left "
             "corner), or spatial= (a PointBuffer/BBox the array covers), or a georeferenced xr.DataArray."
         )
+
+
+def _user_grid(crs, transform):
+    """``UserData``'s ``crs``/``transform`` as pyproj and ``Affine`` values; a rotated or sheared transform is
+    refused (xrembed grids are axis-aligned, and dropping the rotation would misplace every pixel)."""
+    from affine import Affine
+
+    from .errors import SpatialDimensionError
+    from .geo import is_axis_aligned, parse_crs, rotated_message
+
+    crs = parse_crs(crs, "UserData crs=", "a valid one, e.g. crs='EPSG:32629'")
+    if not isinstance(transform, Affine):
+        try:
+            transform = Affine(*[float(v) for v in list(transform)[:6]])
+        except (TypeError, ValueError) as err:
+            raise SpecError(
+                f"UserData transform={transform!r} is not an affine; pass affine.Affine(a, b, c, d, e, f) "
+                "(or Affine.from_gdal(*geotransform) for a GDAL GeoTransform)."
+            ) from err
+    if not is_axis_aligned(transform):
+        hint = ""
+        if transform.a != 0 and abs(transform.b) > 0 and transform.e == 0 and transform.c == 0:
+            hint = " If this is a GDAL GeoTransform (c, a, b, f, d, e), pass Affine.from_gdal(*geotransform)."
+        raise SpatialDimensionError("UserData: " + rotated_message(transform) + hint)
+    return crs, transform
 
 
 def _has_crs(da: xr.DataArray) -> bool:
@@ -295,9 +318,11 @@ def crop_to(da: xr.DataArray, spatial) -> xr.DataArray:
     """The window of a raster under ``spatial``, snapped outwards to whole pixels.
 
     A ``PointBuffer`` always gives the same number of pixels (``2 * buffer / pixel size``, rounded) on a
-    projected raster, so equal ROIs stack into shared forward passes.
+    projected raster, so equal ROIs stack into shared forward passes. A ROI that runs past the raster's
+    edge is padded with NaN (lazily) to its full window, so the output grid covers the whole ROI and the
+    cells outside the raster come out NaN; a ROI that misses the raster is a :class:`SpecError`.
     """
-    from .geo import Grid
+    from .geo import Grid, spatial_dims
 
     grid = Grid.from_xarray(da)
     t = grid.transform
@@ -319,17 +344,39 @@ def crop_to(da: xr.DataArray, spatial) -> xr.DataArray:
         c1, r1 = inv * (right, bottom)
         cols = (int(np.floor(min(c0, c1) + 1e-9)), int(np.ceil(max(c0, c1) - 1e-9)))
         rows = (int(np.floor(min(r0, r1) + 1e-9)), int(np.ceil(max(r0, r1) - 1e-9)))
-    rows = (max(rows[0], 0), min(rows[1], height))
-    cols = (max(cols[0], 0), min(cols[1], width))
-    if rows[1] <= rows[0] or cols[1] <= cols[0]:
+    inside_rows = (max(rows[0], 0), min(rows[1], height))
+    inside_cols = (max(cols[0], 0), min(cols[1], width))
+    if inside_rows[1] <= inside_rows[0] or inside_cols[1] <= inside_cols[0]:
         raise SpecError(
             f"the ROI {spatial} does not overlap the raster (bounds {tuple(round(b, 3) for b in grid.bounds)} in "
             f"{crs.to_string()}); check the ROI's coordinates or the source= raster."
         )
-    from .geo import spatial_dims
-
     y_dim, x_dim = spatial_dims(da)
-    return da.isel({y_dim: slice(*rows), x_dim: slice(*cols)})
+    window = da.isel({y_dim: slice(*inside_rows), x_dim: slice(*inside_cols)})
+    pad = {
+        y_dim: (inside_rows[0] - rows[0], rows[1] - inside_rows[1]),
+        x_dim: (inside_cols[0] - cols[0], cols[1] - inside_cols[1]),
+    }
+    if not any(any(p) for p in pad.values()):
+        return window
+    return _pad_nan(window, pad, t, rows, cols, y_dim, x_dim)
+
+
+def _pad_nan(window: xr.DataArray, pad: dict, t, rows, cols, y_dim: str, x_dim: str) -> xr.DataArray:
+    """``window`` padded with NaN to the full ``rows`` x ``cols`` window of transform ``t`` (lazy for dask)."""
+    from affine import Affine
+
+    if not np.issubdtype(window.dtype, np.floating):  # NaN marks the padding, never a zero
+        window = window.astype("float32" if window.dtype.itemsize <= 2 else "float64")
+    padded = window.pad(pad, mode="constant", constant_values=np.nan)
+    padded = padded.assign_coords({
+        x_dim: (x_dim, t.c + t.a * (np.arange(*cols) + 0.5)),
+        y_dim: (y_dim, t.f + t.e * (np.arange(*rows) + 0.5)),
+    })
+    padded.attrs = window.attrs
+    if "spatial_ref" in padded.coords:
+        padded = padded.rio.write_transform(t * Affine.translation(cols[0], rows[0]))
+    return padded
 
 
 def _open_stac_roi(req: SourceRequest, spatial):
@@ -650,8 +697,7 @@ def inspect_model_input(
     prepared = embedding._prepare(obj, model, resolve=False, **kwargs)
     data = prepared.data.load()
     values = np.asarray(data.values, dtype=np.float64)
-    if prepared.nodata is not None and not np.isnan(prepared.nodata):
-        values = np.where(values == prepared.nodata, np.nan, values)
+    values = engine.mask_nodata(values, prepared.nodata)  # nodata is per band
     grid = Grid.from_xarray(obj)
     per_band = np.moveaxis(values, -3, 0).reshape(values.shape[-3], -1)  # data is (..., band, y, x)
     with warnings.catch_warnings():
