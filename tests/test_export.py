@@ -11,7 +11,7 @@ import xarray as xr
 import xrembed
 import xrembed.testing
 from xrembed import ExportConfig, ExportModelRequest, ExportTarget, OutputSpec
-from xrembed.errors import ExportError, OptionError
+from xrembed.errors import ExportError, OptionError, OverwriteError
 from xrembed.export import store
 
 sys.path.insert(0, str(Path(__file__).parent))
@@ -104,7 +104,8 @@ def test_bad_requests_are_refused_before_any_work(tmp_path):
     with pytest.raises(OptionError, match="format"):
         ExportConfig(format="parquet")
     (tmp_path / "notzarr.zarr").mkdir()
-    with pytest.raises(OptionError, match="not an xrembed Zarr export"):
+    (tmp_path / "notzarr.zarr" / "data.bin").write_bytes(b"mine")
+    with pytest.raises(OverwriteError, match="did not write it"):
         _export(ExportTarget.combined(tmp_path / "notzarr.zarr"))
 
 

@@ -24,7 +24,10 @@ def build_parser() -> argparse.ArgumentParser:
     embed = commands.add_parser("embed", help="embed a raster and write the result to Zarr")
     embed.add_argument("source", help="raster file, folder of single-band rasters, or 'sample'")
     embed.add_argument("--model", default="dofa", help="model id (see `xrembed models`; default: dofa)")
-    embed.add_argument("--out", required=True, help="output Zarr store (overwritten)")
+    embed.add_argument("--out", required=True,
+                       help="output Zarr store; replaced if xrembed wrote it, else refused unless --overwrite")
+    embed.add_argument("--overwrite", action="store_true",
+                       help="replace --out even if xrembed did not write it (its contents are deleted)")
     embed.add_argument("--weights", default=None, help="checkpoint file, or 'random'; default: official weights from the Hub")
     embed.add_argument("--variant", default=None, help="model variant (e.g. base, large)")
     embed.add_argument("--output", default="grid", choices=["grid", "pooled"])
@@ -66,7 +69,10 @@ def _models(args) -> int:
 
 def _embed(args) -> int:
     from . import open_raster
+    from .export import ownership
 
+    # Before any work: never wipe a folder or file that xrembed cannot prove it wrote.
+    ownership.check_replaceable(args.out, overwrite=args.overwrite, what="output", flag="--overwrite")
     bands = [b.strip() for b in args.bands.split(",")] if args.bands else None
     raster = open_raster(args.source, resolution=args.resolution)
     original_format = warnings.formatwarning
@@ -82,6 +88,7 @@ def _embed_raster(args, raster, bands) -> int:
     import xarray as xr
 
     from .errors import RandomWeightsWarning
+    from .export import ownership
 
     with warnings.catch_warnings():
         warnings.simplefilter("always", RandomWeightsWarning)
@@ -92,9 +99,16 @@ def _embed_raster(args, raster, bands) -> int:
     shape = " x ".join(f"{d}={n}" for d, n in emb.sizes.items())
     print(f"xrembed: {args.model}/{emb.attrs['variant']} on {args.source}: {shape} ({emb.attrs['input_prep']})", file=sys.stderr)
     start = time.perf_counter()
-    with warnings.catch_warnings():  # zarr 3 notes that consolidated metadata is an extension; we want it
-        warnings.filterwarnings("ignore", message="Consolidated metadata", category=UserWarning)
-        write = emb.to_dataset().to_zarr(args.out, mode="w", compute=False, consolidated=True)
+    ds = emb.to_dataset()
+    ds.attrs[ownership.MARK] = ownership.mark("cli-embed")
+    # mode="w" below removes what is at --out: checked again now that the embedding is set up.
+    ownership.remove(args.out, overwrite=args.overwrite, what="output", flag="--overwrite")
+    # Zarr v2 + Blosc, consolidated: what GDAL (QGIS, rasterio) opens as `ZARR:"out.zarr":/embeddings`, CRS
+    # included; the GDAL in rasterio's wheels (3.10) refuses Zarr v3 ("Unsupported codec: bytes").
+    import numcodecs
+
+    ds["embeddings"].encoding["compressors"] = (numcodecs.Blosc("lz4", 5, numcodecs.Blosc.SHUFFLE),)
+    write = ds.to_zarr(args.out, mode="w", compute=False, consolidated=True, zarr_format=2)
     if args.quiet:
         dask.compute(write)
     else:

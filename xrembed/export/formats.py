@@ -68,6 +68,7 @@ from affine import Affine
 from pyproj import CRS
 
 from ..errors import MissingCRSError, OptionError
+from .ownership import MARK, mark
 
 __all__ = [
     "FORMATS",
@@ -399,7 +400,7 @@ def _netcdf_chunks(da: xr.DataArray) -> tuple[int, ...]:
 def _write_netcdf(path: Path, groups: Sequence[tuple[str, xr.Dataset]]) -> None:
     """One NetCDF4 file (h5netcdf) with each Dataset in its group; dask data streams."""
     with _atomic(path) as tmp:
-        xr.Dataset().to_netcdf(tmp, engine="h5netcdf", mode="w")
+        xr.Dataset(attrs={MARK: mark("export")}).to_netcdf(tmp, engine="h5netcdf", mode="w")
         for group, ds in groups:
             ds.to_netcdf(tmp, engine="h5netcdf", group=group, mode="a")
 
@@ -454,7 +455,7 @@ def _savable(values: np.ndarray) -> np.ndarray:
 def _write_npz(path: Path, arrays: Mapping[str, np.ndarray]) -> None:
     # A file object, since np.savez would append ".npz" to the temporary name.
     with _atomic(path) as tmp, open(tmp, "wb") as f:
-        np.savez_compressed(f, **arrays)
+        np.savez_compressed(f, **arrays, **{MARK: np.asarray(mark("export"))})
 
 
 def _npz_result(z: Mapping[str, np.ndarray], suffix: str, values_key: str | None = None) -> xr.DataArray:
@@ -552,7 +553,7 @@ def _write_geotiff(path: Path, da: xr.DataArray) -> None:
                 recalc_transform=False, lock=_write_lock(out),
             )
             with rasterio.open(scratch, "r+") as dst:
-                dst.update_tags(**tags)
+                dst.update_tags(**tags, **{MARK: mark("export")})
                 for band in range(bands):
                     dst.set_band_description(band + 1, f"E{band:03d}")
             if _has_cog_driver():
@@ -577,6 +578,7 @@ def _read_geotiff(path: Path) -> xr.DataArray:
     da = rioxarray.open_rasterio(path, chunks={"band": -1, "y": block_y, "x": block_x})
     da = da.rename(band="embedding").assign_coords(embedding=np.arange(count))
     tags.pop("AREA_OR_POINT", None)
+    tags.pop(MARK, None)
     da.attrs = _decode_attrs(tags)
     return da.rename(_VAR)
 

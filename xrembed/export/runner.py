@@ -28,12 +28,19 @@ from ..api import (
 )
 from ..errors import ExportError, OptionError
 from ..specs import OutputSpec, TemporalSpec
-from . import store
-from .formats import read_combined, write_combined, write_item
+from . import ownership, store
+from .formats import item_paths, read_combined, write_combined, write_item
+from .identity import path_identity
 from .manifest import Marks, build_manifest, fingerprint, jsonable, write_json_atomic
 from .types import ExportConfig, ExportLayout, ExportModelRequest, ExportTarget
 
 STATE_NAME = ".xrembed"
+#: How the user says "replace what xrembed did not write", named in every refusal.
+OVERWRITE_FLAG = "ExportConfig(overwrite=True)"
+#: Suffixes that say which format a combined ``out_file`` holds.
+_SUFFIX_FORMATS = {".zarr": "zarr", ".nc": "netcdf", ".nc4": "netcdf", ".npz": "npz", ".tif": "geotiff",
+                   ".tiff": "geotiff"}
+_FORMAT_SUFFIX = {"zarr": ".zarr", "netcdf": ".nc", "npz": ".npz", "geotiff": ".tif"}
 
 
 class ExportPaths:
@@ -120,21 +127,27 @@ def export_batch(
     names = target.item_names(len(spatials))
     paths = ExportPaths(target, fmt)
     input_prep = input_prep if input_prep is not None else config.input_prep
+    _claim_target(paths, names, labels, config)
     if not config.resume:
         _clear_previous(paths, names, labels)
     _remove_stale_temporaries(paths)
+    ownership.mark_state(paths.state)
     marks = Marks(paths.state)
 
     common = {"temporal": temporal, "output": output, "format": fmt, "layout": target.layout.value,
               "input_prep": getattr(input_prep, "mode", input_prep), "backend": backend, "source": _source_id(source)}
+    # What the files *are*, not just their names: a replaced checkpoint or input must not resume.
+    common["source_identity"] = path_identity(source)
     fps = {
         r.key: [
-            fingerprint(model=r, spatial=s, item=(i, name, len(names)), sensor=sensor, fetch=fetch, modality=modality, **common)
+            fingerprint(model=r, weights_identity=path_identity((r.model_config or {}).get("weights")), spatial=s,
+                        item=(i, name, len(names)), sensor=sensor, fetch=fetch, modality=modality, **common)
             for i, (s, name) in enumerate(zip(spatials, names))
         ]
         for r in requests
     }
-    header = {"xrembed_version": __version__, "layout": target.layout.value, "format": fmt,
+    header = {ownership.MARK: ownership.mark("manifest"), "xrembed_version": __version__,
+              "layout": target.layout.value, "format": fmt,
               "target": os.fspath(paths.root), "spatials": jsonable(spatials), "temporal": jsonable(temporal),
               "output": jsonable(output), "backend": backend}
 
@@ -144,7 +157,12 @@ def export_batch(
             write_json_atomic(paths.manifest, manifest)
         return manifest
 
-    todo = {r.key: [i for i in range(len(names)) if not marks.is_done(r.key, names[i], fps[r.key][i])] for r in requests}
+    present = _DataCheck()
+    todo = {
+        r.key: [i for i in range(len(names))
+                if not (marks.is_done(r.key, names[i], fps[r.key][i]) and present(marks.read(r.key, names[i])))]
+        for r in requests
+    }
     touched: set[str] = set()
     from tqdm.auto import tqdm
 
@@ -221,11 +239,19 @@ class _UnitWriter:
     def __init__(self, paths: ExportPaths, names: list[str], label: str) -> None:
         self.paths, self.names, self.label = paths, names, label
         self.stack_ready = False
+        self.marked: set[Path] = set()
+
+    def _mark(self, where: Path) -> None:
+        """Put xrembed's mark on a store before its first byte, so that a later run may replace it."""
+        if where not in self.marked:
+            ownership.mark_zarr(where, "export")
+            self.marked.add(where)
 
     def write(self, index: int, result: xr.DataArray) -> list[str]:
         stack = self.paths.stack(self.label)
         if stack is not None and result.dims == ("embedding",):
             where, group = stack
+            self._mark(where)
             if not self.stack_ready:
                 if not store.stack_matches(where, group, self.names, result.sizes["embedding"]):
                     store.create_stack(where, group, self.names, result)
@@ -233,6 +259,7 @@ class _UnitWriter:
             store.write_stack_row(where, group, index, result)
             return [f"{where}#{group}[{index}]"]
         where, group = self.paths.unit(self.label, self.names[index])
+        self._mark(where)
         store.write_group(where, group, result)
         return [f"{where}#{group}"]
 
@@ -262,8 +289,6 @@ def _finish_files(paths: ExportPaths, names, labels, marks: Marks, fps, touched:
         if touched or not paths.root.exists():
             write_combined(paths.root, names, results, paths.fmt)
         return
-    from .formats import item_paths
-
     for name in names:
         present = {label: results[label][name] for label in labels if results[label][name] is not None}
         missing = not all(p.exists() for p in item_paths(paths.root, name, paths.fmt, list(present)))
@@ -271,41 +296,111 @@ def _finish_files(paths: ExportPaths, names, labels, marks: Marks, fps, touched:
             write_item(paths.root, name, present, paths.fmt)
 
 
-def _clear_previous(paths: ExportPaths, names, labels) -> None:
-    """Remove what an earlier export to the same target wrote (only files of this layout)."""
-    from .formats import item_paths
+def _claim_target(paths: ExportPaths, names, labels, config: ExportConfig) -> None:
+    """Refuse, before anything is written, a target whose writing would destroy what xrembed did not write.
 
-    if paths.state.exists():
-        shutil.rmtree(paths.state)
+    The target, the manifest, the state folder and (per item) every item file are checked for xrembed's
+    mark (:mod:`xrembed.export.ownership`); anything else there raises :class:`OverwriteError`, unless
+    ``overwrite=True``, which removes it now so that the export starts clean.
+    """
+    root = paths.root
     if paths.combined:
-        if paths.root.is_dir():
-            if paths.fmt != "zarr" or not (paths.root / "zarr.json").exists():
-                raise OptionError(f"{paths.root} is a folder that is not an xrembed Zarr export; choose another out_file.")
-            shutil.rmtree(paths.root)
-        elif paths.root.exists():
-            paths.root.unlink()
+        suffix = root.suffix.lower()
+        if suffix == ".json":
+            raise OptionError(f"out_file {root} ends in .json, the name of the export's manifest; name it "
+                              f"{root.with_suffix(_FORMAT_SUFFIX[paths.fmt])}.")
+        named = _SUFFIX_FORMATS.get(suffix)
+        if named is not None and named != paths.fmt:
+            raise OptionError(
+                f"out_file {root} has the {named} suffix {root.suffix!r} but the export format is {paths.fmt!r}: "
+                f"name it {root.with_suffix(_FORMAT_SUFFIX[paths.fmt])}, or pass ExportConfig(format={named!r})."
+            )
+    elif root.exists() and not root.is_dir():
+        raise OptionError(f"out_dir {root} is a file, not a folder; ExportTarget.per_item(...) needs a folder.")
+    candidates = [(paths.state, "export state folder"), (paths.manifest, "export manifest")]
+    if paths.combined:
+        candidates.append((root, "export target"))
+    else:
+        candidates += [(p, "export item file") for name in names for p in item_paths(root, name, paths.fmt, labels)]
+    for path, what in candidates:
+        there = ownership.check_replaceable(path, overwrite=config.overwrite, what=what, flag=OVERWRITE_FLAG)
+        if there and not ownership.is_owned(path):
+            ownership.remove(path, overwrite=True, what=what)  # overwrite=True was given for it
+        elif there and path == root and paths.combined and path.is_dir() != (paths.fmt == "zarr"):
+            ownership.remove(path, overwrite=False, what=what)  # xrembed's own output in another format
+
+
+def _clear_previous(paths: ExportPaths, names, labels) -> None:
+    """Remove what an earlier export to the same target wrote (only what carries xrembed's mark)."""
+
+    def drop(path: Path, what: str) -> None:
+        ownership.remove(path, overwrite=False, what=what, flag=OVERWRITE_FLAG)
+
+    drop(paths.state, "export state folder")
+    if paths.combined:
+        drop(paths.root, "export target")
     else:
         for name in names:
             for p in item_paths(paths.root, name, paths.fmt, labels):
-                if p.is_dir():
-                    shutil.rmtree(p)
-                elif p.exists():
-                    p.unlink()
-    if paths.manifest.exists():
-        paths.manifest.unlink()
+                drop(p, "export item file")
+    drop(paths.manifest, "export manifest")
 
 
 def _remove_stale_temporaries(paths: ExportPaths) -> None:
-    """Temporary files of a killed run (``.<name>.tmp-...``, ``.<name>.....tmp``) are never complete: drop them."""
-    import fnmatch
+    """Temporary files a killed run left are never complete: drop them. Only xrembed's own temporaries of
+    this export's files match (``.<stem>.tmp-<12 hex><suffix>`` beside the target or item files,
+    ``.<manifest>.<random>.tmp`` beside the manifest, anything hidden in the state folder)."""
+    import re
 
-    folders = [paths.root.parent if paths.combined else paths.root, paths.manifest.parent]
-    candidates = [p for folder in folders if folder.is_dir() for p in folder.iterdir()]
+    stems = {paths.root.stem} if paths.combined else None
+    pattern = re.compile(r"^\.(?P<stem>.+)\.tmp-[0-9a-f]{12}(\.[A-Za-z0-9]+)?$")
+    manifest_tmp = re.compile(rf"^\.{re.escape(paths.manifest.name)}\.[A-Za-z0-9_]+\.tmp$")
+    folder = paths.root.parent if paths.combined else paths.root
+    candidates = []
+    if folder.is_dir():
+        for p in folder.iterdir():
+            match = pattern.match(p.name)
+            if match and (stems is None or match["stem"] in stems):
+                candidates.append(p)
+    if paths.manifest.parent.is_dir():
+        candidates += [p for p in paths.manifest.parent.iterdir() if manifest_tmp.match(p.name)]
     if paths.state.is_dir():
-        candidates += list(paths.state.rglob(".*"))
+        candidates += [p for p in paths.state.rglob(".*") if p.name.endswith(".tmp") or ".tmp-" in p.name]
     for p in candidates:
-        if p.is_file() and (fnmatch.fnmatch(p.name, ".*.tmp-*") or fnmatch.fnmatch(p.name, ".*.tmp")):
+        if p.is_file() and not p.is_symlink():
             p.unlink(missing_ok=True)
+
+
+class _DataCheck:
+    """Whether the data a completion mark points at is still there (a deleted store must be redone)."""
+
+    def __init__(self) -> None:
+        self._groups: dict[str, set[str] | None] = {}
+
+    def __call__(self, mark: dict | None) -> bool:
+        places = (mark or {}).get("paths") or []
+        return bool(places) and all(self._has(place) for place in places)
+
+    def _has(self, place: str) -> bool:
+        where, _, group = str(place).partition("#")
+        group = group.split("[", 1)[0]
+        if where not in self._groups:
+            self._groups[where] = _zarr_arrays(Path(where))
+        arrays = self._groups[where]
+        return arrays is not None and f"{group}/embeddings" in arrays
+
+
+def _zarr_arrays(where: Path) -> set[str] | None:
+    """Paths of every array in the Zarr store ``where`` (``None`` if it is missing or unreadable)."""
+    import zarr
+
+    if not where.is_dir():
+        return None
+    try:
+        root = zarr.open_group(where, mode="r", use_consolidated=False)
+        return {path for path, node in root.members(max_depth=None) if isinstance(node, zarr.Array)}
+    except Exception:  # noqa: BLE001  (an unreadable store holds nothing we can count as done)
+        return None
 
 
 def _clear_model(paths: ExportPaths, label: str, names) -> None:

@@ -78,6 +78,8 @@ class ExportConfig:
     retry transient fetch errors. ``num_workers`` threads fetch ROIs ahead of the model;
     ``infer_batch_size`` tiles go through each forward pass. ``chunk_size``, ``async_write`` and
     ``writer_workers`` are accepted for rs-embed compatibility; writes here stream per unit.
+    ``overwrite=True`` lets the export replace a target, manifest or item file that xrembed did not
+    write; by default such a path is refused (:class:`~xrembed.errors.OverwriteError`) and left as it is.
     """
 
     format: str = "zarr"
@@ -96,6 +98,7 @@ class ExportConfig:
     resume: bool = False
     show_progress: bool = True
     input_prep: Any = None
+    overwrite: bool = False
 
     def __post_init__(self) -> None:
         from .formats import normalize_format
