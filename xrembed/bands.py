@@ -81,13 +81,21 @@ def canonical_band_names(names: Iterable[object]) -> list[str]:
 def find_bands(available: Sequence[object], wanted: Sequence[str]) -> list[int]:
     """Indices into ``available`` of each band in ``wanted``, matched by canonical name.
 
-    Raises ``KeyError`` listing the missing canonical names when some are absent.
+    Raises ``KeyError`` listing the missing canonical names when some are absent, and ``ValueError`` when
+    a wanted band occurs more than once in ``available`` (``B4`` and ``B04`` are one band): taking either
+    copy silently could embed the wrong one.
     """
-    index = {}
+    positions: dict[str, list[int]] = {}
     for i, name in enumerate(canonical_band_names(available)):
-        index.setdefault(name, i)
+        positions.setdefault(name, []).append(i)
     wanted_canonical = canonical_band_names(wanted)
-    missing = [w for w in wanted_canonical if w not in index]
+    missing = [w for w in wanted_canonical if w not in positions]
     if missing:
         raise KeyError(missing)
-    return [index[w] for w in wanted_canonical]
+    twice = {w: [str(available[i]) for i in positions[w]] for w in wanted_canonical if len(positions[w]) > 1}
+    if twice:
+        raise ValueError(
+            f"the input has bands {sorted(twice)} more than once ({twice}); drop or rename the copies "
+            "so that each band occurs once."
+        )
+    return [positions[w][0] for w in wanted_canonical]

@@ -3,13 +3,32 @@
 Everything that can be known without pixels is checked here, before any graph exists: dimensions, CRS,
 band names, wavelengths, model/variant/option names, the weights file or hub access. Pixels are read
 only when the result is computed (or at once for numpy-backed input, the eager path).
+
+Input contract (the refusals ``embed()`` raises before any pixel is read)
+-------------------------------------------------------------------------
+* dims: no ``y``/``x`` (or ``lat``/``lon``), or a spatial dim of length 0 -> ``SpatialDimensionError``;
+  ``time`` (or any other dim) of length 0 -> ``OptionError``; no bands -> ``BandMismatchError``.
+* bands: a wanted band missing, named twice in the input (``B4`` and ``B04`` count as one name) or listed
+  twice in ``bands=`` -> ``BandMismatchError``.
+* dtypes (each picked variable of a Dataset): see :mod:`xrembed.models.checks` -> ``DTypeError``.
+* ``wavelengths=``: not numbers, wrong count, not positive, or ``>= 100`` (nanometres) -> ``WavelengthError``.
+* ``nodata=``: a number (every band), one number or ``None`` per input band (input order), or a mapping
+  ``{band: value}`` (other bands keep what the input declares); anything else -> ``OptionError``. Without
+  it, each band's ``_FillValue``/``nodata`` attribute (or ``rio.nodata``) is its nodata. A pixel is invalid
+  when any band is NaN or equals its band's nodata.
+* ``device=``: ``"auto"``, ``"cpu"``, ``"cuda[:N]"`` (present), ``"mps"`` (present) or a ``torch.device``;
+  ``batch_size``/``tiles_per_chunk``: positive integers; ``precision``: ``fp32``/``bf16``/``fp16`` -> ``OptionError``.
+
+Value checks need pixels and run per block when the graph computes (``InputRangeError``); they look at
+robust percentiles of the valid values (see :mod:`xrembed.models.checks`).
 """
 
 from __future__ import annotations
 
 import math
+import numbers
 import os
-from collections.abc import Hashable, Sequence
+from collections.abc import Hashable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -17,10 +36,11 @@ import numpy as np
 import xarray as xr
 
 from . import engine, tiling
-from .bands import canonical_band_names, find_bands
+from .bands import canonical_band_name, canonical_band_names, find_bands
 from .errors import BandMismatchError, OptionError, SpatialDimensionError
 from .geo import Grid, assign_grid, spatial_dims
 from .models.base import InputContext
+from .models.checks import check_dtype
 from .models.registry import get_adapter
 from .models.weights import resolve_weights
 
@@ -46,7 +66,7 @@ def embed(
     device: str = "auto",
     batch_size: int | None = None,
     precision: str = "fp32",
-    nodata: float | None = None,
+    nodata: float | Sequence[float | None] | Mapping[str, float | None] | None = None,
     tiles_per_chunk: int = 4,
     temporal=None,
     source=None,
@@ -81,7 +101,8 @@ class _Request:
     frames: tuple[str, ...]
     grid: Grid
     plan: Any
-    nodata: float | None
+    #: One nodata value (or ``None``) per band of ``data``; ``None`` when no band has one.
+    nodata: tuple[float | None, ...] | None
     output: str
     input_prep: str
     precision: str
@@ -121,6 +142,7 @@ def _prepare(
     adapter = get_adapter(model, variant)
     v = adapter.variant
 
+    _check_not_empty(obj)
     from .geo import north_up
 
     obj = north_up(obj)  # south-up / east-to-west inputs are flipped lazily: output grids are north-up
@@ -140,8 +162,7 @@ def _prepare(
         raise OptionError("precision='fp16' needs a CUDA device; on CPU use precision='bf16' or 'fp32'.")
     if batch_size is None:
         batch_size = 32 if device.startswith("cuda") else 8
-    if not isinstance(batch_size, int) or batch_size < 1:
-        raise OptionError(f"batch_size must be a positive integer, got {batch_size!r}.")
+    batch_size = _positive_int("batch_size", batch_size)
     if input_prep == "auto":
         fits = max(grid.shape) <= AUTO_RESIZE_MAX_TILES * v.image_size
         input_prep = "resize" if output == "pooled" and fits else "tile"
@@ -175,6 +196,8 @@ def _compute(req: _Request, array, tiles_per_chunk: int):
     v, output = req.adapter.variant, req.output
     common = {"key": req.key, "plan": req.plan, "batch_size": req.batch_size, "nodata": req.nodata}
     if req.frames:
+        if req.nodata is not None:  # channels are frame-major: each frame repeats the bands' nodata
+            common["nodata"] = req.nodata * array.shape[-4]
         array = _fold_time_into_channels(array)
     if req.input_prep == "tile":
         return _tile_path(array, req.grid, v, common, output, tiles_per_chunk, req.adapter.pooled_dim)
@@ -237,18 +260,60 @@ def _choice(name: str, value: Any, allowed: Sequence[str]) -> str:
     return text
 
 
-def _resolve_device(device: str) -> str:
+def _positive_int(name: str, value: Any) -> int:
+    """``value`` as an ``int`` if it is a positive integer (numpy integers too, bools not)."""
+    if isinstance(value, (bool, np.bool_)) or not isinstance(value, numbers.Integral) or value < 1:
+        raise OptionError(f"{name} must be a positive integer, got {value!r}.")
+    return int(value)
+
+
+def _resolve_device(device) -> str:
+    """A torch device string xrembed can run on: ``cpu``, ``cuda[:N]`` or ``mps``, present on this machine."""
     import torch
 
-    if device in (None, "auto"):
+    if device is None or (isinstance(device, str) and device.lower() == "auto"):
         return "cuda" if torch.cuda.is_available() else "cpu"
+    usage = "use 'auto', 'cpu' or 'cuda' (or 'cuda:N')"
+    if not isinstance(device, (str, torch.device)):
+        raise OptionError(f"device={device!r} is not a device name; {usage}.")
     try:
         resolved = torch.device(device)
-    except (RuntimeError, TypeError) as err:
-        raise OptionError(f"device={device!r} is not a torch device; use 'auto', 'cpu' or 'cuda'.") from err
-    if resolved.type == "cuda" and not torch.cuda.is_available():
-        raise OptionError("device='cuda' was asked for but no CUDA device is available; use device='cpu'.")
+    except (RuntimeError, TypeError, ValueError) as err:
+        raise OptionError(f"device={device!r} is not a torch device; {usage}.") from err
+    if resolved.type == "cuda":
+        if not torch.cuda.is_available():
+            raise OptionError("device='cuda' was asked for but no CUDA device is available; use device='cpu'.")
+        if resolved.index is not None and resolved.index >= torch.cuda.device_count():
+            raise OptionError(
+                f"device={device!r}: this machine has {torch.cuda.device_count()} CUDA device(s); "
+                "use 'cuda' or an index below that."
+            )
+    elif resolved.type == "mps":
+        if not torch.backends.mps.is_available():
+            raise OptionError("device='mps' was asked for but MPS is not available; use device='cpu'.")
+    elif resolved.type != "cpu":
+        raise OptionError(f"device={device!r}: xrembed runs on CPU, CUDA or MPS devices; {usage}.")
     return str(resolved)
+
+
+def _check_not_empty(obj) -> None:
+    """Refuse inputs with no pixels, frames or bands (from sizes alone), naming the empty dimension."""
+    y_dim, x_dim = spatial_dims(obj)
+    empty = [d for d in (y_dim, x_dim) if obj.sizes[d] == 0]
+    if empty:
+        raise SpatialDimensionError(
+            f"the input is empty: {', '.join(f'{d!r} has 0 pixels' for d in empty)} (sizes {dict(obj.sizes)}). "
+            "Check the window or ROI you selected; it may lie outside the raster."
+        )
+    if obj.sizes.get(BAND_DIM) == 0:
+        raise BandMismatchError("the input has a 'band' dimension of length 0: there are no bands to embed.")
+    zero = [d for d, n in obj.sizes.items() if n == 0]
+    if zero:
+        hint = " (e.g. a time filter that matched no scene)" if TIME_DIM in zero else ""
+        raise OptionError(
+            f"the input has no values along {zero} (length 0){hint}; select at least one element, e.g. "
+            f"widen the {zero[0]!r} selection."
+        )
 
 
 def _band_names(data: xr.DataArray) -> list[str] | None:
@@ -264,7 +329,10 @@ def _band_names(data: xr.DataArray) -> list[str] | None:
 
 
 def _select_bands(obj, adapter, bands, wavelengths, modality, nodata, context=None):
-    """Pick and order the model's bands; return ``(DataArray with a band dim, plan, nodata)``."""
+    """Pick and order the model's bands; return ``(DataArray with a band dim, plan, nodata per band)``.
+
+    Dtypes and nodata are resolved per picked band (for a Dataset: per variable).
+    """
     if isinstance(obj, xr.Dataset):
         y_dim, x_dim = spatial_dims(obj)
         variables = [n for n, var in obj.data_vars.items() if y_dim in var.dims and x_dim in var.dims]
@@ -275,12 +343,16 @@ def _select_bands(obj, adapter, bands, wavelengths, modality, nodata, context=No
             # `open_dataset(engine="rasterio")` gives one `band_data` variable with a band dimension.
             return _select_bands(obj[variables[0]], adapter, bands, wavelengths, modality, nodata, context)
         names = [_variable_band_name(n, obj[n]) for n in variables]
+        user = _user_nodata(nodata, names, len(names))
         plan = _plan(adapter, names, bands, wavelengths, modality, context)
-        chosen = [variables[i] for i in _indices(names, plan.bands)]
-        if nodata is None:
-            nodata = _nodata_of(obj[chosen[0]])
+        picked = _indices(names, plan.bands)
+        chosen = [variables[i] for i in picked]
+        for name in chosen:
+            check_dtype(obj[name].dtype, plan.option("scale"), adapter.model_id, name=str(name))
+        declared = [_declared_nodata(obj[n], 1, n)[0] for n in chosen]
+        values = _merge_nodata(user, declared, picked, names)
         data = obj[chosen].to_dataarray(BAND_DIM).assign_coords({BAND_DIM: list(plan.bands)})
-        return data, plan, nodata
+        return data, plan, values
 
     if BAND_DIM not in obj.dims:
         if bands is not None and len(bands) == 1:
@@ -288,25 +360,78 @@ def _select_bands(obj, adapter, bands, wavelengths, modality, nodata, context=No
         else:
             raise SpatialDimensionError(
                 f"the DataArray has no {BAND_DIM!r} dimension (dims {tuple(obj.dims)}). Put the channels on a "
-                f"dimension named 'band' (e.g. `da.rename({{'channel': 'band'}})`), or pass a Dataset "
+                "dimension named 'band' (e.g. `da.rename({'channel': 'band'})`), or pass a Dataset "
                 "with one variable per band."
             )
+    count = obj.sizes[BAND_DIM]
     names = _band_names(obj)
     if names is None:
         if bands is not None:
-            if len(bands) != obj.sizes[BAND_DIM]:
+            if isinstance(bands, str) or len(bands) != count:
                 raise BandMismatchError(
-                    f"bands= names {len(bands)} bands but the input has {obj.sizes[BAND_DIM]}; the input's bands "
-                    "are unnamed, so bands= must name every one of them, in order."
+                    f"bands= names {1 if isinstance(bands, str) else len(bands)} bands but the input has {count}; "
+                    "the input's bands are unnamed, so bands= must name every one of them, in order."
                 )
             names, bands = list(bands), None
         elif wavelengths is not None:
-            names = [f"C{i + 1}" for i in range(obj.sizes[BAND_DIM])]
+            names = [f"C{i + 1}" for i in range(count)]
+    user = _user_nodata(nodata, names, count)
     plan = _plan(adapter, names, bands, wavelengths, modality, context)
+    check_dtype(obj.dtype, plan.option("scale"), adapter.model_id)
+    picked = _indices(names, plan.bands) if names is not None else list(range(count))
+    declared = _declared_nodata(obj, count)
+    values = _merge_nodata(user, [declared[i] for i in picked], picked, names)
+    data = obj.isel({BAND_DIM: picked}) if names is not None else obj
+    return data.assign_coords({BAND_DIM: list(plan.bands)}), plan, values
+
+
+def _user_nodata(nodata, names: Sequence[str] | None, count: int) -> list | Mapping | None:
+    """Validate ``nodata=``: ``None``, one value per input band (a list), or ``{canonical band: value}``."""
     if nodata is None:
-        nodata = _nodata_of(obj)
-    data = obj.isel({BAND_DIM: _indices(names, plan.bands)}) if names is not None else obj
-    return data.assign_coords({BAND_DIM: list(plan.bands)}), plan, nodata
+        return None
+    usage = (
+        "pass a number (every band), one number or None per input band in the input's order, or a mapping "
+        "{band: number}"
+    )
+    if isinstance(nodata, Mapping):
+        if names is None:
+            raise OptionError(f"nodata={nodata!r} names bands but the input's bands are unnamed; pass a number or one value per band.")
+        known = canonical_band_names(names)
+        mapped = {}
+        for band, value in nodata.items():
+            if canonical_band_name(band) not in known:
+                raise OptionError(f"nodata= names band {band!r}, which is not in the input (it has {list(names)}).")
+            mapped[canonical_band_name(band)] = _nodata_number(value, usage)
+        return mapped
+    if isinstance(nodata, (str, bytes)) or not np.iterable(nodata):
+        return [_nodata_number(nodata, usage, allow_none=False)] * count
+    values = [_nodata_number(v, usage) for v in nodata]
+    if len(values) != count:
+        raise OptionError(f"nodata= has {len(values)} values but the input has {count} bands; {usage}.")
+    return values
+
+
+def _nodata_number(value, usage: str, allow_none: bool = True) -> float | None:
+    """``value`` as a float nodata (``None`` for none or NaN, which is invalid anyway)."""
+    if value is None and allow_none:
+        return None
+    if isinstance(value, (bool, np.bool_)) or not isinstance(value, numbers.Real):
+        raise OptionError(f"nodata={value!r} is not a number; {usage}.")
+    value = float(value)
+    return None if math.isnan(value) else value
+
+
+def _merge_nodata(user, declared: list, picked: list[int], names) -> tuple[float | None, ...] | None:
+    """Nodata of each picked band: the user's (list, or mapping by band name), else what the input declares."""
+    if isinstance(user, list):
+        values = [user[i] for i in picked]
+    elif isinstance(user, Mapping):
+        picked_names = [canonical_band_name(names[i]) for i in picked]
+        values = [user.get(name, value) for name, value in zip(picked_names, declared)]
+    else:
+        values = declared
+    values = tuple(None if v is None or math.isnan(v) else float(v) for v in values)
+    return values if any(v is not None for v in values) else None
 
 
 def _variable_band_name(name: Hashable, var: xr.DataArray) -> str:
@@ -318,6 +443,13 @@ def _variable_band_name(name: Hashable, var: xr.DataArray) -> str:
 
 
 def _plan(adapter, names, bands, wavelengths, modality, context=None):
+    if isinstance(bands, str):
+        raise BandMismatchError(f"bands= takes a list of band names, e.g. bands=[{bands!r}], not the string {bands!r}.")
+    if bands is not None:
+        canonical = canonical_band_names(bands)
+        twice = sorted({b for b in canonical if canonical.count(b) > 1})
+        if twice:
+            raise BandMismatchError(f"bands= lists {twice} more than once; list each band once.")
     if bands is not None and names is not None:
         missing = [b for b, c in zip(bands, canonical_band_names(bands)) if c not in canonical_band_names(names)]
         if missing:
@@ -328,21 +460,38 @@ def _plan(adapter, names, bands, wavelengths, modality, context=None):
 def _indices(names: Sequence[Hashable], wanted: Sequence[str]) -> list[int]:
     try:
         return find_bands(names, wanted)
+    except ValueError as err:  # a wanted band named twice in the input
+        raise BandMismatchError(str(err)) from None
     except KeyError as err:
         raise BandMismatchError(
             f"the input lacks bands {err.args[0]} (it has {list(names)}); add them or choose others with bands=[...]."
         ) from None
 
 
-def _nodata_of(data: xr.DataArray) -> float | None:
-    for candidate in (data.attrs.get("_FillValue"), data.attrs.get("nodata"), data.encoding.get("_FillValue")):
-        if candidate is not None:
-            return float(np.asarray(candidate).ravel()[0])
+def _declared_nodata(data: xr.DataArray, count: int, name: Hashable | None = None) -> list[float | None]:
+    """The nodata ``data`` declares for each of its ``count`` bands (``_FillValue``/``nodata`` attribute or
+    encoding, or ``rio.nodata``); a per-band list (rasterio's ``nodatavals`` style) is kept per band."""
+    candidates = (data.attrs.get("_FillValue"), data.attrs.get("nodata"), data.encoding.get("_FillValue"))
+    candidate = next((c for c in candidates if c is not None), None)
+    if candidate is None:
+        try:
+            candidate = data.rio.nodata
+        except Exception:
+            candidate = None
+    if candidate is None:
+        return [None] * count
     try:
-        value = data.rio.nodata
-    except Exception:
-        value = None
-    return None if value is None else float(value)
+        values = np.asarray(candidate, dtype=np.float64).ravel()
+    except (TypeError, ValueError):
+        where = f"variable {str(name)!r}" if name is not None else "the input"
+        raise OptionError(
+            f"{where} declares nodata {candidate!r}, which is not a number; pass nodata= explicitly "
+            "(a number, or None per band) or fix the attribute."
+        ) from None
+    if values.size == 0:
+        return [None] * count
+    per_band = values.tolist() if values.size == count else [values[0]] * count
+    return [None if math.isnan(v) else float(v) for v in per_band]
 
 
 def _as_array(data: xr.DataArray):

@@ -53,6 +53,7 @@ class Runtime:
         self.device = torch.device(key.device)
         self.module = module.to(self.device)
         self.lock = threading.Lock()
+        self.weights_stamp: tuple[int, int] | None = None  # set by get_runtime
         self._autocast_dtype = {"fp32": None, "bf16": torch.bfloat16, "fp16": torch.float16}[key.precision]
 
     def prepare(self, images, plan: InputPlan):
@@ -116,14 +117,33 @@ _RUNTIMES_LOCK = threading.Lock()
 
 
 def get_runtime(key: ModelKey) -> Runtime:
-    """The process-wide :class:`Runtime` for ``key``, loading the model on first use."""
+    """The process-wide :class:`Runtime` for ``key``, loading the model on first use.
+
+    A checkpoint file replaced under the same path (another size or modification time) is reloaded:
+    the cache must never serve the old weights for the new file.
+    """
+    stamp = _file_stamp(key.weights_path)
     runtime = _RUNTIMES.get(key)
-    if runtime is None:
+    if runtime is None or runtime.weights_stamp != stamp:
         with _RUNTIMES_LOCK:
             runtime = _RUNTIMES.get(key)
-            if runtime is None:
-                runtime = _RUNTIMES[key] = Runtime(key)
+            if runtime is None or runtime.weights_stamp != stamp:
+                runtime = Runtime(key)
+                runtime.weights_stamp = stamp
+                _RUNTIMES[key] = runtime
     return runtime
+
+
+def _file_stamp(path: str | None) -> tuple[int, int] | None:
+    import os
+
+    if path is None:
+        return None
+    try:
+        stat = os.stat(path)
+    except OSError:
+        return None
+    return (stat.st_size, stat.st_mtime_ns)
 
 
 def clear_runtimes() -> None:

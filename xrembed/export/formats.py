@@ -67,7 +67,7 @@ import xarray as xr
 from affine import Affine
 from pyproj import CRS
 
-from ..errors import MissingCRSError, OptionError
+from ..errors import MissingCRSError, OptionError, StoreError
 from .ownership import MARK, mark
 
 __all__ = [
@@ -406,8 +406,10 @@ def _write_netcdf(path: Path, groups: Sequence[tuple[str, xr.Dataset]]) -> None:
 
 
 def _open_netcdf(path: Path, group: str) -> xr.DataArray:
-    ds = xr.open_dataset(path, engine="h5netcdf", group=group, decode_coords="all", chunks={})
-    return _finish(ds[_VAR])
+    def open_(chunks):
+        return xr.open_dataset(path, engine="h5netcdf", group=group, decode_coords="all", chunks=chunks)
+
+    return _finish(_guarded(open_, path, group))
 
 
 def _netcdf_groups(path: Path) -> dict[str, list[str] | None]:
@@ -614,8 +616,48 @@ def _zarr_groups(store: Path) -> dict[str, list[str] | None]:
 
 
 def _open_zarr(store: Path, group: str) -> xr.DataArray:
-    ds = xr.open_zarr(store, group=group, decode_coords="all", consolidated=False)
-    return _finish(ds[_VAR])
+    def open_(chunks):
+        return xr.open_zarr(store, group=group, decode_coords="all", consolidated=False, chunks=chunks)
+
+    return _finish(_guarded(open_, store, group))
+
+
+def _guarded(open_, path: Path, group: str) -> xr.DataArray:
+    """The lazy result of ``open_(chunks)`` whose reads raise :class:`StoreError` on a damaged file.
+
+    A torn chunk is found only when its pixels are read (inside dask, with a codec's own error): the
+    dask array is rebuilt over a reader that names the file and the fix instead.
+    """
+    import dask.array as dsa
+
+    try:
+        lazy = open_({})[_VAR]
+        backend = open_(None)[_VAR].variable
+    except Exception as err:  # noqa: BLE001  (a store whose metadata cannot be read at all)
+        raise StoreError(f"cannot open {path} (group {group!r}): {err}. The file is damaged or not an xrembed "
+                         "export; rerun the export (a new target, or ExportConfig(overwrite=True)).") from err
+    if lazy.chunks is None:
+        return lazy
+    data = dsa.from_array(_GuardedReader(backend, f"{path} (group {group!r})"), chunks=lazy.chunks,
+                          meta=np.empty((0,) * lazy.ndim, dtype=lazy.dtype), name=f"xrembed-read-{uuid.uuid4().hex}")
+    return lazy.copy(data=data)
+
+
+class _GuardedReader:
+    """Array-like over a lazily indexed variable; a failing read becomes a :class:`StoreError`."""
+
+    def __init__(self, variable, where: str) -> None:
+        self.variable, self.where = variable, where
+        self.shape, self.dtype, self.ndim = variable.shape, variable.dtype, variable.ndim
+
+    def __getitem__(self, key):
+        try:
+            return np.asarray(self.variable[key].values)
+        except Exception as err:  # noqa: BLE001  (codec and I/O errors vary by library)
+            raise StoreError(
+                f"{self.where} is damaged: reading {key} failed with {type(err).__name__}: {err}. Its data cannot "
+                "be trusted; rerun the export into a new target (or with ExportConfig(overwrite=True))."
+            ) from err
 
 
 # --------------------------------------------------------------------------------------------- readers

@@ -34,9 +34,9 @@ from typing import Any
 import numpy as np
 
 from ..bands import SENTINEL2_WAVELENGTHS_UM, canonical_band_names
-from ..errors import BandMismatchError, InputRangeError, WavelengthError
+from ..errors import BandMismatchError, WavelengthError
 from .base import Checkpoint, InputContext, InputPlan, ModelAdapter, Variant
-from .checks import check_raw_reflectance, check_wavelengths
+from .checks import check_db_backscatter, check_raw_reflectance, check_wavelengths
 
 DEFAULT_BANDS = ("B04", "B03", "B02", "B05", "B06", "B07", "B08", "B11", "B12")
 
@@ -224,13 +224,8 @@ class DOFA(ModelAdapter):
     def check_values(self, pixels: np.ndarray, plan: InputPlan) -> None:
         if plan.option("scale") == "reflectance":
             check_raw_reflectance(pixels, self.model_id)
-            return
-        finite = pixels[np.isfinite(pixels)]
-        if finite.size and float(finite.min()) >= 0:
-            raise InputRangeError(
-                "dofa expects Sentinel-1 backscatter in dB (mostly negative values) but every value is >= 0: "
-                "the data look like linear power or amplitude. Convert with `10 * np.log10(power)`."
-            )
+        else:
+            check_db_backscatter(pixels, self.model_id)
 
     def normalise(self, pixels, plan):
         import torch

@@ -150,6 +150,7 @@ class Prithvi(ModelAdapter):
                 ("location_coords", location_coords),
                 ("mean", MEAN),
                 ("std", STD),
+                ("scale", "reflectance"),
             ),
         )
 

@@ -33,9 +33,9 @@ from typing import Any
 import numpy as np
 
 from ..bands import canonical_band_names
-from ..errors import BandMismatchError, InputRangeError, OptionError
+from ..errors import BandMismatchError, OptionError
 from .base import Checkpoint, InputContext, InputPlan, ModelAdapter, Variant
-from .checks import check_raw_reflectance
+from .checks import check_linear_power, check_raw_reflectance
 
 #: Model order of the 12 Sentinel-2 bands (B10 is not used).
 S2_BANDS = ("B01", "B02", "B03", "B04", "B05", "B06", "B07", "B08", "B8A", "B09", "B11", "B12")
@@ -188,25 +188,8 @@ class TerraFM(ModelAdapter):
     def check_values(self, pixels: np.ndarray, plan: InputPlan) -> None:
         if plan.option("scale") == "reflectance":
             check_raw_reflectance(pixels, f"terrafm (modality={plan.option('modality')!r})")
-            return
-        finite = pixels[np.isfinite(pixels)]
-        if finite.size == 0:
-            return
-        low = float(finite.min())
-        if low < 0:
-            raise InputRangeError(
-                f"terrafm (modality='s1') expects Sentinel-1 backscatter as linear power (>= 0) but the input has "
-                f"negative values (min {low:.3g}): it looks like dB. Convert with `10 ** (x / 10)`, or use Earth "
-                "Engine's COPERNICUS/S1_GRD_FLOAT."
-            )
-        median = float(np.median(finite))
-        if median > S1_MAX_MEDIAN:
-            raise InputRangeError(
-                f"terrafm (modality='s1') expects calibrated linear backscatter power (typically 0.001..1) but the "
-                f"median value is {median:.4g}: the data look like uncalibrated amplitude DN or intensity. "
-                "Calibrate to sigma0/gamma0 linear power (e.g. Earth Engine COPERNICUS/S1_GRD_FLOAT, or SNAP/"
-                "sarsen radiometric calibration) before embedding."
-            )
+        else:
+            check_linear_power(pixels, "terrafm (modality='s1')", S1_MAX_MEDIAN)
 
     def normalise(self, pixels, plan):
         import torch
