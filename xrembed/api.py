@@ -680,7 +680,7 @@ def inspect_model_input(
     in model order, CRS, transform, bounds, dtype, NaN fraction, per-band min/max/mean/std) and, with
     ``return_arrays=True``, ``array`` (the ``([time,] band, y, x)`` numpy input).
     """
-    from . import embedding
+    from . import embedding, engine
     from .geo import Grid
 
     check_spatial(spatial)

@@ -31,7 +31,7 @@ from typing import Any
 import numpy as np
 import xarray as xr
 
-from . import embedding
+from . import embedding, engine
 from .errors import (
     BandMismatchError,
     MissingCRSError,
@@ -253,9 +253,7 @@ def _valid_values(request) -> np.ndarray:
     """The raster's pixels as ``(N, C, H, W)``, nodata as NaN (no copy when there is no nodata value)."""
     values = np.asarray(request.data.values)
     values = values.reshape((-1,) + values.shape[-3:])
-    if request.nodata is not None and not np.isnan(request.nodata):
-        values = np.where(values == request.nodata, np.nan, values.astype(np.float32))
-    return values
+    return engine.mask_nodata(values, request.nodata)  # nodata is per band
 
 
 def _lazy_outcome(item: _Fetched, tiles_per_chunk: int) -> ItemOutcome:

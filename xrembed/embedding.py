@@ -82,8 +82,7 @@ def embed(
             "temporal=, source= and patch_size= apply to precomputed products (tessera, gse, copernicus_embed); "
             f"{model!r} embeds the pixels it is given."
         )
-    if not isinstance(tiles_per_chunk, int) or tiles_per_chunk < 1:
-        raise OptionError(f"tiles_per_chunk must be a positive integer, got {tiles_per_chunk!r}.")
+    tiles_per_chunk = _positive_int("tiles_per_chunk", tiles_per_chunk)
     req = _prepare(
         obj, model, output=output, input_prep=input_prep, bands=bands, wavelengths=wavelengths, modality=modality,
         variant=variant, weights=weights, device=device, batch_size=batch_size, precision=precision, nodata=nodata,
