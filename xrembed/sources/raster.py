@@ -370,9 +370,12 @@ def _warped(path: Path, target: dict, method: Resampling) -> WarpedVRT:
     src = _open(path)
     src_crs, _, gcps = _georeference(src, path.name)
     if gcps is None:
+        # Without a declared nodata GDAL fills what the source does not cover (a rotated grid's corners, the
+        # margin of a smaller band) with 0; warping to float32 with NaN keeps those cells missing.
+        fill = {"nodata": src.nodata} if src.nodata is not None else {"nodata": np.nan, "dtype": "float32"}
         return WarpedVRT(
             src, src_crs=src_crs, crs=target["crs"], transform=target["transform"], width=target["width"],
-            height=target["height"], resampling=method, nodata=src.nodata,
+            height=target["height"], resampling=method, **fill,
         )
     # GCP-only products (Sentinel-1 GRD) declare no nodata but use 0 outside the swath. GDAL's GCP warper is
     # only right on its own suggested grid (see _target_grid), so the grid is checked, not imposed.
