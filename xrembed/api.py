@@ -570,6 +570,10 @@ def get_embeddings_batch(
     )
     output = OutputSpec(output) if isinstance(output, str) else output
     if req.backend == "product":
+        from .sources.precomputed import check_product_options
+
+        check_product_options(model, sensor=sensor, fetch=fetch, modality=modality, device=device,
+                              input_prep=input_prep, **model_kwargs)
         return [_product_embedding(model, s, req.temporal, source, output, lazy) for s in spatials]
     kwargs = {**req.embed_defaults(), **embed_kwargs(model, output, input_prep, device, modality, model_kwargs)}
     if lazy:  # no stacking: each ROI's own lazy graph, computed (or streamed) by the caller
@@ -597,14 +601,11 @@ def _outcome_embedding(outcome: batch.ItemOutcome, meta: dict, lazy: bool) -> Em
 
 def product_result(model, spatial, temporal, source, output) -> xr.DataArray:
     """A precomputed product over one ROI (lazy): its grid, or the mean of its valid vectors."""
-    from .sources.precomputed import open_precomputed
+    from .sources.precomputed import open_precomputed, pool_product, product_output
 
+    mode = product_output(output)
     da = open_precomputed(model, spatial=spatial, temporal=temporal, source=source)
-    if getattr(output, "mode", output) == "pooled":
-        pooled = da.mean(("y", "x"), skipna=True)
-        pooled.attrs = {**da.attrs, "output": "pooled"}
-        return pooled
-    return da
+    return pool_product(da) if mode == "pooled" else da
 
 
 def _product_embedding(model, spatial, temporal, source, output, lazy) -> Embedding:

@@ -76,7 +76,12 @@ def embed(
     from .sources.precomputed import embed_product, is_product
 
     if is_product(model):
-        return embed_product(obj, model, temporal=temporal, source=source, patch_size=patch_size or 1)
+        return embed_product(  # the model keywords go along, to be refused unless at their defaults
+            obj, model, temporal=temporal, source=source, patch_size=1 if patch_size is None else patch_size,
+            output=output, input_prep=input_prep, bands=bands, wavelengths=wavelengths, modality=modality,
+            variant=variant, weights=weights, device=device, batch_size=batch_size, precision=precision,
+            nodata=nodata, tiles_per_chunk=tiles_per_chunk,
+        )
     if temporal is not None or source is not None or patch_size is not None:
         raise OptionError(
             "temporal=, source= and patch_size= apply to precomputed products (tessera, gse, copernicus_embed); "
