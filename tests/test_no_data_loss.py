@@ -151,3 +151,25 @@ def test_cli_never_wipes_a_folder_it_did_not_write(tmp_path, capsys):
     assert cli([*args, "--overwrite"]) == 0
     assert not (proj / "notes.md").exists()
     assert xr.open_zarr(proj)["embeddings"].sizes["embedding"] > 0
+
+
+def test_an_unwritable_target_is_a_clear_error_before_any_work(tmp_path):
+    from xrembed.errors import ExportError
+
+    blocker = tmp_path / "a-file"
+    blocker.write_text("not a folder")
+    with pytest.raises(ExportError, match="cannot write the export"):
+        _export(ExportTarget.combined(blocker / "emb.zarr"))
+    with pytest.raises(OptionError, match="is a file, not a folder"):
+        _export(ExportTarget.per_item(blocker))
+    assert blocker.read_text() == "not a folder"
+
+
+def test_cli_reports_an_unwritable_out_without_traceback(tmp_path, capsys):
+    blocker = tmp_path / "a-file"
+    blocker.write_text("not a folder")
+    out = blocker / "out.zarr"
+    assert cli(["embed", "sample", "--model", "dofa-tiny", "--weights", "random", "--out", str(out), "--quiet"]) == 2
+    err = capsys.readouterr().err
+    assert "xrembed: error:" in err and "a-file" in err and "Traceback" not in err
+    assert blocker.read_text() == "not a folder"

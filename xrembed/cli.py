@@ -53,6 +53,9 @@ def main(argv: list[str] | None = None) -> int:
     except XrembedError as err:
         print(f"xrembed: error: {err}", file=sys.stderr)
         return 2
+    except OSError as err:  # an unwritable --out, a full disk: the reason, not a traceback
+        print(f"xrembed: error: {err.strerror or err}: {err.filename or args.out}", file=sys.stderr)
+        return 2
 
 
 def _models(args) -> int:
@@ -73,6 +76,7 @@ def _embed(args) -> int:
 
     # Before any work: never wipe a folder or file that xrembed cannot prove it wrote.
     ownership.check_replaceable(args.out, overwrite=args.overwrite, what="output", flag="--overwrite")
+    _check_out_folder(args.out)
     bands = [b.strip() for b in args.bands.split(",")] if args.bands else None
     raster = open_raster(args.source, resolution=args.resolution)
     original_format = warnings.formatwarning
@@ -81,6 +85,18 @@ def _embed(args) -> int:
         return _embed_raster(args, raster, bands)
     finally:
         warnings.formatwarning = original_format
+
+
+def _check_out_folder(out: str) -> None:
+    """Refuse an --out that cannot be created (a file in its path), before any pixel is read."""
+    from pathlib import Path
+
+    from .errors import OptionError
+
+    parent = Path(out).absolute().parent
+    existing = next(p for p in (parent, *parent.parents) if p.exists())
+    if not existing.is_dir():
+        raise OptionError(f"--out {out} cannot be created: {existing} is a file, not a folder; choose another path.")
 
 
 def _embed_raster(args, raster, bands) -> int:

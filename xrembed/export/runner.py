@@ -128,10 +128,16 @@ def export_batch(
     paths = ExportPaths(target, fmt)
     input_prep = input_prep if input_prep is not None else config.input_prep
     _claim_target(paths, names, labels, config)
-    if not config.resume:
-        _clear_previous(paths, names, labels)
-    _remove_stale_temporaries(paths)
-    ownership.mark_state(paths.state)
+    try:  # the first writes: an unwritable place fails here, before any ROI is fetched
+        if not config.resume:
+            _clear_previous(paths, names, labels)
+        _remove_stale_temporaries(paths)
+        ownership.mark_state(paths.state)
+    except OSError as err:
+        raise ExportError(
+            f"cannot write the export at {paths.root}: {err.strerror or err} ({err.filename or paths.state}). "
+            "Choose a target in a folder you can write to."
+        ) from err
     marks = Marks(paths.state)
 
     common = {"temporal": temporal, "output": output, "format": fmt, "layout": target.layout.value,
