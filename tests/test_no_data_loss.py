@@ -173,3 +173,19 @@ def test_cli_reports_an_unwritable_out_without_traceback(tmp_path, capsys):
     err = capsys.readouterr().err
     assert "xrembed: error:" in err and "a-file" in err and "Traceback" not in err
     assert blocker.read_text() == "not a folder"
+
+
+def test_the_format_writers_refuse_a_foreign_file_too(tmp_path):
+    from xrembed.export.formats import write_combined, write_item
+
+    vec = xr.DataArray(np.arange(4.0, dtype="float32"), dims="embedding", name="embeddings")
+    mine = tmp_path / "p0.npz"
+    np.savez(mine, precious=np.arange(3.0))
+    before = _tree(mine)
+    with pytest.raises(OverwriteError):
+        write_item(tmp_path, "p0", {"m": vec}, "npz")
+    with pytest.raises(OverwriteError):
+        write_combined(mine, ["p0"], {"m": {"p0": vec}}, "npz")
+    assert _tree(mine) == before
+    write_item(tmp_path, "p0", {"m": vec}, "npz", overwrite=True)
+    write_item(tmp_path, "p0", {"m": vec}, "npz")  # now xrembed's own file

@@ -68,7 +68,7 @@ from affine import Affine
 from pyproj import CRS
 
 from ..errors import MissingCRSError, OptionError, StoreError
-from .ownership import MARK, mark
+from .ownership import MARK, check_replaceable, mark
 
 __all__ = [
     "FORMATS",
@@ -148,13 +148,15 @@ def _check_name(name: str) -> str:
 
 
 def write_item(
-    out_dir: str | os.PathLike, name: str, results: Mapping[str, xr.DataArray | None], fmt: str
+    out_dir: str | os.PathLike, name: str, results: Mapping[str, xr.DataArray | None], fmt: str,
+    *, overwrite: bool = False,
 ) -> list[Path]:
     """Write one item's results (``{model: DataArray}``) in the per-item layout; returns the paths written.
 
     Handles ``"netcdf"``, ``"npz"`` and ``"geotiff"``; zarr stores are written by the export runner. A
     ``None`` result (the model failed for this item) is left out. Everything is validated before the first
-    byte is written, and each file appears atomically.
+    byte is written, and each file appears atomically. A file there that xrembed did not write is refused
+    (:class:`~xrembed.errors.OverwriteError`) unless ``overwrite=True``.
 
     Examples
     --------
@@ -174,6 +176,8 @@ def write_item(
     if fmt == "geotiff":
         for model, da in present.items():
             _check_geotiff(model, da)
+    for path in item_paths(out_dir, name, fmt, list(present)):
+        check_replaceable(path, overwrite=overwrite, what="export item file")
     out_dir.mkdir(parents=True, exist_ok=True)
     if fmt == "geotiff":
         written = []
@@ -198,6 +202,8 @@ def write_combined(
     names: Sequence[str],
     results: Mapping[str, Mapping[str, xr.DataArray | None]],
     fmt: str,
+    *,
+    overwrite: bool = False,
 ) -> Path:
     """Write every item's results into one file (``results[model][name]``) in the combined layout.
 
@@ -226,6 +232,7 @@ def write_combined(
         raise OptionError("item names must be unique in a combined export.")
     out_file = Path(out_file)
     plan = _combined_plan(names, results)
+    check_replaceable(out_file, overwrite=overwrite, what="export file")
     out_file.parent.mkdir(parents=True, exist_ok=True)
     if fmt == "netcdf":
         groups = []
