@@ -103,6 +103,13 @@ def test_projected_crs_on_degree_coordinates_is_refused(tiny):
         da.rsembed.embed("dofa-tiny", **tiny)
 
 
+@pytest.mark.parametrize("origin", [(500000, 4e8), (5e7, 4e6)])
+def test_projected_coordinates_far_outside_the_crs_are_refused(tiny, origin):
+    da = synthetic_raster((16, 16), resolution=10, origin=origin, crs="EPSG:32629")
+    with pytest.raises(errors.CRSError, match="no place on Earth"):
+        da.rsembed.embed("dofa-tiny", **tiny)
+
+
 def test_unknown_epsg_in_xee_attrs_is_a_crs_error(tiny):
     ds = to_xee_dataset(synthetic_raster((16, 16), crs=None), crs="EPSG:999999")
     with pytest.raises(errors.CRSError, match=r"EPSG:999999.*write_crs\("):
@@ -231,6 +238,7 @@ def test_roi_fully_outside_the_raster_is_a_spec_error():
         (lambda: PointBuffer(50, 200, 100), "lon first"),
         (lambda: BBox(0, 0, 0, 1), "inverted or empty"),
         (lambda: BBox(0, True, 1, 1), "finite"),
+        (lambda: BBox(170, 0, -170, 1), "antimeridian"),
     ],
 )
 def test_spec_bounds(build, fix):
@@ -301,6 +309,13 @@ def test_corrupt_file_in_embed_is_a_source_error(tmp_path, tiny):
     da = da.assign_coords(band=list(DEFAULT_BANDS))
     with pytest.raises(errors.SourceError, match="B04.tif"):
         da.rsembed.embed("dofa-tiny", **tiny).compute()
+
+
+@pytest.mark.parametrize("resolution", [float("nan"), "10", 0])
+def test_open_raster_resolution_must_be_a_positive_number(tmp_path, resolution):
+    path = _write_tif(tmp_path / "B04.tif")
+    with pytest.raises(errors.OptionError, match="resolution"):
+        xrembed.open_raster([path], bands=["B04"], resolution=resolution)
 
 
 def test_wrong_kind_of_source_object_is_a_source_error():

@@ -14,7 +14,7 @@ from dataclasses import dataclass
 import numpy as np
 import xarray as xr
 from affine import Affine
-from pyproj import CRS
+from pyproj import CRS, Transformer
 
 from .errors import CRSError, MissingCRSError, SpatialDimensionError
 
@@ -188,11 +188,28 @@ def check_coordinates(grid: Grid) -> None:
             "They look like a projected CRS's metres: write the CRS they are in, e.g. "
             "`da.rio.write_crs('EPSG:32629')` (UTM 29N), not a geographic one."
         )
+    if not grid.crs.is_projected:
+        return
     in_degree_range = -360 <= x0 and x1 <= 360 and -90 <= y0 and y1 <= 90
-    if grid.crs.is_projected and in_degree_range and max(abs(t.a), abs(t.e)) < _DEGREE_LIKE_RES:
+    if in_degree_range and max(abs(t.a), abs(t.e)) < _DEGREE_LIKE_RES:
         raise CRSError(
             f"the coordinates ({extent}) with a pixel size of {abs(t.a):.3g} look like degrees, but the CRS {name} "
             "is projected. Write the CRS they are in, e.g. `da.rio.write_crs('EPSG:4326')`."
+        )
+    # Far outside a projection's domain its inverse is infinite or wraps around (a UTM northing of 4e8 m comes
+    # back as 81 km): the round trip through longitude/latitude shows coordinates that are no place on Earth.
+    x, y = (x0 + x1) / 2, (y0 + y1) / 2
+    try:
+        to_geodetic = Transformer.from_crs(grid.crs, grid.crs.geodetic_crs, always_xy=True)
+        lon, lat = to_geodetic.transform(x, y)
+        x_back, y_back = to_geodetic.transform(lon, lat, direction="INVERSE")
+    except Exception:  # noqa: BLE001  (a CRS pyproj cannot invert: nothing to check against)
+        return
+    tolerance = max(1.0, 1e-6 * max(abs(x), abs(y)))
+    if not (np.isfinite([lon, lat, x_back, y_back]).all() and abs(x_back - x) <= tolerance and abs(y_back - y) <= tolerance):
+        raise CRSError(
+            f"the coordinates ({extent}) are no place on Earth in the CRS {name}: they lie far outside its area of "
+            "use. Write the CRS they are in, e.g. `da.rio.write_crs('EPSG:32629')`, or check the coordinates' units."
         )
 
 

@@ -82,7 +82,8 @@ class BBox:
         if self.minlon >= self.maxlon or self.minlat >= self.maxlat:
             raise SpecError(
                 f"BBox is inverted or empty: min ({self.minlon}, {self.minlat}) must be below max "
-                f"({self.maxlon}, {self.maxlat}); pass BBox(minlon, minlat, maxlon, maxlat)."
+                f"({self.maxlon}, {self.maxlat}); pass BBox(minlon, minlat, maxlon, maxlat)"
+                + (" (a box across the antimeridian must be split in two)." if self.minlon > self.maxlon else ".")
             )
         crs = _crs(self.crs)
         if crs.is_geographic and not (

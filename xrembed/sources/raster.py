@@ -255,8 +255,9 @@ def _georeference(src, name: str):
 
 def _target_grid(files: list[Path], resolution: float | None, crs=None, single_band: bool = True) -> dict:
     """The grid every file is brought onto: the finest file's, or a warp to ``crs`` (GCP files always warp)."""
-    if resolution is not None and resolution <= 0:
-        raise OptionError(f"resolution must be positive, got {resolution}.")
+    valid = isinstance(resolution, (int, float, np.number)) and not isinstance(resolution, bool)
+    if resolution is not None and not (valid and math.isfinite(resolution) and resolution > 0):
+        raise OptionError(f"resolution must be a positive number of CRS units (e.g. resolution=10), got {resolution!r}.")
     infos = []
     for f in files:
         with _open(f) as src:
