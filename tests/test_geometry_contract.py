@@ -151,6 +151,13 @@ def test_user_data_gdal_ordered_geotransform_names_from_gdal():
         data.to_xarray()
 
 
+def test_user_data_crs_without_transform_is_not_dropped():
+    pb = PointBuffer(-9.5, 25.0, 320)
+    data = UserData(np.ones((4, 64, 64), "float32"), bands=["B02", "B03", "B04", "B08"], crs="EPSG:4326", spatial=pb)
+    with pytest.raises(errors.SpecError, match="no transform="):
+        data.to_xarray()
+
+
 def test_rotated_grid_mapping_on_a_data_array_is_refused_at_embed(tiny):
     da = synthetic_raster((16, 16)).rio.write_transform(ROTATED)
     with pytest.raises(errors.SpatialDimensionError, match="rotated"):

@@ -141,6 +141,12 @@ class UserData:
 
         if self.crs is not None and self.transform is not None:
             return self.crs, self.transform
+        if (self.crs is None) != (self.transform is None):  # one without the other would be silently dropped
+            given, missing = ("crs", "transform") if self.transform is None else ("transform", "crs")
+            raise SpecError(
+                f"UserData has {given}= but no {missing}=: pass both (the affine of the array's top-left corner and "
+                "its CRS), or spatial= alone."
+            )
         if self.spatial is not None:
             if isinstance(self.spatial, PointBuffer):
                 crs = self.spatial.local_utm()
