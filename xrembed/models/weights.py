@@ -83,6 +83,59 @@ def cache_dir() -> Path:
     return cache_root() / "weights"
 
 
+#: Seconds a host has to answer one TCP connect before xrembed calls the network missing.
+NETWORK_PROBE_TIMEOUT_S = 3.0
+
+
+def offline_reason(url: str) -> str | None:
+    """Why ``url`` cannot be downloaded now (an offline switch, no DNS, no route), or ``None`` if it may be.
+
+    One DNS lookup and TCP connect, bounded by :data:`NETWORK_PROBE_TIMEOUT_S`, so that a machine without
+    network is told at once rather than after the download library's retries with backoff (~25 s for the
+    Hub). Behind a configured proxy nothing is probed: the proxy decides what is reachable.
+    """
+    import socket
+    import threading
+    from urllib.parse import urlsplit
+    from urllib.request import getproxies, proxy_bypass
+
+    if _offline_switch():
+        return "offline mode is on (HF_HUB_OFFLINE or XREMBED_OFFLINE is set)"
+    parts = urlsplit(url)
+    host = parts.hostname
+    if not host:
+        return None
+    proxies = getproxies()
+    if (proxies.get(parts.scheme) or proxies.get("all")) and not proxy_bypass(host):
+        return None
+    port = parts.port or (443 if parts.scheme == "https" else 80)
+    outcome: list[str | None] = []
+
+    def probe() -> None:
+        try:
+            socket.create_connection((host, port), timeout=NETWORK_PROBE_TIMEOUT_S).close()
+            outcome.append(None)
+        except OSError as err:
+            outcome.append(f"{host} cannot be reached ({type(err).__name__}: {err})")
+
+    # In a thread: the DNS lookup inside create_connection has no timeout of its own.
+    thread = threading.Thread(target=probe, name="xrembed-network-probe", daemon=True)
+    thread.start()
+    thread.join(NETWORK_PROBE_TIMEOUT_S + 0.5)
+    return outcome[0] if outcome else f"{host} did not answer within {NETWORK_PROBE_TIMEOUT_S:g} s"
+
+
+def _offline_switch() -> bool:
+    truthy = ("1", "true", "yes", "on")
+    if os.environ.get("XREMBED_OFFLINE", "").strip().lower() in truthy:
+        return True
+    if os.environ.get("HF_HUB_OFFLINE", "").strip().lower() in truthy:
+        return True
+    import huggingface_hub.constants
+
+    return bool(huggingface_hub.constants.HF_HUB_OFFLINE)  # as the hub read it at import
+
+
 def _download_official(adapter: ModelAdapter) -> WeightsSource:
     checkpoint = adapter.variant.checkpoint
     if checkpoint is None:
@@ -91,25 +144,31 @@ def _download_official(adapter: ModelAdapter) -> WeightsSource:
         )
     if isinstance(checkpoint, UrlCheckpoint):
         return _download_url(adapter, checkpoint)
+    import huggingface_hub.constants
     from huggingface_hub import hf_hub_download
+
+    def failure(why: str) -> WeightsError:
+        return WeightsError(
+            f"could not get the official {adapter.model_id}/{adapter.variant.name} weights "
+            f"({checkpoint.filename} from the Hugging Face Hub repo {checkpoint.repo_id}): {why} "
+            f"Without network access (or with HF_HUB_OFFLINE=1), download the file elsewhere, e.g. "
+            f"`hf download {checkpoint.repo_id} {checkpoint.filename}`, and pass its local path: "
+            f"weights='/path/to/{checkpoint.filename}' (command line: --weights /path/to/{checkpoint.filename})."
+        )
 
     try:
         # Cache first: no network round trip when the file is already there.
         path = hf_hub_download(checkpoint.repo_id, checkpoint.filename, revision=checkpoint.revision, local_files_only=True)
     except Exception:
         path = None
-    try:
-        if path is None:
+    if path is None:
+        reason = offline_reason(huggingface_hub.constants.ENDPOINT)
+        if reason is not None:
+            raise failure(f"no network: {reason}, and the file is not in the Hugging Face cache.")
+        try:
             path = hf_hub_download(checkpoint.repo_id, checkpoint.filename, revision=checkpoint.revision)
-    except Exception as err:  # offline mode, no network, hub errors: all end the same way for the user
-        raise WeightsError(
-            f"could not get the official {adapter.model_id}/{adapter.variant.name} weights "
-            f"({checkpoint.filename} from the Hugging Face Hub repo {checkpoint.repo_id}): "
-            f"{type(err).__name__}: {_first_line(err)} "
-            f"Without network access (or with HF_HUB_OFFLINE=1), download the file elsewhere, e.g. "
-            f"`hf download {checkpoint.repo_id} {checkpoint.filename}`, and pass its local path: "
-            f"weights='/path/to/{checkpoint.filename}' (command line: --weights /path/to/{checkpoint.filename})."
-        ) from err
+        except Exception as err:  # hub errors (a missing repo, a dropped connection): all end the same way
+            raise failure(f"{type(err).__name__}: {_first_line(err)}") from err
     # The snapshot directory name is the commit the file came from: a precise identity for attrs.
     commit = Path(path).parent.name
     return WeightsSource(str(path), f"{checkpoint.label}@{commit}" if checkpoint.revision is None else checkpoint.label)
@@ -117,23 +176,28 @@ def _download_official(adapter: ModelAdapter) -> WeightsSource:
 
 def _download_url(adapter: ModelAdapter, checkpoint: UrlCheckpoint) -> WeightsSource:
     target = cache_dir() / checkpoint.filename
-    if not target.is_file():
-        import torch.hub
+    if target.is_file():
+        return WeightsSource(str(target), checkpoint.label)
 
-        target.parent.mkdir(parents=True, exist_ok=True)
-        partial = target.with_suffix(target.suffix + ".part")
-        try:
-            if os.environ.get("HF_HUB_OFFLINE") == "1" or os.environ.get("XREMBED_OFFLINE") == "1":
-                raise ConnectionError("offline mode is on (HF_HUB_OFFLINE/XREMBED_OFFLINE)")
-            torch.hub.download_url_to_file(checkpoint.url, str(partial), progress=True)
-            partial.replace(target)  # atomic: a killed download never leaves a truncated file behind
-        except Exception as err:
-            raise WeightsError(
-                f"could not download the official {adapter.model_id}/{adapter.variant.name} weights from "
-                f"{checkpoint.url}: {type(err).__name__}: {_first_line(err)} Download the file elsewhere and pass "
-                f"its local path: weights='/path/to/{checkpoint.filename}' (command line: --weights), or put it at "
-                f"{target}."
-            ) from err
+    def failure(why: str) -> WeightsError:
+        return WeightsError(
+            f"could not download the official {adapter.model_id}/{adapter.variant.name} weights from "
+            f"{checkpoint.url}: {why} Download the file elsewhere and pass its local path: "
+            f"weights='/path/to/{checkpoint.filename}' (command line: --weights), or put it at {target}."
+        )
+
+    target.parent.mkdir(parents=True, exist_ok=True)  # where the message says to put the file
+    reason = offline_reason(checkpoint.url)
+    if reason is not None:
+        raise failure(f"no network: {reason}.")
+    import torch.hub
+
+    partial = target.with_suffix(target.suffix + ".part")
+    try:
+        torch.hub.download_url_to_file(checkpoint.url, str(partial), progress=True)
+        partial.replace(target)  # atomic: a killed download never leaves a truncated file behind
+    except Exception as err:
+        raise failure(f"{type(err).__name__}: {_first_line(err)}") from err
     return WeightsSource(str(target), checkpoint.label)
 
 
@@ -188,6 +252,7 @@ def load_module(adapter: ModelAdapter, source: WeightsSource) -> nn.Module:
         state = adapter.clean_state_dict(strip_wrapper_prefixes(read_state_dict(source.path)))
         _check_keys(adapter, module, state, source.path)
         module.load_state_dict(state, strict=True)
+        _check_finite(state, source.path)
     return module.eval().requires_grad_(False)
 
 
@@ -216,3 +281,16 @@ def _check_keys(adapter: ModelAdapter, module, state: dict, path: str) -> None:
     raise WeightsError(
         f"{path!r} does not match {adapter.model_id}/{adapter.variant.name}: " + "; ".join(parts) + "." + hint
     )
+
+
+def _check_finite(state: dict, path: str) -> None:
+    """Refuse NaN/inf weights: they would give an all-NaN grid that reads as "no valid pixel"."""
+    import torch
+
+    bad = [k for k, t in state.items() if (t.is_floating_point() or t.is_complex()) and not bool(torch.isfinite(t).all())]
+    if bad:
+        raise WeightsError(
+            f"{path!r} holds non-finite values (NaN or inf) in {len(bad)} tensor(s): {', '.join(bad[:4])}"
+            f"{', ...' if len(bad) > 4 else ''}. The checkpoint is corrupt or was saved after a diverged training "
+            "step: download it again, or pass another file."
+        )
