@@ -156,7 +156,8 @@ def parse_crs(value, what: str = "crs", fix: str = "a valid one, e.g. 'EPSG:3262
 def is_axis_aligned(transform: Affine) -> bool:
     """No rotation or shear (a 90-degree rotation is rectilinear but swaps the axes: not aligned)."""
     scale = max(abs(transform.a), abs(transform.e), 1e-300)
-    return abs(transform.b) <= 1e-9 * scale and abs(transform.d) <= 1e-9 * scale and transform.a != 0 and transform.e != 0
+    no_shear = abs(transform.b) <= 1e-9 * scale and abs(transform.d) <= 1e-9 * scale
+    return no_shear and transform.a != 0 and transform.e != 0
 
 
 def rotated_message(transform: Affine) -> str:
@@ -206,7 +207,8 @@ def check_coordinates(grid: Grid) -> None:
     except Exception:  # noqa: BLE001  (a CRS pyproj cannot invert: nothing to check against)
         return
     tolerance = max(1.0, 1e-6 * max(abs(x), abs(y)))
-    if not (np.isfinite([lon, lat, x_back, y_back]).all() and abs(x_back - x) <= tolerance and abs(y_back - y) <= tolerance):
+    round_trips = abs(x_back - x) <= tolerance and abs(y_back - y) <= tolerance
+    if not (np.isfinite([lon, lat, x_back, y_back]).all() and round_trips):
         raise CRSError(
             f"the coordinates ({extent}) are no place on Earth in the CRS {name}: they lie far outside its area of "
             "use. Write the CRS they are in, e.g. `da.rio.write_crs('EPSG:32629')`, or check the coordinates' units."

@@ -78,7 +78,9 @@ class BBox:
     def __post_init__(self) -> None:
         values = (self.minlon, self.minlat, self.maxlon, self.maxlat)
         if not all(_is_number(v) for v in values):
-            raise SpecError(f"BBox bounds must be finite numbers, got {values}; pass BBox(minlon, minlat, maxlon, maxlat).")
+            raise SpecError(
+                f"BBox bounds must be finite numbers, got {values}; pass BBox(minlon, minlat, maxlon, maxlat)."
+            )
         if self.minlon >= self.maxlon or self.minlat >= self.maxlat:
             raise SpecError(
                 f"BBox is inverted or empty: min ({self.minlon}, {self.minlat}) must be below max "

@@ -85,13 +85,23 @@ def open_raster(
     crs
         Target CRS. Files in another CRS, or georeferenced only by ground control points (a Sentinel-1
         GRD), are warped to it lazily through a ``WarpedVRT``. Default: the files' own CRS; for GCP-only
-        files, the UTM zone of the scene centre (metric, like the model patch sizes).
+        files, the UTM zone of the scene centre (metric, like the model patch sizes). Files with a rotated
+        or sheared geotransform are warped onto a north-up grid in their own CRS.
 
     Returns
     -------
     xarray.DataArray
         ``(band, y, x)`` float32 with NaN for nodata, a ``spatial_ref`` coordinate (CRS and transform)
-        and ``band`` names in canonical spelling (``B04``, ``B8A``, ``VV``).
+        and ``band`` names in canonical spelling (``B04``, ``B8A``, ``VV``). Cells that no file covers (a
+        rotated grid's corners) are NaN.
+
+    Raises
+    ------
+    SourceError
+        A path that does not exist, a folder without band files, a file GDAL cannot read, or a truncated
+        GeoTIFF (at open when its header shows it, else when the corrupt chunk is computed).
+    CRSError
+        ``crs=`` that pyproj does not know, or files without any georeferencing (``MissingCRSError``).
 
     Examples
     --------
@@ -173,7 +183,10 @@ def _list_files(source, bands) -> tuple[list[Path], list[str] | None]:
 
 def _missing_message(path: Path) -> str:
     if path.exists():
-        return f"{str(path)!r} is neither a raster file nor a folder of rasters; pass a GeoTIFF, JPEG2000 or VRT file, or a folder of them."
+        return (
+            f"{str(path)!r} is neither a raster file nor a folder of rasters; pass a GeoTIFF, JPEG2000 or VRT file, "
+            "or a folder of them."
+        )
     return (
         f"raster {str(path)!r} does not exist (a relative path is taken from {os.getcwd()!r}); check the path, or "
         "pass 'sample' for the bundled Sentinel-2 sample."
