@@ -164,8 +164,8 @@ def rotated_message(transform: Affine) -> str:
     """Why a rotated or sheared transform is refused, and how to warp it onto a north-up grid."""
     return (
         f"the grid is rotated or sheared (transform {tuple(round(v, 6) for v in transform[:6])}); xrembed needs "
-        "an axis-aligned north-up grid. Warp it first: `xrembed.open_raster(path)` warps a rotated GeoTIFF lazily, "
-        "or use `gdalwarp in.tif out.tif` or `da.rio.reproject(da.rio.crs)` (rioxarray)."
+        "an axis-aligned north-up grid. Warp it first: `xrembed.open_raster(path)` warps a rotated GeoTIFF lazily "
+        "(for an array, write it with `da.rio.to_raster('in.tif')` first), or run `gdalwarp in.tif out.tif`."
     )
 
 
