@@ -406,6 +406,7 @@ def _open_stac_roi(req: SourceRequest, spatial):
 
 def embed_kwargs(model, output, input_prep, device, modality, model_kwargs) -> dict:
     """``.rsembed.embed`` keywords from rs-embed's arguments (``OutputSpec``, ``InputPrepSpec``, ...)."""
+    batch.check_embed_keywords(model_kwargs, where="xrembed's embedding functions")  # a typo fails before any fetch
     output = OutputSpec(output) if isinstance(output, str) else output
     if not isinstance(output, OutputSpec):
         raise SpecError(f"output must be an OutputSpec (OutputSpec.pooled() / .grid()), got {output!r}.")

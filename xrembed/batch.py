@@ -14,16 +14,22 @@ one ROI) and yields one :class:`ItemOutcome` per raster, in completion order:
    result, to be computed or streamed (to Zarr) chunk by chunk by the caller.
 
 A raster that fails (fetch, validation, or its values) is reported in its own outcome, with the error;
-transient fetch errors are retried with exponential backoff. Contract errors (a missing band, a bad
-option) are not retried: they would fail again.
+only transient fetch errors (:func:`is_transient`: timeouts, dropped connections, HTTP 429/5xx) are
+retried, with exponential backoff. Anything else (a missing file, a bad option, any contract error) fails
+on its first attempt: it would fail again.
 """
 
 from __future__ import annotations
 
+import difflib
+import errno
+import inspect
 import math
+import re
+import socket
 import time
 from collections import deque
-from collections.abc import Callable, Iterable, Iterator, Sequence
+from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass, replace
 from typing import Any
@@ -32,25 +38,121 @@ import numpy as np
 import xarray as xr
 
 from . import embedding, engine
-from .errors import (
-    BandMismatchError,
-    MissingCRSError,
-    OptionError,
-    SpatialDimensionError,
-    SpecError,
-    UnknownModelError,
-    WavelengthError,
-    WeightsError,
-    XrembedError,
-)
+from .errors import OptionError, SourceError, XrembedError
 
-#: Errors that say the request itself is wrong: retrying cannot help.
-NOT_RETRIED = (
-    BandMismatchError, MissingCRSError, OptionError, SpatialDimensionError, SpecError, UnknownModelError,
-    WavelengthError, WeightsError,
-)
 #: Inputs above this many pixels (per band and time step) stay lazy and stream chunk by chunk.
 MAX_STACK_PX = 2048 * 2048
+
+
+#: Errors that are never network hiccups: local files, and programming or contract errors.
+_LOCAL_OS_ERRORS = (FileNotFoundError, FileExistsError, PermissionError, IsADirectoryError, NotADirectoryError)
+_NEVER_TRANSIENT = (TypeError, ValueError, LookupError, AttributeError, NotImplementedError, AssertionError,
+                    ArithmeticError, ImportError, MemoryError)
+_NETWORK_ERRNOS = frozenset(
+    getattr(errno, name) for name in ("ECONNRESET", "ECONNREFUSED", "ECONNABORTED", "ETIMEDOUT", "EHOSTUNREACH",
+                                      "EHOSTDOWN", "ENETUNREACH", "ENETDOWN", "ENETRESET", "EPIPE")
+    if hasattr(errno, name)
+)
+#: Class names (anywhere in the MRO) of the network errors of requests, urllib3, httpx and aiohttp, matched
+#: by name so that none of them has to be imported.
+_TRANSIENT_CLASS_NAMES = frozenset({
+    "Timeout", "TimeoutError", "TimeoutException", "ReadTimeout", "ConnectTimeout", "ConnectionError",
+    "ProtocolError", "NetworkError", "RemoteProtocolError", "ChunkedEncodingError", "IncompleteRead",
+    "ClientConnectionError", "ServerDisconnectedError",
+})
+#: What servers say when they are busy or briefly failing (Earth Engine's messages carry no status code).
+_TRANSIENT_TEXT = re.compile(
+    r"too many (concurrent )?(requests|aggregations)|rate.?limit|capacity exceeded|timed? ?out|"
+    r"temporar(il)?y unavailable|service unavailable|internal (server )?error|bad gateway|gateway time|"
+    r"connection (reset|refused|aborted|closed)|broken pipe|try again|"
+    r"\b(?:http|status|code|response)\D{0,20}(?:408|429|50[0-4])\b",
+    re.IGNORECASE,
+)
+
+
+def is_transient(error: BaseException, _depth: int = 0) -> bool:
+    """Whether retrying may help: timeouts, dropped connections, HTTP 408/429/5xx and servers' "busy" messages.
+
+    Never: xrembed's contract errors (unless they wrap a transient cause, or set ``transient = True``), local
+    file errors (missing, permission, wrong kind), and programming errors (``TypeError``, ``ValueError``,
+    ``KeyError``, ...). An error with an HTTP status code is judged by the code alone.
+    """
+    if isinstance(error, XrembedError):
+        if getattr(error, "transient", False):
+            return True
+        # Only xrembed's plain wrappers of a source failure pass on their cause; a contract error stays one.
+        return type(error) in (XrembedError, SourceError) and _cause_is_transient(error, _depth)
+    status = _status_code(error)
+    if status is not None:
+        return status in (408, 429) or 500 <= status < 600
+    if isinstance(error, _LOCAL_OS_ERRORS):
+        return False
+    if isinstance(error, (TimeoutError, ConnectionError)):  # socket.timeout is TimeoutError
+        return True
+    if isinstance(error, socket.gaierror):
+        return error.errno == getattr(socket, "EAI_AGAIN", -3)  # "temporary failure", not an unknown host
+    if isinstance(error, OSError) and error.errno is not None:
+        return error.errno in _NETWORK_ERRNOS
+    if any(cls.__name__ in _TRANSIENT_CLASS_NAMES for cls in type(error).__mro__):
+        return True
+    if isinstance(error, _NEVER_TRANSIENT):
+        return False
+    if _TRANSIENT_TEXT.search(str(error)):
+        return True
+    return _cause_is_transient(error, _depth)
+
+
+def _cause_is_transient(error: BaseException, depth: int) -> bool:
+    cause = error.__cause__ or (None if error.__suppress_context__ else error.__context__)
+    return cause is not None and depth < 5 and is_transient(cause, depth + 1)
+
+
+def _status_code(error: BaseException) -> int | None:
+    """The HTTP status an error carries (requests/httpx ``response.status_code``, googleapiclient
+    ``resp.status``, urllib ``code``, aiohttp ``status``), if any."""
+    candidates = (
+        getattr(getattr(error, "response", None), "status_code", None),
+        getattr(getattr(error, "resp", None), "status", None),
+        getattr(error, "status_code", None),
+        getattr(error, "status", None),
+        getattr(error, "code", None),
+    )
+    for value in candidates:
+        if isinstance(value, int) and not isinstance(value, bool) and 100 <= value < 600:
+            return value
+    return None
+
+
+#: ``.rsembed.embed`` keywords that each raster of a batch is prepared with (``embedding._prepare``'s own).
+EMBED_KEYWORDS = tuple(
+    name for name in inspect.signature(embedding._prepare).parameters
+    if name not in ("obj", "model", "resolve", "weights_source")
+)
+_PRODUCT_KEYWORDS = ("temporal", "source", "patch_size")
+
+
+def check_embed_keywords(kwargs: Mapping[str, Any], *, extra: Sequence[str] = (), where: str = "embed") -> None:
+    """Refuse keywords that ``embed()`` would not take, naming the closest one, before anything is fetched
+    (a typo such as ``batchsize=`` would otherwise fail as a ``TypeError`` inside each raster's fetch)."""
+    allowed = (*EMBED_KEYWORDS, "tiles_per_chunk", *extra)
+    for name in kwargs:
+        if name in allowed:
+            continue
+        if name in _PRODUCT_KEYWORDS:
+            raise OptionError(f"{name}= applies to precomputed products (tessera, gse, copernicus_embed), not to models.")
+        close = difflib.get_close_matches(name, allowed, n=1, cutoff=0.6)
+        hint = f" Did you mean {close[0]}=?" if close else ""
+        raise OptionError(f"{name}= is not a keyword of {where}.{hint} Its model keywords are {sorted(allowed)}.")
+
+
+def check_model_config(model: str, config: Mapping[str, Any] | None, *, where: str = "embed") -> None:
+    """Check per-model keywords (``ExportModelRequest.configure(name, **config)``) once, up front."""
+    from .sources.precomputed import check_product_options, is_product
+
+    if is_product(model):
+        check_product_options(model, **dict(config or {}))
+    else:
+        check_embed_keywords(config or {}, where=where)
 
 
 class BatchItemError(XrembedError):
@@ -107,6 +209,7 @@ def iter_embed(
         raise OptionError(f"max_retries must be a non-negative integer, got {max_retries!r}.")
     if retry_backoff_s < 0:
         raise OptionError(f"retry_backoff_s must be >= 0, got {retry_backoff_s!r}.")
+    check_embed_keywords(embed_kwargs, where="embed_many/iter_embed")
     from .sources.precomputed import is_product
 
     if is_product(model):
@@ -196,10 +299,8 @@ class _Fetcher:
                 # Read only the bands the model uses; this thread's dask work stays in this thread.
                 loaded = data.load(scheduler="synchronous")
                 return _Fetched(index, replace(request, data=loaded), attempts, lazy=False)
-            except NOT_RETRIED as err:
-                return ItemOutcome(index, error=err, attempts=attempts)
-            except Exception as err:  # noqa: BLE001  (fetch errors vary by source: retried, then reported)
-                if attempts > self.max_retries:
+            except Exception as err:  # noqa: BLE001  (fetch errors vary by source: reported per item)
+                if attempts > self.max_retries or not is_transient(err):
                     return ItemOutcome(index, error=err, attempts=attempts)
                 time.sleep(self.retry_backoff_s * 2 ** (attempts - 1))
 

@@ -119,6 +119,8 @@ def export_batch(
             f"models must be non-empty with distinct labels (no '/' or '__'), got {labels}; export one model twice with "
             "ExportModelRequest.configure(name, label='...', variant=...)."
         )
+    for r in requests:  # a typo'd or meaningless model keyword fails here, before the target is touched
+        batch.check_model_config(r.name, r.model_config, where=f"ExportModelRequest.configure({r.name!r}, ...)")
     fmt = config.format
     if fmt == "geotiff" and target.layout is ExportLayout.COMBINED:
         raise OptionError("GeoTIFF holds one grid per file: use ExportTarget.per_item(...) for GeoTIFF, or format='zarr'.")
