@@ -399,7 +399,9 @@ def _user_nodata(nodata, names: Sequence[str] | None, count: int) -> list | Mapp
     )
     if isinstance(nodata, Mapping):
         if names is None:
-            raise OptionError(f"nodata={nodata!r} names bands but the input's bands are unnamed; pass a number or one value per band.")
+            raise OptionError(
+                f"nodata={nodata!r} names bands but the input's bands are unnamed; pass a number or one value per band."
+            )
         known = canonical_band_names(names)
         mapped = {}
         for band, value in nodata.items():

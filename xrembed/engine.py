@@ -161,11 +161,40 @@ def load_count() -> int:
 # Block functions. ``block`` is (..., C, H, W); leading dims (time, ...) are independent images.
 
 
-def _as_images(block: np.ndarray, nodata: float | None) -> tuple[np.ndarray, np.ndarray]:
-    """Float32 images ``(N, C, H, W)`` with invalid pixels as NaN, and the valid mask ``(N, H, W)``."""
+def _mask_in_place(values: np.ndarray, nodata: tuple | float | None) -> None:
+    """Set each band's nodata value to NaN in float ``values`` ``(..., C, H, W)``.
+
+    ``nodata`` is ``None``, a scalar (every band) or one value or ``None`` per band.
+    """
+    if nodata is None:
+        return
+    if np.ndim(nodata) == 0:
+        nodata = (nodata,) * values.shape[-3]
+    if len(nodata) != values.shape[-3]:
+        raise ValueError(f"{len(nodata)} nodata values for {values.shape[-3]} bands")
+    for c, value in enumerate(nodata):
+        if value is not None and not np.isnan(value):
+            band = values[..., c, :, :]
+            band[band == values.dtype.type(value)] = np.nan
+
+
+def mask_nodata(values: np.ndarray, nodata: tuple | float | None) -> np.ndarray:
+    """``values`` ``(..., C, H, W)`` with each band's nodata as NaN (a float copy; no copy without nodata)."""
+    if nodata is None:
+        return values
+    values = np.array(values, dtype=np.result_type(values.dtype, np.float32))
+    _mask_in_place(values, nodata)
+    return values
+
+
+def _as_images(block: np.ndarray, nodata: tuple | float | None) -> tuple[np.ndarray, np.ndarray]:
+    """Float32 images ``(N, C, H, W)`` with invalid pixels as NaN, and the valid mask ``(N, H, W)``.
+
+    A pixel is invalid if any band is NaN or equals that band's nodata value (``nodata``: ``None``, a
+    scalar, or one value or ``None`` per channel).
+    """
     images = block.reshape((-1,) + block.shape[-3:]).astype(np.float32, copy=True)
-    if nodata is not None and not np.isnan(nodata):
-        images[images == np.float32(nodata)] = np.nan
+    _mask_in_place(images, nodata)
     valid = np.isfinite(images).all(axis=1)
     return images, valid
 
@@ -187,7 +216,7 @@ def tile_grid_block(
     patch_size: int,
     image_size: int,
     batch_size: int,
-    nodata: float | None,
+    nodata: tuple | float | None,
 ) -> np.ndarray:
     """Grid embeddings ``(..., D, ceil(H/P), ceil(W/P))`` of a block cut on tile boundaries."""
     runtime = get_runtime(key)
@@ -220,7 +249,7 @@ def tile_grid_block(
     return out.reshape(block.shape[:-3] + out.shape[1:])
 
 
-def count_block(block: np.ndarray, *, patch_size: int, nodata: float | None) -> np.ndarray:
+def count_block(block: np.ndarray, *, patch_size: int, nodata: tuple | float | None) -> np.ndarray:
     """Valid pixel counts ``(..., 1, ceil(H/P), ceil(W/P))`` (float32), the weights of the pooled mean."""
     _, valid = _as_images(block, nodata)
     counts = valid_counts(valid, patch_size).astype(np.float32)
@@ -235,7 +264,7 @@ def resize_block(
     image_size: int,
     patch_size: int,
     batch_size: int,
-    nodata: float | None,
+    nodata: tuple | float | None,
     what: str,
 ) -> np.ndarray:
     """Embed whole images resized to the model size: grid ``(..., D, k, k)`` or pooled ``(..., D)``."""
