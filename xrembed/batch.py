@@ -139,7 +139,9 @@ def check_embed_keywords(kwargs: Mapping[str, Any], *, extra: Sequence[str] = ()
         if name in allowed:
             continue
         if name in _PRODUCT_KEYWORDS:
-            raise OptionError(f"{name}= applies to precomputed products (tessera, gse, copernicus_embed), not to models.")
+            raise OptionError(
+                f"{name}= applies to precomputed products (tessera, gse, copernicus_embed), not to models."
+            )
         close = difflib.get_close_matches(name, allowed, n=1, cutoff=0.6)
         hint = f" Did you mean {close[0]}=?" if close else ""
         raise OptionError(f"{name}= is not a keyword of {where}.{hint} Its model keywords are {sorted(allowed)}.")

@@ -287,7 +287,10 @@ def _check_finite(state: dict, path: str) -> None:
     """Refuse NaN/inf weights: they would give an all-NaN grid that reads as "no valid pixel"."""
     import torch
 
-    bad = [k for k, t in state.items() if (t.is_floating_point() or t.is_complex()) and not bool(torch.isfinite(t).all())]
+    bad = [
+        k for k, t in state.items()
+        if (t.is_floating_point() or t.is_complex()) and not bool(torch.isfinite(t).all())
+    ]
     if bad:
         raise WeightsError(
             f"{path!r} holds non-finite values (NaN or inf) in {len(bad)} tensor(s): {', '.join(bad[:4])}"

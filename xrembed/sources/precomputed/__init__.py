@@ -224,7 +224,8 @@ def check_product_options(product: str, **options) -> None:
 
     for name, value in options.items():
         if name not in _MODEL_ONLY:
-            close = difflib.get_close_matches(name, list(_MODEL_ONLY) + ["output", "temporal", "source", "patch_size"], n=1)
+            known = [*_MODEL_ONLY, "output", "temporal", "source", "patch_size"]
+            close = difflib.get_close_matches(name, known, n=1)
             hint = f" Did you mean {close[0]}=?" if close else ""
             raise OptionError(
                 f"{name}= is not a keyword of xrembed's embed functions.{hint} Precomputed products such as "
