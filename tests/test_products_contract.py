@@ -152,3 +152,13 @@ def test_output_chunks_follow_the_dask_chunk_size_and_keep_the_values(tif, value
     assert len(emb.chunks[1]) > 1 and len(emb.chunks[2]) > 1
     assert max(emb.chunks[1]) * max(emb.chunks[2]) * 768 * 4 <= 4 * 2**20
     np.testing.assert_array_equal(emb.values, _nearest_reference(values, emb))
+
+
+# --- a missing source -------------------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("product", ["tessera", "gse", "copernicus_embed"])
+def test_a_missing_product_source_is_a_source_error(product, tmp_path):
+    with pytest.raises(errors.SourceError, match="does not exist"):
+        xrembed.open_precomputed(product, spatial=BBox(0.1, 52.1, 0.2, 52.2), source=str(tmp_path / "missing"),
+                                 temporal=TemporalSpec.year(2021 if product == "copernicus_embed" else 2024))

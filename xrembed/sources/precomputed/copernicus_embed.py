@@ -31,7 +31,7 @@ import rioxarray
 import xarray as xr
 from affine import Affine
 
-from ...errors import OptionError, ProductCoverageError, XrembedError
+from ...errors import OptionError, ProductCoverageError, SourceError
 from ...specs import BBox, PointBuffer, TemporalSpec
 
 __all__ = ["DEFAULT_SOURCE", "PRODUCT_INFO", "open_copernicus_embed"]
@@ -118,7 +118,7 @@ def open_copernicus_embed(
     text = os.fspath(source)
     remote = "://" in text
     if not remote and not Path(text).is_file():
-        raise XrembedError(
+        raise SourceError(
             f"Copernicus-Embed source {text!r} does not exist; pass the path of embed_map_310k.tif or "
             "embed_map_310k.npz, a URL, or source=None for the copy on Hugging Face."
         )
@@ -212,8 +212,8 @@ def _chunk_sides(chunks, default) -> tuple:
     raise OptionError(f"chunks must be a positive int or a dict with 'y'/'x', got {chunks!r}.")
 
 
-def _not_the_product(text: str, why: str) -> XrembedError:
-    return XrembedError(
+def _not_the_product(text: str, why: str) -> SourceError:
+    return SourceError(
         f"{text!r} is not Copernicus-Embed ({why}); pass embed_map_310k.tif (768 bands, EPSG:4326, on the "
         "0.25 degree grid with corner (-180.125, 90.125)) or embed_map_310k.npz, or source=None."
     )
@@ -225,7 +225,7 @@ def _open_geotiff(text: str, spatial, chunks) -> xr.DataArray:
             count, crs, transform = src.count, src.crs, src.transform
             height, width, dtypes = src.height, src.width, set(src.dtypes)
     except rasterio.errors.RasterioIOError as err:
-        raise XrembedError(f"cannot open Copernicus-Embed GeoTIFF {text!r}: {err}. Check the path or URL.") from err
+        raise SourceError(f"cannot open Copernicus-Embed GeoTIFF {text!r}: {err}. Check the path or URL.") from err
     if count != EMBED_DIM:
         raise _not_the_product(text, f"{count} bands, not {EMBED_DIM}")
     if crs is None or crs.to_epsg() != 4326:

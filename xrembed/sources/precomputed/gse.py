@@ -34,7 +34,7 @@ import xarray as xr
 from affine import Affine
 from pyproj import CRS
 
-from ...errors import OptionError, ProductCoverageError, SpecError, XrembedError
+from ...errors import OptionError, ProductCoverageError, SourceError, SpecError, XrembedError
 from ...geo import Grid, assign_grid
 from ...specs import BBox, PointBuffer, TemporalSpec
 
@@ -249,18 +249,18 @@ def _locate(source) -> tuple[str, str]:
     path = Path(text).expanduser()
     if path.is_file():
         if path.suffix.lower() not in (".parquet", ".csv"):
-            raise XrembedError(
+            raise SourceError(
                 f"{text!r} is not a Google Satellite Embedding index; pass the folder holding aef_index.parquet "
                 "(or aef_index.csv) and the {year}/{zone}/ COG folders, or the index file itself."
             )
         return str(path.parent), str(path)
     if not path.is_dir():
-        raise XrembedError(f"source {text!r} does not exist; pass the folder holding aef_index.parquet, a URL, or None.")
+        raise SourceError(f"source {text!r} does not exist; pass the folder holding aef_index.parquet, a URL, or None.")
     for folder in (path, path / "annual", path / "v1" / "annual"):
         for name in INDEX_NAMES:
             if (folder / name).is_file():
                 return str(folder), str(folder / name)
-    raise XrembedError(
+    raise SourceError(
         f"{text!r} holds no aef_index.parquet or aef_index.csv, so it is not a Google Satellite Embedding folder; "
         "pass the folder of the v1/annual mirror (index beside the year folders), or source=None for the public mirror."
     )
@@ -287,7 +287,7 @@ def _fetch_index(url: str) -> str:
             shutil.copyfileobj(response, tmp)
         os.replace(tmp.name, target)
     except OSError as err:  # urllib.error.URLError is an OSError
-        raise XrembedError(
+        raise SourceError(
             f"could not download the Google Satellite Embedding index {url}: {err}. Check the network, or download "
             "aef_index.parquet yourself and pass source= the folder holding it (paths are resolved beside it)."
         ) from err
@@ -303,7 +303,7 @@ def _read_index(index: str, years: list[int] | None):
         if local.lower().endswith(".csv"):
             table = pd.read_csv(local, header=None)
             if table.shape[1] != len(CSV_COLUMNS):
-                raise XrembedError(
+                raise SourceError(
                     f"{index} has {table.shape[1]} columns, not the {len(CSV_COLUMNS)} of aef_index.csv "
                     f"({', '.join(CSV_COLUMNS)}); it is not a Google Satellite Embedding index."
                 )
@@ -314,7 +314,7 @@ def _read_index(index: str, years: list[int] | None):
             names = set(pq.read_schema(local).names)
             missing = [c for c in _NEEDED if c not in names]
             if missing:
-                raise XrembedError(
+                raise SourceError(
                     f"{index} lacks the columns {missing} of aef_index.parquet (crs, path, year, utm_*, wgs84_*); "
                     "it is not a Google Satellite Embedding index."
                 )
@@ -324,7 +324,7 @@ def _read_index(index: str, years: list[int] | None):
     except XrembedError:
         raise
     except Exception as err:
-        raise XrembedError(f"could not read the Google Satellite Embedding index {index}: {err}.") from err
+        raise SourceError(f"could not read the Google Satellite Embedding index {index}: {err}.") from err
     table["year"] = table["year"].astype(int)
     if years:
         table = table[table["year"].isin(years)]
@@ -416,24 +416,24 @@ def _open_cogs(table, root, spatial, years, chunk, utm_zone, source_label) -> xr
             with rasterio.open(_gdal_path(href)) as src:
                 meta = (src.transform, src.width, src.height, src.count, src.dtypes[0], src.nodata, src.crs, src.descriptions)
         except rasterio.errors.RasterioIOError as err:
-            raise XrembedError(f"cannot open Google Satellite Embedding tile {href}: {err}. Check the source folder/URL.") from err
+            raise SourceError(f"cannot open Google Satellite Embedding tile {href}: {err}. Check the source folder/URL.") from err
         transform, width, height, count, dtype, nodata, file_crs, descriptions = meta
         if count != 64 or dtype != "int8":
-            raise XrembedError(
+            raise SourceError(
                 f"{href} has {count} band(s) of {dtype}; Google Satellite Embedding COGs hold 64 int8 bands (A00..A63). "
                 "Is source= the right product?"
             )
         if any(descriptions) and tuple(descriptions) != BANDS:
-            raise XrembedError(
+            raise SourceError(
                 f"{href} has bands {tuple(descriptions)[:3]}..., not A00..A63; it is not a Google Satellite Embedding COG."
             )
         if nodata is not None and nodata != NODATA:
-            raise XrembedError(f"{href} declares nodata {nodata}, not {NODATA}; it is not a Google Satellite Embedding COG.")
+            raise SourceError(f"{href} declares nodata {nodata}, not {NODATA}; it is not a Google Satellite Embedding COG.")
         if file_crs is not None and CRS.from_user_input(file_crs) != crs:
-            raise XrembedError(f"{href} is in {file_crs}, but the index says {row['crs']}; the index does not match its files.")
+            raise SourceError(f"{href} is in {file_crs}, but the index says {row['crs']}; the index does not match its files.")
         if not (math.isclose(abs(transform.a), RESOLUTION) and math.isclose(abs(transform.e), RESOLUTION)
                 and transform.b == 0 and transform.d == 0 and transform.a > 0):
-            raise XrembedError(f"{href} is not on a 10 m axis-aligned grid ({transform!r}); it is not a Google Satellite Embedding COG.")
+            raise SourceError(f"{href} is not on a 10 m axis-aligned grid ({transform!r}); it is not a Google Satellite Embedding COG.")
         tiles.append({"href": href, "year": int(row["year"]), "transform": transform, "width": width, "height": height})
 
     grid = _output_grid(tiles, crs, spatial)
@@ -486,7 +486,7 @@ def _output_grid(tiles, crs: CRS, spatial) -> Grid:
     for t in tiles[1:]:
         dx, dy = (t["transform"].c - ox) % res, (t["transform"].f - oy) % res
         if min(dx, res - dx) > 1e-6 or min(dy, res - dy) > 1e-6:
-            raise XrembedError(
+            raise SourceError(
                 f"{t['href']} is not on the same 10 m lattice as {tiles[0]['href']}; they cannot be mosaicked without "
                 "resampling. Request an ROI inside one tile."
             )
@@ -581,7 +581,7 @@ def _open_ee(spatial, temporal, years, ee_kwargs) -> xr.DataArray:
         )
         missing = [b for b in BANDS if b not in ds.data_vars]
         if missing:
-            raise XrembedError(f"Earth Engine returned no bands {missing[:4]}... for {EE_COLLECTION}; check the collection id.")
+            raise SourceError(f"Earth Engine returned no bands {missing[:4]}... for {EE_COLLECTION}; check the collection id.")
         da = ds[list(BANDS)].to_array("embedding").transpose("time", "embedding", "y", "x").astype("float32")
         da = da.assign_coords(time=np.array([np.datetime64(f"{year:04d}-01-01", "ns")]), year=("time", [year]))
         layers.append((da, ds))

@@ -30,7 +30,7 @@ import xarray as xr
 from affine import Affine
 from pyproj import CRS
 
-from ...errors import OptionError, ProductCoverageError, XrembedError
+from ...errors import CRSError, OptionError, ProductCoverageError, SourceError, XrembedError
 from ...specs import BBox, PointBuffer, TemporalSpec
 
 __all__ = ["DEFAULT_SOURCE", "PRODUCT_INFO", "open_tessera"]
@@ -184,19 +184,19 @@ def _layout(src) -> tuple[str, object]:
                 beside = sorted(p.parent for p in root.glob("*/global_0.1_degree_representation"))
                 root = beside[0] if len(beside) == 1 else root
             return "tiles", (path, root)
-        raise XrembedError(
+        raise SourceError(
             f"source={str(path)!r} is a file but not a Tessera manifest.parquet; pass a Tessera Zarr store, "
             "a tile-layout folder, or its manifest.parquet."
         )
     if not path.is_dir():
-        raise XrembedError(f"source={str(path)!r} does not exist; pass a Tessera Zarr store or tile-layout folder.")
+        raise SourceError(f"source={str(path)!r} does not exist; pass a Tessera Zarr store or tile-layout folder.")
     if (path / "zarr.json").is_file() or (path / ".zgroup").is_file():
         return "zarr", str(path)
     for manifest in (path / "manifest.parquet", path / "registry" / "manifest.parquet",
                      path.parent / "registry" / "manifest.parquet"):
         if manifest.is_file():
             return "tiles", (manifest, path)
-    raise XrembedError(
+    raise SourceError(
         f"{str(path)!r} is not a Tessera source: it has no zarr.json (Zarr store) and no manifest.parquet "
         "(tile layout, in the folder or in registry/ beside it). Pass the store, the tile folder or the manifest."
     )
@@ -206,7 +206,9 @@ def _bounds(spatial, crs: CRS) -> tuple[float, float, float, float]:
     try:
         return tuple(float(v) for v in spatial.bounds_in(crs))
     except Exception as err:  # pyproj failures
-        raise XrembedError(f"cannot express spatial={spatial} in {crs.to_string()}: {err}") from err
+        raise CRSError(
+            f"cannot express spatial={spatial} in {crs.to_string()}: {err}. Check the region's coordinates and CRS."
+        ) from err
 
 
 def _lonlat_bounds(spatial) -> tuple[float, float, float, float]:
@@ -291,18 +293,18 @@ def _open_zarr(store: str, spatial, years, chunks, zone) -> xr.DataArray:
         root_attrs = dict(root.attrs)
         groups = sorted(name for name in root.group_keys() if re.fullmatch(r"utm\d{2}", name))
     except Exception as err:
-        raise XrembedError(
+        raise SourceError(
             f"cannot open {store!r} as a Zarr store ({err}); pass a Tessera Zarr store (folder or URL), a "
             "tile-layout folder, or None for the public store."
         ) from err
     if "geoemb:dimensions" not in root_attrs and not groups:
-        raise XrembedError(
+        raise SourceError(
             f"{store!r} is a Zarr store but not a Tessera one (no geoemb: attributes, no utmNN groups); "
             "pass a Tessera store."
         )
     dims = root_attrs.get("geoemb:dimensions", EMBED_DIM)
     if dims != EMBED_DIM:
-        raise XrembedError(
+        raise SourceError(
             f"{store!r} holds {dims}-dimensional embeddings; this reader handles the {EMBED_DIM}-d Tessera "
             "arrays (matryoshka depths are not supported)."
         )
@@ -327,10 +329,10 @@ def _open_zarr(store: str, spatial, years, chunks, zone) -> xr.DataArray:
     crs = CRS.from_user_input(zattrs.get("proj:code", f"EPSG:326{wanted[0]:02d}"))
     ds = xr.open_zarr(store, group=group, chunks=None, consolidated=None, decode_times=False)
     if "embeddings" not in ds or "scales" not in ds:
-        raise XrembedError(f"group {group} of {store!r} lacks the 'embeddings'/'scales' arrays of a Tessera store.")
+        raise SourceError(f"group {group} of {store!r} lacks the 'embeddings'/'scales' arrays of a Tessera store.")
     emb, scales = ds["embeddings"], ds["scales"]
     if emb.dims != ("time", "band", "y", "x") or scales.dims != ("time", "y", "x"):
-        raise XrembedError(
+        raise SourceError(
             f"{store!r}/{group}: expected embeddings (time, band, y, x) and scales (time, y, x), got "
             f"{emb.dims} and {scales.dims}."
         )
@@ -376,7 +378,7 @@ def _zone_transform(zattrs: dict, group) -> Affine:
     x = np.asarray(group["x"][:2], dtype=float)
     y = np.asarray(group["y"][:2], dtype=float)
     if x.size < 2 or y.size < 2:
-        raise XrembedError("the Tessera zone group has no spatial:transform and too few x/y values to derive one.")
+        raise SourceError("the Tessera zone group has no spatial:transform and too few x/y values to derive one.")
     dx, dy = x[1] - x[0], y[1] - y[0]
     return Affine(dx, 0, x[0] - dx / 2, 0, dy, y[0] - dy / 2)
 
@@ -410,10 +412,10 @@ def _read_manifest(manifest: Path):
     try:
         names = set(pq.read_schema(manifest).names)
     except Exception as err:
-        raise XrembedError(f"cannot read {str(manifest)!r} as Parquet ({err}); pass a Tessera manifest.parquet.") from err
+        raise SourceError(f"cannot read {str(manifest)!r} as Parquet ({err}); pass a Tessera manifest.parquet.") from err
     missing = {"lat", "lon", "year"} - names
     if missing:
-        raise XrembedError(
+        raise SourceError(
             f"{str(manifest)!r} is not a Tessera manifest: it lacks columns {sorted(missing)} "
             "(a manifest has lat, lon, year, grid_size, ...)."
         )
@@ -422,7 +424,7 @@ def _read_manifest(manifest: Path):
     if {"version", "variant"} <= set(frame.columns):
         pairs = sorted({(str(a), str(b)) for a, b in zip(frame["version"], frame["variant"])})
         if len(pairs) > 1:
-            raise XrembedError(
+            raise SourceError(
                 f"{str(manifest)!r} lists several Tessera datasets {pairs}; their embedding spaces must never be "
                 "mixed. Point source= at one dataset's manifest."
             )
@@ -451,7 +453,7 @@ def _tile_files(row, manifest: Path, root: Path) -> tuple[Path, Path, Path]:
         if grid.is_file() and scales.is_file():
             break
     else:
-        raise XrembedError(
+        raise SourceError(
             f"the manifest lists Tessera tile {name} for {year}, but its .npy files are not under {str(root)!r} "
             f"(looked for {root}/global_0.1_degree_representation/{year}/{name}/{name}.npy and _scales.npy). "
             "Download the tile (geotessera download) or point source= at the folder holding it."
@@ -461,7 +463,7 @@ def _tile_files(row, manifest: Path, root: Path) -> tuple[Path, Path, Path]:
     for mask in masks:
         if mask.is_file():
             return grid, scales, mask
-    raise XrembedError(
+    raise SourceError(
         f"Tessera tile {name} has no landmask GeoTIFF (looked for {masks[0]}); the landmask gives the tile's "
         "UTM CRS and transform. Download it (geotessera) into global_0.1_degree_tiff_all/."
     )
@@ -477,7 +479,7 @@ def _npy_header(path: Path) -> tuple[tuple[int, ...], np.dtype, bool, int]:
             else:
                 shape, fortran, dtype = np.lib.format.read_array_header_2_0(f)
         except ValueError as err:
-            raise XrembedError(f"{str(path)!r} is not a .npy array ({err}); re-download the Tessera tile.") from err
+            raise SourceError(f"{str(path)!r} is not a .npy array ({err}); re-download the Tessera tile.") from err
         return tuple(shape), np.dtype(dtype), bool(fortran), f.tell()
 
 
@@ -549,19 +551,19 @@ def _tile_grid(mask: Path, grid: Path, scales: Path, name: str):
     gshape, gdtype, gfortran, _ = _npy_header(grid)
     sshape, sdtype, _, _ = _npy_header(scales)
     if gdtype != np.int8 or len(gshape) != 3 or gshape[2] != EMBED_DIM or gfortran:
-        raise XrembedError(
+        raise SourceError(
             f"{grid} is not a Tessera embedding tile: expected int8 (H, W, {EMBED_DIM}) in C order, got "
             f"{gdtype} {gshape}. Re-download the tile."
         )
     if sshape not in (gshape[:2], gshape) or sdtype.kind != "f":
-        raise XrembedError(f"{scales} does not match its tile: expected float32 {gshape[:2]}, got {sdtype} {sshape}.")
+        raise SourceError(f"{scales} does not match its tile: expected float32 {gshape[:2]}, got {sdtype} {sshape}.")
     if gshape[:2] != shape:
-        raise XrembedError(
+        raise SourceError(
             f"tile {name}: the embedding grid is {gshape[:2]} but its landmask is {shape}; the files belong to "
             "different tiles or versions. Re-download both."
         )
     if transform.b != 0 or transform.d != 0 or transform.e >= 0 or abs(transform.a + transform.e) > 1e-9 * transform.a:
-        raise XrembedError(f"tile {name}: the landmask grid is not north-up with square pixels ({transform}).")
+        raise SourceError(f"tile {name}: the landmask grid is not north-up with square pixels ({transform}).")
     return crs, transform, len(sshape) == 3
 
 
@@ -589,7 +591,7 @@ def _open_tiles(where, spatial, years, chunks, zone) -> xr.DataArray:
         crs, transform, per_band = _tile_grid(mask, grid, scales, name)
         epsg = crs.to_epsg()
         if epsg is None or not (32601 <= epsg <= 32660 or 32701 <= epsg <= 32760):
-            raise XrembedError(f"tile {name}: its landmask CRS {crs.to_string()} is not a WGS84 UTM zone.")
+            raise SourceError(f"tile {name}: its landmask CRS {crs.to_string()} is not a WGS84 UTM zone.")
         infos.append((int(row.year), name, grid, scales, per_band, epsg, transform))
     zones = {}
     for info in infos:
@@ -608,7 +610,7 @@ def _open_tiles(where, spatial, years, chunks, zone) -> xr.DataArray:
     placed = []
     for year, name, grid, scales, per_band, epsg, transform in infos:
         if abs(abs(transform.a) - res) > 1e-6 * res:
-            raise XrembedError(f"tile {name} has {abs(transform.a)} m pixels, others {res} m; they cannot share a grid.")
+            raise SourceError(f"tile {name} has {abs(transform.a)} m pixels, others {res} m; they cannot share a grid.")
         north_shift = 10_000_000.0 if (epsg != out_epsg and epsg > 32700) else 0.0
         left, top = transform.c, transform.f - north_shift
         placed.append((year, name, grid, scales, per_band, left, top, transform))
