@@ -37,3 +37,15 @@ def test_describe_model_knows_the_products():
     for product in xrembed.list_products():
         info = xrembed.describe_model(product)
         assert info["product"] == product and info["licence"] and info["attribution"]
+
+
+def test_a_south_up_input_gets_the_same_north_up_product_grid(tmp_path):
+    tif = _write_tif(tmp_path / "embed_map_310k.tif", _values())
+    x0, y0 = Transformer.from_crs("EPSG:4326", "EPSG:32631", always_xy=True).transform(1.0, 51.8)
+    raster = synthetic_raster((96, 128), resolution=100, origin=(x0, y0), crs="EPSG:32631")
+    flipped = raster.isel(y=slice(None, None, -1))
+    flipped = flipped.rio.write_transform(Affine(100, 0, x0, 0, 100, y0 - 96 * 100))
+    north = raster.rsembed.embed("copernicus_embed", source=str(tif), patch_size=16)
+    south = flipped.rsembed.embed("copernicus_embed", source=str(tif), patch_size=16)
+    assert south.rio.transform() == north.rio.transform() and south.rio.transform().e < 0
+    np.testing.assert_array_equal(south.values, north.values)

@@ -17,7 +17,7 @@ import xarray as xr
 from affine import Affine
 
 from ...errors import OptionError, UnknownModelError
-from ...geo import Grid, assign_grid, spatial_dims
+from ...geo import Grid, assign_grid, north_up, spatial_dims
 
 #: product id -> "module:function" (modules in this package; imported on first use)
 _PRODUCTS = {
@@ -290,7 +290,7 @@ def embed_product(
     check_product_options(product, **model_options)
     if not isinstance(patch_size, int) or isinstance(patch_size, bool) or patch_size < 1:
         raise OptionError(f"patch_size must be a positive integer, got {patch_size!r}.")
-    grid = Grid.from_xarray(obj).zoom_out(patch_size)
+    grid = Grid.from_xarray(north_up(obj)).zoom_out(patch_size)  # grids are north-up, as models' are
     left, bottom, right, top = grid.bounds
     spatial = BBox(left, bottom, right, top, crs=grid.crs.to_wkt())
     data = open_precomputed(product, spatial=spatial, temporal=temporal, source=source, chunks=chunks)
