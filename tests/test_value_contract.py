@@ -321,3 +321,14 @@ def test_option_types(raster, kwargs):
 def test_numpy_integer_batch_size_is_accepted(raster):
     emb = raster.rsembed.embed("dofa-tiny", batch_size=np.int64(2), **TINY)
     assert np.isfinite(emb.values).all()
+
+
+def test_a_whole_edge_of_undeclared_fill_does_not_hide_normalised_data():
+    pixels = np.random.default_rng(5).uniform(0.01, 0.5, (1, 3, 64, 64)).astype("f4")
+    pixels[0, :, :, :8] = 65535  # an eighth of the scene, fill that no attribute declares
+    pixels[0, :, :4] = 0  # and a zero-filled strip
+    with pytest.raises(errors.InputRangeError, match="normalised"):
+        checks.check_raw_reflectance(pixels, "dofa")
+    raw = np.random.default_rng(6).uniform(50, 4000, (1, 3, 64, 64)).astype("f4")
+    raw[0, :, :40] = 0  # a mostly-zero-filled raw scene is still raw
+    checks.check_raw_reflectance(raw, "dofa")

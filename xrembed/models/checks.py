@@ -25,8 +25,9 @@ Checked per block on the valid (finite, not nodata) values only, with robust per
 deterministic subsample, so one undeclared fill pixel (65535, -9999) cannot defeat a check; a block with no
 valid value passes.
 
-* raw reflectance (0..10000): refused if the 99th percentile is in (0, 1.5] (already normalised to
-  [0, 1]) or the median is negative (dB-like data, or the wrong modality);
+* raw reflectance (0..10000): refused if the median of the non-zero values is in (0, 1.5] (already
+  normalised to [0, 1]; up to half the pixels may be undeclared fill) or the median is negative (dB-like
+  data, or the wrong modality);
 * SAR in dB (DOFA ``s1``): refused if fewer than 5 % of the values are negative (linear power/amplitude);
 * SAR linear power (TerraFM ``s1``): refused if the median is negative (dB) or above 2 (uncalibrated).
 """
@@ -39,10 +40,8 @@ import numpy as np
 
 from ..errors import DTypeError, InputRangeError, WavelengthError
 
-#: A 99th percentile at or below this (and above 0) means the data were already scaled to [0, 1].
+#: A median non-zero value at or below this (and above 0) means the data were already scaled to [0, 1].
 NORMALISED_PEAK = 1.5
-#: Percentile used as the robust "peak" of a block (one fill pixel in a million cannot move it).
-PEAK_PERCENTILE = 99.0
 #: At most this many values of a block are looked at (a fixed stride: deterministic, and fast).
 SAMPLE_SIZE = 65_536
 #: Wavelengths at or above this many micrometres are taken for nanometres (DOFA's SAR value is 5.405).
@@ -119,7 +118,7 @@ def valid_sample(pixels: np.ndarray, size: int = SAMPLE_SIZE) -> np.ndarray:
 def check_raw_reflectance(pixels: np.ndarray, who: str, what: str = "Sentinel-2 reflectance") -> None:
     """Raise :class:`InputRangeError` if valid pixels are not raw 0..10000 reflectance.
 
-    Refused: a 99th percentile in (0, 1.5] (normalised to [0, 1]) and a negative median (dB-like). ``who``
+    Refused: a median non-zero value in (0, 1.5] (normalised to [0, 1]) and a negative median (dB-like). ``who``
     names the model in the message (e.g. ``"dofa"``); NaNs are ignored; an all-NaN block passes.
 
     Examples
@@ -129,11 +128,16 @@ def check_raw_reflectance(pixels: np.ndarray, who: str, what: str = "Sentinel-2 
     values = valid_sample(pixels)
     if values.size == 0:
         return
-    peak, median = np.percentile(values, [PEAK_PERCENTILE, 50.0])
-    if 0 < peak <= NORMALISED_PEAK:
+    median = float(np.median(values))
+    # Zeros are fill in both conventions and say nothing; undeclared fill (65535) may cover a whole
+    # edge of a normalised scene, so the typical non-zero value decides, not the peak.
+    nonzero = values[values != 0]
+    typical = float(np.median(nonzero)) if nonzero.size else 0.0
+    if 0 < typical <= NORMALISED_PEAK:
         raise InputRangeError(
-            f"{who} expects raw {what} (0..10000) but 99 % of the valid values are at or below {peak:.3g}: "
-            "the data look already normalised to [0, 1]. Multiply by 10000 (e.g. `x * 10000`) or load the raw product."
+            f"{who} expects raw {what} (0..10000) but half of the valid non-zero values are at or below "
+            f"{typical:.3g}: the data look already normalised to [0, 1]. Multiply by 10000 (e.g. `x * 10000`) "
+            "or load the raw product."
         )
     if median < 0:
         raise InputRangeError(
