@@ -231,17 +231,17 @@ def test_errors_name_the_fix(item, item_dict, tmp_path):
         open_stac(item, bands=["B04"], resampling="cubicish")
     with pytest.raises(errors.OptionError, match="BBox"):
         open_stac(item, bands=["B04"], spatial=(1, 2, 3, 4))
-    with pytest.raises(errors.XrembedError, match="does not overlap"):
+    with pytest.raises(errors.SpecError, match="does not overlap"):
         open_stac(item, bands=["B04"], spatial=BBox(10, 40, 11, 41))
-    with pytest.raises(errors.XrembedError, match="no STAC items"):
+    with pytest.raises(errors.SourceError, match="no STAC items"):
         open_stac([], bands=["B04"])
-    with pytest.raises(errors.XrembedError, match="does not exist"):
+    with pytest.raises(errors.SourceError, match="does not exist"):
         open_stac(tmp_path / "missing.json", bands=["B04"])
     bare = copy.deepcopy(item_dict)
     for asset in bare["assets"].values():
         asset.pop("proj:shape", None), asset.pop("proj:transform", None)
     bare["properties"].pop("proj:epsg")
-    with pytest.raises(errors.XrembedError, match="crs= and resolution="):
+    with pytest.raises(errors.SourceError, match="crs= and resolution="):
         open_stac(pystac.Item.from_dict(bare), bands=["B04"])
     # with crs= and resolution= the footprint comes from the item's geometry
     da = open_stac(pystac.Item.from_dict(bare), bands=["B04"], crs="EPSG:32629", resolution=100)

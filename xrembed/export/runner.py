@@ -27,6 +27,8 @@ from ..api import (
     source_request,
 )
 from ..errors import ExportError, OptionError
+from ..models.registry import get_adapter
+from ..sources.precomputed import is_product
 from ..specs import OutputSpec, TemporalSpec
 from . import ownership, store
 from .formats import item_paths, read_combined, write_combined, write_item
@@ -106,6 +108,15 @@ def export_batch(
     ...                      config=xrembed.ExportConfig(resume=True))
     """
     config = config or ExportConfig()
+    if not isinstance(config, ExportConfig):
+        raise OptionError(f"config must be an ExportConfig, got {type(config).__name__}; e.g. ExportConfig(resume=True).")
+    if not isinstance(target, ExportTarget):
+        raise OptionError(
+            f"target must be an ExportTarget, got {type(target).__name__} {target!r}; use "
+            "ExportTarget.combined('emb.zarr') (one store or file) or ExportTarget.per_item('out/') (one per ROI)."
+        )
+    if isinstance(models, (str, ExportModelRequest)):  # one model, not a sequence of characters
+        models = [models]
     spatials = list(spatials)
     for spatial in spatials:
         check_spatial(spatial)
@@ -119,7 +130,10 @@ def export_batch(
             f"models must be non-empty with distinct labels (no '/' or '__'), got {labels}; export one model twice with "
             "ExportModelRequest.configure(name, label='...', variant=...)."
         )
-    for r in requests:  # a typo'd or meaningless model keyword fails here, before the target is touched
+    for r in requests:  # an unknown model, a typo'd or meaningless keyword fails here, before the target is touched
+        if not is_product(r.name):
+            _check_weights_early(get_adapter(r.name, (r.model_config or {}).get("variant")),
+                                 (r.model_config or {}).get("weights"))
         batch.check_model_config(r.name, r.model_config, where=f"ExportModelRequest.configure({r.name!r}, ...)")
     fmt = config.format
     if fmt == "geotiff" and target.layout is ExportLayout.COMBINED:
@@ -302,6 +316,20 @@ def _finish_files(paths: ExportPaths, names, labels, marks: Marks, fps, touched:
         missing = not all(p.exists() for p in item_paths(paths.root, name, paths.fmt, list(present)))
         if present and (name in touched or missing):
             write_item(paths.root, name, present, paths.fmt)
+
+
+def _check_weights_early(adapter, weights) -> None:
+    """The weights errors knowable without downloading, raised before the target is touched."""
+    from ..errors import WeightsError
+    from ..models.weights import RANDOM
+
+    if weights is None and adapter.variant.checkpoint is None:
+        raise WeightsError(f"{adapter.model_id}/{adapter.variant.name} has no official checkpoint; pass "
+                           "weights='/path/to/file' in ExportModelRequest.configure(..., weights=...).")
+    if isinstance(weights, (str, os.PathLike)) and str(weights).lower() != RANDOM:
+        if not Path(weights).expanduser().is_file():
+            raise WeightsError(f"weights file {os.fspath(weights)!r} does not exist; pass the path of a downloaded "
+                               "checkpoint.")
 
 
 def _claim_target(paths: ExportPaths, names, labels, config: ExportConfig) -> None:

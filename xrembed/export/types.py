@@ -113,8 +113,23 @@ class ExportConfig:
             raise OptionError("save_embeddings=False would export nothing; use inspect_model_input to check inputs.")
         for name in ("num_workers", "chunk_size"):
             value = getattr(self, name)
-            if not isinstance(value, int) or value < 1:
+            if isinstance(value, bool) or not isinstance(value, int) or value < 1:
                 raise OptionError(f"ExportConfig.{name} must be a positive integer, got {value!r}.")
+        if self.infer_batch_size is not None and (
+            isinstance(self.infer_batch_size, bool) or not isinstance(self.infer_batch_size, int) or self.infer_batch_size < 1
+        ):
+            raise OptionError(f"ExportConfig.infer_batch_size must be None or a positive integer, got {self.infer_batch_size!r}.")
+        if isinstance(self.max_retries, bool) or not isinstance(self.max_retries, int) or self.max_retries < 0:
+            raise OptionError(f"ExportConfig.max_retries must be an integer >= 0, got {self.max_retries!r}.")
+        if isinstance(self.retry_backoff_s, bool) or not isinstance(self.retry_backoff_s, (int, float)) or not (
+            self.retry_backoff_s >= 0
+        ):
+            raise OptionError(f"ExportConfig.retry_backoff_s must be a number of seconds >= 0, got {self.retry_backoff_s!r}.")
+        flags = ("save_manifest", "fail_on_bad_input", "continue_on_error", "async_write", "resume", "show_progress",
+                 "overwrite")
+        for name in flags:  # "no" is a truthy string: a flag must be a real bool
+            if not isinstance(getattr(self, name), bool):
+                raise OptionError(f"ExportConfig.{name} must be True or False, got {getattr(self, name)!r}.")
 
 
 @dataclass(frozen=True)

@@ -31,7 +31,7 @@ import xarray as xr
 from pyproj import CRS
 
 from ..bands import canonical_band_name
-from ..errors import OptionError, SpecError, XrembedError
+from ..errors import OptionError, SourceError, SpecError, XrembedError
 from ..specs import COMPOSITES, BBox, FetchSpec, PointBuffer, SensorSpec, TemporalSpec
 
 __all__ = ["DEFAULT_SENSORS", "default_sensor", "open_gee"]
@@ -215,7 +215,7 @@ def open_gee(
     try:
         collection, applied, n_images = _build_collection(ee, req, grid, start, end)
     except ee.EEException as err:
-        raise XrembedError(
+        raise SourceError(
             f"Earth Engine refused the request for {req['collection_id']!r} (bands {req['bands']}): {err}. "
             "Check the collection id and band names (Earth Engine spelling, e.g. 'B4') and your access."
         ) from err
@@ -240,7 +240,7 @@ def open_gee(
     try:
         ds = xr.open_dataset(collection, engine="ee", **kwargs)
     except ee.EEException as err:
-        raise XrembedError(
+        raise SourceError(
             f"Earth Engine could not describe the filtered {req['collection_id']!r} collection: {err}. "
             "Check the band names and your Earth Engine access."
         ) from err
@@ -396,7 +396,7 @@ def _ensure_initialized(ee, ee_init_kwargs) -> None:
     try:
         ee.Initialize(**kwargs)
     except Exception as err:
-        raise XrembedError(
+        raise SourceError(
             f"Earth Engine is not initialised and ee.Initialize failed ({err}). Run `earthengine authenticate` "
             "once, then pass ee_init_kwargs={'project': 'your-cloud-project'} (or call ee.Initialize yourself)."
         ) from err

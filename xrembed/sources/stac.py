@@ -23,7 +23,7 @@ from pyproj import CRS
 from rasterio.enums import Resampling
 
 from ..bands import canonical_band_name, canonical_band_names
-from ..errors import BandMismatchError, OptionError, SpecError, XrembedError
+from ..errors import BandMismatchError, CRSError, OptionError, SourceError, SpecError
 from ..specs import BBox, PointBuffer
 from .raster import DEFAULT_CHUNK
 
@@ -154,7 +154,7 @@ def _as_items(items) -> list:
             if "://" not in href:
                 path = Path(href)
                 if not path.is_file():
-                    raise XrembedError(f"STAC item file {href!r} does not exist; pass a path or URL of item JSON.")
+                    raise SourceError(f"STAC item file {href!r} does not exist; pass a path or URL of item JSON.")
                 href = str(path.resolve())
             out.extend(_items_from_dict(pystac.StacIO.default().read_json(href), href=href))
         else:
@@ -163,7 +163,7 @@ def _as_items(items) -> list:
                 "pystac.ItemCollection, or paths/URLs/dicts of item JSON."
             )
     if not out:
-        raise XrembedError("no STAC items to load; check the search (collection, bbox, datetime) that produced them.")
+        raise SourceError("no STAC items to load; check the search (collection, bbox, datetime) that produced them.")
     return out
 
 
@@ -174,7 +174,7 @@ def _items_from_dict(d: dict, href: str | None) -> list:
     if kind == "FeatureCollection":
         return list(pystac.ItemCollection.from_dict(d).items)
     if kind != "Feature":
-        raise XrembedError(
+        raise SourceError(
             f"{href or 'this dict'} is not STAC item JSON (type={kind!r}); pass an Item ('Feature') or "
             "an ItemCollection ('FeatureCollection')."
         )
@@ -306,7 +306,7 @@ def _output_geobox(items, keys, spatial, resolution, target_crs):
         return _on_native_lattice(native, spatial, resolution)
     if target_crs is None:
         if native is None:
-            raise XrembedError(
+            raise SourceError(
                 "the STAC items carry no usable projection metadata (proj:code/proj:epsg with proj:shape and "
                 "proj:transform per asset); pass crs= and resolution= to choose the grid."
             )
@@ -324,7 +324,7 @@ def _output_geobox(items, keys, spatial, resolution, target_crs):
         return GeoBox.from_bbox(bounds, target_crs.to_wkt(), resolution=resolution, anchor="edge")
     geobox = odc.stac.output_geobox(parsed, keys, crs=target_crs.to_wkt(), resolution=resolution)
     if geobox is None:
-        raise XrembedError("cannot work out the items' footprint; pass spatial=BBox(...) to choose the area.")
+        raise SpecError("cannot work out the items' footprint; pass spatial=BBox(...) to choose the area.")
     return geobox
 
 
@@ -339,7 +339,7 @@ def _on_native_lattice(native, spatial, resolution):
         crs = CRS(native.crs.to_wkt())
         want = _bounds(spatial, crs)
         if want[0] >= right or want[2] <= left or want[1] >= top or want[3] <= bottom:
-            raise XrembedError(
+            raise SpecError(
                 f"spatial={spatial} does not overlap the STAC items (their extent in {crs.to_string()} is "
                 f"{(left, bottom, right, top)}); check the box (minlon, minlat, maxlon, maxlat) and the search."
             )
@@ -358,7 +358,7 @@ def _bounds(spatial, crs: CRS) -> tuple[float, float, float, float]:
     except SpecError:
         raise
     except Exception as err:  # pyproj cannot transform the box
-        raise XrembedError(f"cannot express spatial={spatial} in {crs.to_string()}: {err}; pass crs=.") from err
+        raise CRSError(f"cannot express spatial={spatial} in {crs.to_string()}: {err}; pass crs=.") from err
 
 
 def _unit(crs: CRS) -> str | None:
