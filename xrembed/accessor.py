@@ -12,6 +12,7 @@ from collections.abc import Sequence
 import xarray as xr
 
 from .embedding import embed as _embed
+from .options import InputPrep, Output, Precision
 
 
 class RSEmbedAccessor:
@@ -24,8 +25,8 @@ class RSEmbedAccessor:
         self,
         model: str,
         *,
-        output: str = "grid",
-        input_prep: str = "auto",
+        output: Output = "grid",
+        input_prep: InputPrep = "auto",
         bands: Sequence[str] | None = None,
         wavelengths: Sequence[float] | None = None,
         modality: str | None = None,
@@ -33,7 +34,7 @@ class RSEmbedAccessor:
         weights: str | os.PathLike | None = None,
         device: str = "auto",
         batch_size: int | None = None,
-        precision: str = "fp32",
+        precision: Precision = "fp32",
         nodata: float | None = None,
         tiles_per_chunk: int = 4,
         temporal=None,

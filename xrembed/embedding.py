@@ -42,10 +42,9 @@ from .geo import Grid, assign_grid, spatial_dims
 from .models.base import InputContext
 from .models.checks import check_dtype
 from .models.registry import get_adapter
+from .options import INPUT_PREPS, OUTPUTS, PRECISIONS, InputPrep, Output, Precision
 from .models.weights import resolve_weights
 
-OUTPUTS = ("grid", "pooled")
-INPUT_PREPS = ("tile", "resize", "auto")
 BAND_DIM = "band"
 TIME_DIM = "time"
 #: ``input_prep="auto"`` resizes a pooled request when the raster fits in this many tiles per side.
@@ -56,8 +55,8 @@ def embed(
     obj: xr.DataArray | xr.Dataset,
     model: str,
     *,
-    output: str = "grid",
-    input_prep: str = "auto",
+    output: Output = "grid",
+    input_prep: InputPrep = "auto",
     bands: Sequence[str] | None = None,
     wavelengths: Sequence[float] | None = None,
     modality: str | None = None,
@@ -65,7 +64,7 @@ def embed(
     weights: str | os.PathLike | None = None,
     device: str = "auto",
     batch_size: int | None = None,
-    precision: str = "fp32",
+    precision: Precision = "fp32",
     nodata: float | Sequence[float | None] | Mapping[str, float | None] | None = None,
     tiles_per_chunk: int = 4,
     temporal=None,
@@ -142,7 +141,7 @@ def _prepare(
     check_pooling(output)
     output = _choice("output", getattr(output, "mode", output), OUTPUTS)
     input_prep = _choice("input_prep", getattr(input_prep, "mode", input_prep), INPUT_PREPS)
-    precision = _choice("precision", precision, engine.PRECISIONS)
+    precision = _choice("precision", precision, PRECISIONS)
     adapter = get_adapter(model, variant)
     v = adapter.variant
 

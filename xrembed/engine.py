@@ -19,8 +19,7 @@ import numpy as np
 from . import tiling
 from .models.base import InputPlan
 from .models.weights import WeightsSource, load_module
-
-PRECISIONS = ("fp32", "bf16", "fp16")
+from .options import PRECISIONS  # noqa: F401  (re-exported: engine.PRECISIONS was public)
 
 
 @dataclass(frozen=True)
