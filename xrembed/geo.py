@@ -4,12 +4,20 @@ A :class:`Grid` is a frozen value (shape, affine, CRS), in the spirit of odc-geo
 grid of a patch-``P`` model is ``Grid.from_xarray(x).zoom_out(P)``: same origin and CRS, ``P`` times the
 cell size, ``ceil(n / P)`` cells. Coordinates of the output are written from that value, never inherited
 from the input, so a stale ``GeoTransform`` cannot leak into the result.
+
+This module is the one place for pixel-lattice geometry: snapping bounds outwards onto a lattice
+(:func:`pixel_window`, :func:`snap_outwards`, one tolerance :data:`LATTICE_TOLERANCE`), windows
+(:class:`PixelWindow`, :func:`window_transform`), pixel-centre coordinates (:func:`pixel_centres`),
+zoom-out (:meth:`Grid.zoom_out`), UTM zone choice (:func:`utm_crs`, :func:`utm_zones`, :func:`utm_zone_of`)
+and degree/metre conversion (:func:`metres_per_unit`). :class:`Grid` converts to and from
+``odc.geo.geobox.GeoBox`` (:meth:`Grid.to_geobox`, :meth:`Grid.from_geobox`).
 """
 
 from __future__ import annotations
 
 import math
 from dataclasses import dataclass
+from typing import NamedTuple
 
 import numpy as np
 import xarray as xr
@@ -20,6 +28,182 @@ from .errors import CRSError, MissingCRSError, SpatialDimensionError
 
 #: Dimension-name pairs (y, x) recognised as spatial, in order of preference.
 SPATIAL_DIM_NAMES = (("y", "x"), ("lat", "lon"), ("latitude", "longitude"))
+
+#: How close (in pixels) a bound must be to a lattice line to count as on it. It absorbs the float noise of
+#: reprojection and of decimal degrees (0.3 / 0.1 is 2.9999999999999996), never a real sliver of a pixel.
+#: odc-geo's ``snap_grid`` uses the same default.
+LATTICE_TOLERANCE = 1e-6
+
+#: Metres per degree of longitude at the equator (and, near enough, per degree of latitude anywhere): the
+#: factor Earth Engine and GDAL use to turn a metre scale into degrees.
+METRES_PER_DEGREE = 111_320.0
+
+
+# -- lattices and windows ----------------------------------------------------------------------------------
+
+
+def snap_outwards(low: float, high: float) -> tuple[int, int]:
+    """The whole-pixel span ``[first, stop)`` covering the pixel-space interval ``[low, high]``.
+
+    A value within :data:`LATTICE_TOLERANCE` of a lattice line counts as on it, so a bound that is a whole
+    number of pixels up to float noise does not grow the span by a sliver pixel.
+
+    Examples
+    --------
+    >>> snap_outwards(2.9999999999999996, 5.2)
+    (3, 6)
+    """
+    return math.floor(low + LATTICE_TOLERANCE), math.ceil(high - LATTICE_TOLERANCE)
+
+
+def is_on_lattice(offset_px: float) -> bool:
+    """Whether an offset in pixels is a whole number of pixels (up to :data:`LATTICE_TOLERANCE`).
+
+    Examples
+    --------
+    >>> is_on_lattice(40.0000000001), is_on_lattice(40.5)
+    (True, False)
+    """
+    return abs(offset_px - round(offset_px)) <= LATTICE_TOLERANCE
+
+
+class PixelWindow(NamedTuple):
+    """Rows ``[row0, row1)`` and columns ``[col0, col1)`` of a lattice (may run past its edges)."""
+
+    row0: int
+    row1: int
+    col0: int
+    col1: int
+
+    @property
+    def shape(self) -> tuple[int, int]:
+        return self.row1 - self.row0, self.col1 - self.col0
+
+    @property
+    def is_empty(self) -> bool:
+        return self.row1 <= self.row0 or self.col1 <= self.col0
+
+    @property
+    def slices(self) -> tuple[slice, slice]:
+        """``(rows, cols)`` slices for ``isel``/numpy indexing."""
+        return slice(self.row0, self.row1), slice(self.col0, self.col1)
+
+    def clipped(self, shape: tuple[int, int]) -> PixelWindow:
+        """The part of the window inside a ``(height, width)`` raster (empty when it misses it)."""
+        height, width = shape
+        return PixelWindow(max(self.row0, 0), min(self.row1, height), max(self.col0, 0), min(self.col1, width))
+
+
+def pixel_window(bounds: tuple[float, float, float, float], transform: Affine) -> PixelWindow:
+    """The pixels of ``transform``'s lattice that ``(left, bottom, right, top)`` touch, snapped outwards.
+
+    ``transform`` is axis-aligned (north-up, south-up or mirrored); the window is not clipped to any raster
+    (see :meth:`PixelWindow.clipped`). The lattice is the transform's: pass ``Affine(res, 0, 0, 0, -res, 0)``
+    for lines at whole multiples of ``res``.
+
+    Examples
+    --------
+    >>> pixel_window((500_005, 4_199_900, 500_100, 4_200_000), Affine(10, 0, 500_000, 0, -10, 4_200_000))
+    PixelWindow(row0=0, row1=10, col0=0, col1=10)
+    """
+    left, bottom, right, top = bounds
+    t = transform
+    col_a, col_b = (left - t.c) / t.a, (right - t.c) / t.a
+    row_a, row_b = (top - t.f) / t.e, (bottom - t.f) / t.e
+    col0, col1 = snap_outwards(min(col_a, col_b), max(col_a, col_b))
+    row0, row1 = snap_outwards(min(row_a, row_b), max(row_a, row_b))
+    return PixelWindow(row0, row1, col0, col1)
+
+
+def window_transform(transform: Affine, window: PixelWindow) -> Affine:
+    """The transform of ``window``: ``transform`` moved to the window's top-left pixel."""
+    return transform * Affine.translation(window.col0, window.row0)
+
+
+def pixel_centres(transform: Affine, shape: tuple[int, int], origin: tuple[int, int] = (0, 0)) -> tuple[np.ndarray, np.ndarray]:
+    """Pixel-centre coordinates ``(y, x)`` of the ``shape`` pixels from pixel ``origin`` (row, col) of
+    ``transform`` (rioxarray's convention: the centre of pixel ``i`` is ``c + a * (i + 0.5)``).
+
+    Examples
+    --------
+    >>> pixel_centres(Affine(10, 0, 500_000, 0, -10, 4_200_000), (2, 3))
+    (array([4199995., 4199985.]), array([500005., 500015., 500025.]))
+    """
+    height, width = shape
+    row0, col0 = origin
+    x = transform.c + transform.a * (np.arange(col0, col0 + width) + 0.5)
+    y = transform.f + transform.e * (np.arange(row0, row0 + height) + 0.5)
+    return y, x
+
+
+# -- UTM zones and units -----------------------------------------------------------------------------------
+
+_UTM_NORTH, _UTM_SOUTH = 32600, 32700  # EPSG:326zz / 327zz: WGS84 UTM zone zz, northern / southern
+
+
+def utm_zone(lon: float) -> int:
+    """The UTM zone number (1..60) whose 6-degree band holds longitude ``lon`` (180 is zone 60)."""
+    return min(int((lon + 180) // 6) + 1, 60)
+
+
+def utm_crs(lon: float, lat: float) -> CRS:
+    """The WGS84 UTM zone CRS containing (``lon``, ``lat``) (EPSG:326xx north, 327xx south).
+
+    A plain 6-degree band, not ``odc.geo.crs.CRS.utm``: that asks the EPSG database for the best zone by area
+    of use, which is slower and may pick a neighbour on a zone edge.
+
+    Examples
+    --------
+    >>> utm_crs(-9.5, 25.0).to_epsg(), utm_crs(151.2, -33.9).to_epsg()
+    (32629, 32756)
+    """
+    return CRS.from_epsg((_UTM_NORTH if lat >= 0 else _UTM_SOUTH) + utm_zone(lon))
+
+
+def utm_zones(west: float, east: float) -> list[int]:
+    """UTM zone numbers a longitude span touches; an edge on a zone boundary does not touch the next zone.
+
+    Examples
+    --------
+    >>> utm_zones(-7.0, -6.0), utm_zones(-7.0, -5.9)
+    ([29], [29, 30])
+    """
+    first, stop = snap_outwards((west + 180) / 6, (min(east, 180.0) + 180) / 6)
+    return list(range(min(first, 59) + 1, min(max(stop, first + 1), 60) + 1))
+
+
+def utm_zone_of(crs: CRS) -> tuple[int, str] | None:
+    """``(zone, "N" | "S")`` of a WGS84 UTM CRS, ``None`` for any other CRS.
+
+    Examples
+    --------
+    >>> utm_zone_of(CRS.from_epsg(32756)), utm_zone_of(CRS.from_epsg(4326))
+    ((56, 'S'), None)
+    """
+    epsg = crs.to_epsg() or 0
+    for base, hemisphere in ((_UTM_NORTH, "N"), (_UTM_SOUTH, "S")):
+        if base + 1 <= epsg <= base + 60:
+            return epsg - base, hemisphere
+    return None
+
+
+def utm_crs_of_zone(zone: int, hemisphere: str = "N") -> CRS:
+    """The WGS84 UTM CRS of ``zone`` (1..60) in hemisphere ``"N"`` or ``"S"``."""
+    return CRS.from_epsg((_UTM_NORTH if hemisphere.upper() == "N" else _UTM_SOUTH) + int(zone))
+
+
+def metres_per_unit(crs: CRS, lat: float = 0.0) -> float:
+    """Metres per CRS unit along x: a degree of longitude at latitude ``lat`` on a geographic CRS, the axis
+    unit's factor (1 for metres, 0.3048 for feet) on a projected one.
+
+    Examples
+    --------
+    >>> metres_per_unit(CRS.from_epsg(4326)), metres_per_unit(CRS.from_epsg(32629))
+    (111320.0, 1.0)
+    """
+    if crs.is_geographic:
+        return METRES_PER_DEGREE * math.cos(math.radians(lat))
+    return crs.axis_info[0].unit_conversion_factor if crs.axis_info else 1.0
 
 
 @dataclass(frozen=True)
@@ -102,11 +286,27 @@ class Grid:
 
     def coords(self) -> dict[str, np.ndarray]:
         """Pixel-centre coordinates ``{"y": ..., "x": ...}``."""
-        height, width = self.shape
-        t = self.transform
-        x = t.c + t.a * (np.arange(width) + 0.5)
-        y = t.f + t.e * (np.arange(height) + 0.5)
+        y, x = pixel_centres(self.transform, self.shape)
         return {"y": y, "x": x}
+
+    def window(self, bounds: tuple[float, float, float, float]) -> PixelWindow:
+        """The pixels of this grid's lattice that ``bounds`` (in ``crs``) touch, snapped outwards, unclipped."""
+        return pixel_window(bounds, self.transform)
+
+    def __getitem__(self, window: PixelWindow) -> Grid:
+        """The grid of ``window`` (on the same lattice; it may run past this grid's edges)."""
+        return Grid(window.shape, window_transform(self.transform, window), self.crs)
+
+    def to_geobox(self):
+        """This grid as an ``odc.geo.geobox.GeoBox`` (same shape, affine and CRS)."""
+        from odc.geo.geobox import GeoBox
+
+        return GeoBox(self.shape, self.transform, self.crs.to_wkt())
+
+    @classmethod
+    def from_geobox(cls, geobox) -> Grid:
+        """The grid of an ``odc.geo.geobox.GeoBox`` (``odc.stac.load``'s output grid, for one)."""
+        return cls((int(geobox.shape[0]), int(geobox.shape[1])), geobox.affine, CRS.from_wkt(geobox.crs.to_wkt()))
 
 
 def spatial_dims(obj: xr.DataArray | xr.Dataset) -> tuple[str, str]:
