@@ -8,11 +8,13 @@ none of the family names: it calls the methods below.
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, ClassVar
 
 import numpy as np
+
+from ..specs import SensorSpec
 
 if TYPE_CHECKING:  # pragma: no cover
     import torch
@@ -34,10 +36,15 @@ class Checkpoint:
 
 @dataclass(frozen=True)
 class UrlCheckpoint:
-    """Official weights published at a plain URL (Zenodo, GitHub releases), cached under xrembed's cache."""
+    """Official weights published at a plain URL (Zenodo, GitHub releases), cached under xrembed's cache.
+
+    ``sha256`` is the checksum the publisher gives; the download is refused when it differs. Without one
+    (``None``), the downloaded file is only checked to be a readable checkpoint.
+    """
 
     url: str
     filename: str
+    sha256: str | None = None
 
     @property
     def label(self) -> str:
@@ -107,6 +114,12 @@ class ModelAdapter:
     #: True for models that read a time series as one input (e.g. Prithvi): the ``time`` dimension is
     #: folded into the channels, frame-major (``(B, T * C, H, W)``), and does not appear in the output.
     temporal: ClassVar[bool] = False
+    #: The Earth Engine sensor this family reads by default, per modality; the first entry is the default.
+    sensors: ClassVar[Mapping[str, SensorSpec]] = {}
+    #: Other spellings of the modalities in ``sensors`` (``modality="sar"`` means ``"s1"``).
+    modality_aliases: ClassVar[Mapping[str, str]] = {
+        "s2_l2a": "s2", "optical": "s2", "sar": "s1", "l2a": "s2", "l1c": "s2_l1c",
+    }
 
     def __init__(self, variant: str | None = None) -> None:
         from ..errors import UnknownModelError
@@ -122,6 +135,23 @@ class ModelAdapter:
     def pooled_dim(self) -> int:
         """Length of the pooled vector; the grid's ``embed_dim`` unless the model projects (CLIP)."""
         return self.variant.embed_dim
+
+    @classmethod
+    def default_sensor(cls, modality: str | None = None) -> SensorSpec | None:
+        """The Earth Engine sensor this family reads for ``modality`` (default: its first); ``None`` if it has none.
+
+        Examples
+        --------
+        >>> from xrembed.models.terrafm import TerraFM
+        >>> TerraFM.default_sensor("sar").collection
+        'COPERNICUS/S1_GRD_FLOAT'
+        """
+        if not cls.sensors:
+            return None
+        if modality is None:
+            return next(iter(cls.sensors.values()))
+        key = str(modality).lower()
+        return cls.sensors.get(cls.modality_aliases.get(key, key))
 
     # -- contract (metadata only) ------------------------------------------------------------
     def plan_inputs(

@@ -37,6 +37,7 @@ from ..bands import SENTINEL2_WAVELENGTHS_UM, canonical_band_names
 from ..errors import BandMismatchError, WavelengthError
 from .base import Checkpoint, InputContext, InputPlan, ModelAdapter, Variant
 from .checks import check_db_backscatter, check_raw_reflectance, check_wavelengths
+from .sensors import S1_DB_SENSOR, S2_SR, SensorSpec
 
 DEFAULT_BANDS = ("B04", "B03", "B02", "B05", "B06", "B07", "B08", "B11", "B12")
 
@@ -84,6 +85,10 @@ class DOFA(ModelAdapter):
         "large": Variant("large", 1024, 24, 16, 16, 224, Checkpoint("earthflow/DOFA", "DOFA_ViT_large_e100.pth")),
     }
     default_variant = "base"
+    sensors = {
+        "s2": SensorSpec(S2_SR, ("B4", "B3", "B2", "B5", "B6", "B7", "B8", "B11", "B12"), scale_m=10, modality="s2"),
+        "s1": S1_DB_SENSOR,  # DOFA's SAR convention reads backscatter in dB
+    }
     reference = "https://github.com/zhu-xlab/DOFA (parity: torchgeo 0.8.1 torchgeo.models.dofa)"
     licence = "code MIT; weights CC-BY-4.0 (Hugging Face model card, unverified)"
     outputs = {

@@ -40,6 +40,7 @@ from ..bands import SENTINEL2_WAVELENGTHS_UM, canonical_band_names
 from ..errors import BandMismatchError, OptionError, WavelengthError
 from .base import Checkpoint, InputContext, InputPlan, ModelAdapter, Variant
 from .checks import check_raw_reflectance, check_wavelengths
+from .sensors import S2_RGB
 
 #: Default bands: true colour, as in the upstream examples (wavelengths 0.665, 0.56, 0.49 µm).
 DEFAULT_BANDS = ("B04", "B03", "B02")
@@ -73,6 +74,7 @@ class DOFACLIP(ModelAdapter):
         ),
     }
     default_variant = "so400m"
+    sensors = {"s2": S2_RGB}
     reference = (
         "https://github.com/xiong-zhitong/DOFA-CLIP (open_clip fork: timm_model.GeoLB_VisionTransformer; "
         "parity goldens from scripts/goldens_dofa_clip.py)"

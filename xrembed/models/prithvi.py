@@ -44,6 +44,7 @@ from ..bands import canonical_band_names
 from ..errors import BandMismatchError, OptionError, WavelengthError
 from .base import Checkpoint, InputContext, InputPlan, ModelAdapter, Variant
 from .checks import check_raw_reflectance
+from .sensors import S2_SR, SensorSpec
 
 #: Sentinel-2 bands that stand in for the six HLS bands, in model order.
 DEFAULT_BANDS = ("B02", "B03", "B04", "B8A", "B11", "B12")
@@ -84,6 +85,8 @@ class Prithvi(ModelAdapter):
         "600m_tl": _variant("600m_tl", 1280, 32, 16, 14, "600M-TL", "Prithvi_EO_V2_600M_TL.pt", True),
     }
     default_variant = "100m_tl"
+    # HLS S30 bands (narrow NIR B8A) at HLS's 30 m.
+    sensors = {"s2": SensorSpec(S2_SR, ("B2", "B3", "B4", "B8A", "B11", "B12"), scale_m=30, modality="s2")}
     reference = (
         "https://github.com/NASA-IMPACT/Prithvi-EO-2.0 (parity: terratorch 1.2.11 "
         "terratorch.models.backbones.prithvi_mae.PrithviViT)"

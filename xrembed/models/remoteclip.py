@@ -38,6 +38,7 @@ from ..bands import SENTINEL2_WAVELENGTHS_UM, canonical_band_names
 from ..errors import BandMismatchError, OptionError
 from .base import Checkpoint, InputContext, InputPlan, ModelAdapter, Variant
 from .checks import check_raw_reflectance
+from .sensors import S2_RGB
 
 DEFAULT_BANDS = ("B04", "B03", "B02")
 
@@ -67,6 +68,7 @@ class RemoteCLIP(ModelAdapter):
         ),
     }
     default_variant = "vit_b32"
+    sensors = {"s2": S2_RGB}
     reference = "https://github.com/ChenDelong1999/RemoteCLIP (parity: open_clip 3.3.0 ViT-B-32 / ViT-L-14)"
     licence = "Apache-2.0 (code and weights)"
     outputs = {

@@ -33,6 +33,7 @@ from ..bands import canonical_band_names
 from ..errors import BandMismatchError, OptionError
 from .base import InputContext, InputPlan, ModelAdapter, UrlCheckpoint, Variant
 from .checks import check_raw_reflectance
+from .sensors import S2_RGB
 
 RGB_BANDS = ("B04", "B03", "B02")
 REFLECTANCE_SCALE = 10000.0
@@ -192,6 +193,7 @@ class SatMAE(RGBViTAdapter):
         )
     }
     default_variant = "large"
+    sensors = {"s2": S2_RGB}
     reference = "https://github.com/sustainlab-group/SatMAE (models_mae.py / models_vit.py)"
     licence = "CC BY-NC 4.0 (code and, presumably, weights): non-commercial use only"
     mean = FMOW_MEAN

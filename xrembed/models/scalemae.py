@@ -36,6 +36,7 @@ from typing import Any
 
 from .base import Checkpoint, InputContext, InputPlan, Variant
 from .satmae import RGBViTAdapter
+from .sensors import S2_RGB
 
 IMAGENET_MEAN = (0.485, 0.456, 0.406)
 IMAGENET_STD = (0.229, 0.224, 0.225)
@@ -66,6 +67,7 @@ class ScaleMAE(RGBViTAdapter):
         )
     }
     default_variant = "large"
+    sensors = {"s2": S2_RGB}
     reference = (
         "https://github.com/bair-climate-initiative/scale-mae (parity: torchgeo 0.8.1 torchgeo.models.scale_mae)"
     )

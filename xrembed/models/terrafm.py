@@ -36,6 +36,7 @@ from ..bands import canonical_band_names
 from ..errors import BandMismatchError, OptionError
 from .base import Checkpoint, InputContext, InputPlan, ModelAdapter, Variant
 from .checks import check_linear_power, check_raw_reflectance
+from .sensors import EE_S2_12, S1_LINEAR_SENSOR, S2_SR, S2_TOA, SensorSpec
 
 #: Model order of the 12 Sentinel-2 bands (B10 is not used).
 S2_BANDS = ("B01", "B02", "B03", "B04", "B05", "B06", "B07", "B08", "B8A", "B09", "B11", "B12")
@@ -67,6 +68,11 @@ class TerraFM(ModelAdapter):
         "large": Variant("large", 1024, 24, 16, 16, 224, Checkpoint(_HF_REPO, "TerraFM-L.pth")),
     }
     default_variant = "base"
+    sensors = {
+        "s2": SensorSpec(S2_SR, EE_S2_12, scale_m=10, modality="s2"),
+        "s2_l1c": SensorSpec(S2_TOA, EE_S2_12, scale_m=10, modality="s2_l1c"),
+        "s1": S1_LINEAR_SENSOR,  # TerraFM's SAR stem reads linear power
+    }
     reference = "https://github.com/mbzuai-oryx/TerraFM (terrafm.py; parity via scripts/goldens_terrafm.py)"
     licence = "none stated upstream (no LICENSE file in the code repository; weights licence unverified)"
     outputs = {

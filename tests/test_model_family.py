@@ -1,0 +1,28 @@
+"""The family contract declared as data in the base class: default sensors, frozen value objects."""
+
+from __future__ import annotations
+
+import pytest
+
+from xrembed.models.registry import _FAMILIES, get_adapter
+from xrembed.sources.gee import DEFAULT_SENSORS
+
+
+def test_each_family_declares_the_sensors_the_gee_table_had():
+    declared = {}
+    for family in _FAMILIES:
+        for modality, sensor in family.sensors.items():
+            key = family.model_id if sensor is next(iter(family.sensors.values())) else f"{family.model_id}:{modality}"
+            declared[key] = sensor
+    assert declared == DEFAULT_SENSORS
+
+
+def test_default_sensor_resolves_aliases_and_inherits():
+    terrafm = get_adapter("terrafm")
+    assert terrafm.default_sensor().collection == "COPERNICUS/S2_SR_HARMONIZED"
+    assert terrafm.default_sensor("sar").collection == "COPERNICUS/S1_GRD_FLOAT"
+    assert terrafm.default_sensor("L1C").collection == "COPERNICUS/S2_HARMONIZED"
+    assert get_adapter("dofa").default_sensor("s1").use_float_linear is False  # DOFA reads dB
+    assert get_adapter("dofa-tiny").default_sensor("s1") == get_adapter("dofa").default_sensor("s1")
+    assert get_adapter("prithvi").default_sensor().scale_m == 30
+    assert get_adapter("remoteclip").default_sensor("s1") is None
