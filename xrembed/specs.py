@@ -17,6 +17,7 @@ from dataclasses import dataclass, field
 from pyproj import CRS, Transformer
 
 from .errors import SpecError
+from .geo import utm_crs  # re-exported: rs-embed users import it from the specs
 
 __all__ = [
     "BBox",
@@ -38,18 +39,6 @@ MAX_BUFFER_M = 500_000.0
 def _is_number(value) -> bool:
     """A finite real number (numpy scalars included; ``bool`` is not a coordinate)."""
     return isinstance(value, numbers.Real) and not isinstance(value, bool) and math.isfinite(value)
-
-
-def utm_crs(lon: float, lat: float) -> CRS:
-    """The WGS84 UTM zone CRS containing (``lon``, ``lat``) (EPSG:326xx north, 327xx south).
-
-    Examples
-    --------
-    >>> utm_crs(-9.5, 25.0).to_epsg(), utm_crs(151.2, -33.9).to_epsg()
-    (32629, 32756)
-    """
-    zone = min(int((lon + 180) // 6) + 1, 60)
-    return CRS.from_epsg((32600 if lat >= 0 else 32700) + zone)
 
 
 def _crs(value) -> CRS:

@@ -34,8 +34,7 @@ from xarray.core import indexing
 
 from ..bands import canonical_band_name, canonical_band_names
 from ..errors import BandMismatchError, MissingCRSError, OptionError, SourceError, XrembedError
-from ..geo import is_axis_aligned, parse_crs
-from ..specs import utm_crs
+from ..geo import is_axis_aligned, parse_crs, pixel_window, utm_crs
 
 RASTER_SUFFIXES = (".tif", ".tiff", ".jp2", ".vrt")
 #: Default dask chunk side: a multiple of both 224 (model tiles) and 256 (GeoTIFF blocks).
@@ -288,8 +287,7 @@ def _target_grid(files: list[Path], resolution: float | None, crs=None, single_b
             left, top = transform.c, transform.f
             right, bottom = left + width * transform.a, top + height * transform.e
             transform = Affine(resolution, 0, left, 0, -resolution, top)
-            width = int(np.ceil((right - left) / resolution - 1e-9))
-            height = int(np.ceil((top - bottom) / resolution - 1e-9))
+            height, width = pixel_window((left, bottom, right, top), transform).shape
         return {"crs": src_crs, "transform": transform, "width": width, "height": height}
     if crs is not None:
         dst_crs = crs
