@@ -28,10 +28,12 @@ from typing import Any
 
 import numpy as np
 import xarray as xr
+from affine import Affine
 from pyproj import CRS
 
 from ..bands import canonical_band_name
 from ..errors import OptionError, SourceError, SpecError, XrembedError
+from ..geo import metres_per_unit, pixel_window, window_transform
 from ..specs import COMPOSITES, BBox, FetchSpec, PointBuffer, SensorSpec, TemporalSpec
 
 __all__ = ["DEFAULT_SENSORS", "default_sensor", "open_gee"]
@@ -421,19 +423,15 @@ def grid_params(spatial: BBox | PointBuffer, crs: CRS, scale_m: float) -> dict[s
     epsg = crs.to_epsg()
     if epsg is None:
         raise OptionError(f"crs {crs.name!r} has no EPSG code; Earth Engine grids need one, e.g. crs='EPSG:32629'.")
-    if crs.is_geographic:
-        scale = scale_m / 111_320.0
-    else:
-        scale = scale_m / (crs.axis_info[0].unit_conversion_factor if crs.axis_info else 1.0)
-    left, bottom, right, top = spatial.bounds_in(crs)
-    # Snap outwards; a bound within 1e-6 px of a lattice line is on it (float noise of reprojection).
-    x0 = math.floor(left / scale + 1e-6) * scale
-    y1 = math.ceil(top / scale - 1e-6) * scale
-    width = max(1, math.ceil(right / scale - 1e-6) - math.floor(left / scale + 1e-6))
-    height = max(1, math.ceil(top / scale - 1e-6) - math.floor(bottom / scale + 1e-6))
+    # Degrees are Earth Engine's equatorial ones (scale_m / 111 320 m), as xee's own grids.
+    scale = scale_m / metres_per_unit(crs)
+    lattice = Affine(scale, 0.0, 0.0, 0.0, -scale, 0.0)  # lines at whole multiples of the scale
+    window = pixel_window(spatial.bounds_in(crs), lattice)
+    corner = window_transform(lattice, window)
+    height, width = max(1, window.shape[0]), max(1, window.shape[1])
     return {
         "crs": f"EPSG:{epsg}",
-        "crs_transform": (float(scale), 0.0, float(x0), 0.0, -float(scale), float(y1)),
+        "crs_transform": (float(scale), 0.0, float(corner.c), 0.0, -float(scale), float(corner.f)),
         "shape_2d": (int(width), int(height)),
     }
 
