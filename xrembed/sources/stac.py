@@ -24,13 +24,11 @@ from rasterio.enums import Resampling
 
 from ..bands import canonical_band_name, canonical_band_names
 from ..errors import BandMismatchError, CRSError, OptionError, SourceError, SpecError
+from ..geo import pixel_window, window_transform
 from ..specs import BBox, PointBuffer
 from .raster import DEFAULT_CHUNK
 
 __all__ = ["open_stac"]
-
-_EPS = 1e-6  # pixels: how close to a lattice line a bound must be to count as on it
-
 
 def open_stac(
     items,
@@ -344,12 +342,10 @@ def _on_native_lattice(native, spatial, resolution):
                 f"{(left, bottom, right, top)}); check the box (minlon, minlat, maxlon, maxlat) and the search."
             )
         left, bottom, right, top = want
-    col0 = math.floor((left - x0) / res + _EPS)
-    col1 = math.ceil((right - x0) / res - _EPS)
-    row0 = math.floor((y0 - top) / res + _EPS)
-    row1 = math.ceil((y0 - bottom) / res - _EPS)
-    affine = Affine(res, 0, x0 + col0 * res, 0, -res, y0 - row0 * res)
-    return GeoBox((max(row1 - row0, 1), max(col1 - col0, 1)), affine, native.crs)
+    lattice = Affine(res, 0, x0, 0, -res, y0)
+    window = pixel_window((left, bottom, right, top), lattice)
+    height, width = window.shape
+    return GeoBox((max(height, 1), max(width, 1)), window_transform(lattice, window), native.crs)
 
 
 def _bounds(spatial, crs: CRS) -> tuple[float, float, float, float]:
