@@ -32,6 +32,7 @@ import xarray as xr
 from affine import Affine
 
 from ...errors import OptionError, ProductCoverageError, SourceError
+from ...geo import PixelWindow, is_on_lattice, pixel_centres, pixel_window, window_transform
 from ...specs import BBox, PointBuffer, TemporalSpec
 
 __all__ = ["DEFAULT_SOURCE", "PRODUCT_INFO", "open_copernicus_embed"]
@@ -51,7 +52,6 @@ YEAR = 2021
 NPZ_MEMBER = "arr_0.npy"
 #: Dask chunk side for the GeoTIFF: its 256 x 256 blocks (pixel-interleaved, so all 768 values per chunk).
 DEFAULT_CHUNK = 256
-_EPS = 1e-6  # in pixels: bounds within this of a cell edge snap to the edge
 
 PRODUCT_INFO: dict = {
     "product": "copernicus_embed",
@@ -169,11 +169,8 @@ def _window(spatial, transform: Affine, height: int, width: int) -> tuple[slice,
         raise OptionError(
             f"the region crosses the antimeridian (lon {left} to {right}); request each side as its own BBox."
         )
-    col0 = max(math.floor((left - transform.c) / RESOLUTION + _EPS), 0)
-    col1 = min(math.ceil((right - transform.c) / RESOLUTION - _EPS), width)
-    row0 = max(math.floor((transform.f - top) / RESOLUTION + _EPS), 0)
-    row1 = min(math.ceil((transform.f - bottom) / RESOLUTION - _EPS), height)
-    if col0 >= col1 or row0 >= row1:
+    window = pixel_window((left, bottom, right, top), _lattice(transform)).clipped((height, width))
+    if window.is_empty:
         l, t = transform.c, transform.f
         r, b = l + width * RESOLUTION, t - height * RESOLUTION
         raise ProductCoverageError(
@@ -181,20 +178,22 @@ def _window(spatial, transform: Affine, height: int, width: int) -> tuple[slice,
             f"Copernicus-Embed source (lon {l} to {r}, lat {b} to {t}); pass a region inside it, or the global "
             "map (source=None)."
         )
-    return slice(row0, row1), slice(col0, col1)
+    return window.slices
+
+
+def _lattice(transform: Affine) -> Affine:
+    """The file's 0.25-degree lattice at its exact nominal pixel size (headers may round it)."""
+    return Affine(RESOLUTION, 0.0, transform.c, 0.0, -RESOLUTION, transform.f)
 
 
 def _georeference(data: xr.DataArray, transform: Affine, rows: slice, cols: slice) -> xr.DataArray:
     """Pixel-centre coordinates, CRS and the transform of the window ``rows`` x ``cols``."""
-    left = transform.c + cols.start * RESOLUTION
-    top = transform.f - rows.start * RESOLUTION
-    data = data.assign_coords(
-        embedding=np.arange(EMBED_DIM),
-        y=top - RESOLUTION * (np.arange(rows.stop - rows.start) + 0.5),
-        x=left + RESOLUTION * (np.arange(cols.stop - cols.start) + 0.5),
-    )
+    window = PixelWindow(rows.start, rows.stop, cols.start, cols.stop)
+    corner = window_transform(_lattice(transform), window)
+    y, x = pixel_centres(corner, window.shape)
+    data = data.assign_coords(embedding=np.arange(EMBED_DIM), y=y, x=x)
     data = data.rio.write_crs("EPSG:4326")
-    return data.rio.write_transform(Affine(RESOLUTION, 0.0, left, 0.0, -RESOLUTION, top))
+    return data.rio.write_transform(corner)
 
 
 def _chunk_sides(chunks, default) -> tuple:
@@ -237,7 +236,7 @@ def _open_geotiff(text: str, spatial, chunks) -> xr.DataArray:
         raise _not_the_product(text, f"pixel size ({transform.a}, {transform.e}), not (0.25, -0.25) north-up")
     col_offset = (transform.c - GLOBAL_LEFT) / RESOLUTION
     row_offset = (GLOBAL_TOP - transform.f) / RESOLUTION
-    if abs(col_offset - round(col_offset)) > 1e-6 or abs(row_offset - round(row_offset)) > 1e-6:
+    if not (is_on_lattice(col_offset) and is_on_lattice(row_offset)):
         raise _not_the_product(text, f"origin ({transform.c}, {transform.f}) is off the ERA5 0.25 degree lattice")
     rows, cols = _window(spatial, transform, height, width)
     side_y, side_x = _chunk_sides(chunks, DEFAULT_CHUNK)
