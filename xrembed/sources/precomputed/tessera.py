@@ -19,7 +19,6 @@ scale``, with non-finite scales (NaN water, ``+inf`` no data) giving NaN for all
 
 from __future__ import annotations
 
-import math
 import os
 import re
 from collections.abc import Mapping
@@ -31,6 +30,7 @@ from affine import Affine
 from pyproj import CRS
 
 from ...errors import CRSError, OptionError, ProductCoverageError, SourceError, XrembedError
+from ...geo import PixelWindow, pixel_centres, pixel_window, snap_outwards, utm_zone_of, utm_zones, window_transform
 from ...specs import BBox, PointBuffer, TemporalSpec
 
 __all__ = ["DEFAULT_SOURCE", "PRODUCT_INFO", "open_tessera"]
@@ -61,7 +61,6 @@ PRODUCT_INFO: dict = {
 }
 
 _TILE_NAME = re.compile(r"grid_(-?\d+\.\d{2})_(-?\d+\.\d{2})")
-_EPS = 1e-6  # pixels: how close to a lattice line a bound must be to count as on it
 
 
 def open_tessera(
@@ -215,22 +214,14 @@ def _lonlat_bounds(spatial) -> tuple[float, float, float, float]:
     return _bounds(spatial, CRS.from_epsg(4326))
 
 
-def _utm_zone(lon: float) -> int:
-    return min(math.floor((lon + 180) / 6) + 1, 60)
-
-
-def _zones_of(lonlat: tuple[float, float, float, float]) -> list[int]:
-    west, _, east, _ = lonlat
-    return list(range(_utm_zone(west), _utm_zone(min(east, 180 - 1e-9) - 1e-9) + 1))
-
-
 def _spatial_zones(spatial) -> list[int]:
     """UTM zones a request touches: the box's own zone when it is given in a UTM CRS, else by longitude."""
     if isinstance(spatial, BBox):
-        epsg = CRS.from_user_input(spatial.crs).to_epsg()
-        if epsg is not None and (32601 <= epsg <= 32660 or 32701 <= epsg <= 32760):
-            return [epsg % 100]
-    return _zones_of(_lonlat_bounds(spatial))
+        own = utm_zone_of(CRS.from_user_input(spatial.crs))
+        if own is not None:
+            return [own[0]]
+    west, _, east, _ = _lonlat_bounds(spatial)
+    return utm_zones(west, east)
 
 
 def _zone_error(zones, shares: Mapping | None = None) -> OptionError:
@@ -244,21 +235,8 @@ def _zone_error(zones, shares: Mapping | None = None) -> OptionError:
     )
 
 
-def _window(bounds, transform: Affine, shape: tuple[int, int]) -> tuple[int, int, int, int]:
-    """``(row0, row1, col0, col1)`` of the pixels the bounds touch (snapped outwards), clipped to ``shape``."""
-    left, bottom, right, top = bounds
-    res_x, res_y = transform.a, -transform.e
-    col0 = math.floor((left - transform.c) / res_x + _EPS)
-    col1 = math.ceil((right - transform.c) / res_x - _EPS)
-    row0 = math.floor((transform.f - top) / res_y + _EPS)
-    row1 = math.ceil((transform.f - bottom) / res_y - _EPS)
-    return max(row0, 0), min(row1, shape[0]), max(col0, 0), min(col1, shape[1])
-
-
 def _finish(data, years: list[int], transform: Affine, crs: CRS, attrs: dict) -> xr.DataArray:
-    _, _, height, width = data.shape
-    x = transform.c + (np.arange(width) + 0.5) * transform.a
-    y = transform.f + (np.arange(height) + 0.5) * transform.e
+    y, x = pixel_centres(transform, data.shape[-2:])
     out = xr.DataArray(
         data,
         dims=("time", "embedding", "y", "x"),
@@ -341,23 +319,23 @@ def _open_zarr(store: str, spatial, years, chunks, zone) -> xr.DataArray:
     store_years = _store_years(ds)
     chosen = _select_years(store_years, years, f"the store {store!r}")
     t_index = [store_years.index(y) for y in chosen]
+    window = PixelWindow(0, shape[0], 0, shape[1])
     if spatial is not None:
-        r0, r1, c0, c1 = _window(_bounds(spatial, crs), transform, shape)
-        if r1 <= r0 or c1 <= c0:
+        window = pixel_window(_bounds(spatial, crs), transform).clipped(shape)
+        if window.is_empty:
             raise ProductCoverageError(
                 f"spatial={spatial} lies outside the grid of {group} in {store!r}; choose a region inside it."
             )
-    else:
-        r0, r1, c0, c1 = 0, shape[0], 0, shape[1]
-    sel = {"time": t_index, "y": slice(r0, r1), "x": slice(c0, c1)}
+    rows, cols = window.slices
+    sel = {"time": t_index, "y": rows, "x": cols}
     emb = emb.variable.isel(sel)
     scales = scales.variable.isel(sel)
     sizes = _chunk_sizes(chunks)
     emb = emb.chunk({"time": sizes["time"], "band": sizes["embedding"], "y": sizes["y"], "x": sizes["x"]})
     scales = scales.chunk({"time": sizes["time"], "y": sizes["y"], "x": sizes["x"]})
     data = _dequantise_dask(emb.data, scales.data)
-    window = transform @ Affine.translation(c0, r0)
-    return _finish(data, chosen, window, crs, {"source": str(store), "layout": "zarr", "utm_zone": wanted[0]})
+    attrs = {"source": str(store), "layout": "zarr", "utm_zone": wanted[0]}
+    return _finish(data, chosen, window_transform(transform, window), crs, attrs)
 
 
 def _dequantise_dask(q, scales):
@@ -401,8 +379,8 @@ def tile_name(lon: float, lat: float) -> str:
 def _tile_keys(lonlat) -> set[tuple[int, int]]:
     """Integer keys ``(round(lon*100), round(lat*100))`` of the tiles whose 0.1-degree cells the box touches."""
     west, south, east, north = lonlat
-    i0, i1 = math.floor(west * 10 + 1e-9), math.ceil(east * 10 - 1e-9) - 1
-    j0, j1 = math.floor(south * 10 + 1e-9), math.ceil(north * 10 - 1e-9) - 1
+    (i0, i_stop), (j0, j_stop) = snap_outwards(west * 10, east * 10), snap_outwards(south * 10, north * 10)
+    i1, j1 = i_stop - 1, j_stop - 1
     return {(i * 10 + 5, j * 10 + 5) for i in range(i0, max(i1, i0) + 1) for j in range(j0, max(j1, j0) + 1)}
 
 
@@ -590,7 +568,7 @@ def _open_tiles(where, spatial, years, chunks, zone) -> xr.DataArray:
         grid, scales, mask = _tile_files(row, manifest, root)
         crs, transform, per_band = _tile_grid(mask, grid, scales, name)
         epsg = crs.to_epsg()
-        if epsg is None or not (32601 <= epsg <= 32660 or 32701 <= epsg <= 32760):
+        if utm_zone_of(crs) is None:
             raise SourceError(f"tile {name}: its landmask CRS {crs.to_string()} is not a WGS84 UTM zone.")
         infos.append((int(row.year), name, grid, scales, per_band, epsg, transform))
     zones = {}
@@ -618,11 +596,9 @@ def _open_tiles(where, spatial, years, chunks, zone) -> xr.DataArray:
     snapped = [(round(p[5] / res), round(p[6] / res)) for p in placed]
     shift = max(max(abs(p[5] - c * res), abs(p[6] - r * res)) for p, (c, r) in zip(placed, snapped))
     if spatial is not None:
-        left, bottom, right, top = _bounds(spatial, CRS.from_epsg(out_epsg))
-        c_first = math.floor(left / res + _EPS)
-        c_last = math.ceil(right / res - _EPS)
-        r_first = math.floor(-top / res + _EPS)  # rows counted downwards from northing 0
-        r_last = math.ceil(-bottom / res - _EPS)
+        zone_lattice = Affine(res, 0, 0, 0, -res, 0)  # rows counted downwards from northing 0
+        window = pixel_window(_bounds(spatial, CRS.from_epsg(out_epsg)), zone_lattice)
+        c_first, c_last, r_first, r_last = window.col0, window.col1, window.row0, window.row1
     else:
         c_first = min(c for c, _ in snapped)
         r_first = min(-r for _, r in snapped)
