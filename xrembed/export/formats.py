@@ -57,8 +57,7 @@ import json
 import os
 import threading
 import uuid
-from collections.abc import Iterator, Mapping, Sequence
-from contextlib import contextmanager
+from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -67,7 +66,9 @@ import xarray as xr
 from affine import Affine
 from pyproj import CRS
 
+from ..cache import atomic_path
 from ..errors import MissingCRSError, OptionError, StoreError
+from .manifest import jsonable
 from .ownership import MARK, check_replaceable, mark
 
 __all__ = [
@@ -300,7 +301,7 @@ def stack_pooled(names: Sequence[str], present: Mapping[str, xr.DataArray]) -> x
 
 def _same(a: Any, b: Any) -> bool:
     try:
-        return json.dumps(_plain(a), sort_keys=True) == json.dumps(_plain(b), sort_keys=True)
+        return json.dumps(jsonable(a), sort_keys=True) == json.dumps(jsonable(b), sort_keys=True)
     except TypeError:
         return False
 
@@ -317,35 +318,7 @@ def _is_grid(da: xr.DataArray) -> bool:
     return "y" in da.dims and "x" in da.dims
 
 
-# --------------------------------------------------------------------------------------------- atomic files
-
-
-@contextmanager
-def _atomic(path: Path) -> Iterator[Path]:
-    """Yield a temporary path beside ``path``; move it into place on success, remove it on failure."""
-    tmp = path.with_name(f".{path.stem}.tmp-{uuid.uuid4().hex[:12]}{path.suffix}")
-    try:
-        yield tmp
-        os.replace(tmp, path)
-    finally:
-        if tmp.exists():
-            tmp.unlink()
-
-
 # --------------------------------------------------------------------------------------------- attrs
-
-
-def _plain(value: Any) -> Any:
-    """``value`` as plain JSON-able Python (numpy scalars and arrays, tuples become numbers and lists)."""
-    if isinstance(value, np.generic):
-        return value.item()
-    if isinstance(value, np.ndarray):
-        return value.tolist()
-    if isinstance(value, (list, tuple)):
-        return [_plain(v) for v in value]
-    if isinstance(value, Mapping):
-        return {str(k): _plain(v) for k, v in value.items()}
-    return value
 
 
 def _encode_attrs(attrs: Mapping[str, Any], native: tuple[type, ...]) -> dict[str, Any]:
@@ -353,7 +326,7 @@ def _encode_attrs(attrs: Mapping[str, Any], native: tuple[type, ...]) -> dict[st
     out: dict[str, Any] = {}
     encoded = []
     for key, value in attrs.items():
-        value = _plain(value)
+        value = jsonable(value)
         if isinstance(value, native) and not isinstance(value, bool):
             out[key] = value
         else:
@@ -365,7 +338,7 @@ def _encode_attrs(attrs: Mapping[str, Any], native: tuple[type, ...]) -> dict[st
 
 
 def _decode_attrs(attrs: Mapping[str, Any]) -> dict[str, Any]:
-    out = {key: _plain(value) for key, value in attrs.items() if key != _JSON_ATTRS}
+    out = {key: jsonable(value) for key, value in attrs.items() if key != _JSON_ATTRS}
     for key in json.loads(attrs.get(_JSON_ATTRS, "[]")):
         if key in out:
             out[key] = json.loads(out[key])
@@ -406,7 +379,7 @@ def _netcdf_chunks(da: xr.DataArray) -> tuple[int, ...]:
 
 def _write_netcdf(path: Path, groups: Sequence[tuple[str, xr.Dataset]]) -> None:
     """One NetCDF4 file (h5netcdf) with each Dataset in its group; dask data streams."""
-    with _atomic(path) as tmp:
+    with atomic_path(path) as tmp:
         xr.Dataset(attrs={MARK: mark("export")}).to_netcdf(tmp, engine="h5netcdf", mode="w")
         for group, ds in groups:
             ds.to_netcdf(tmp, engine="h5netcdf", group=group, mode="a")
@@ -438,7 +411,7 @@ def _npz_entries(da: xr.DataArray, suffix: str, values_key: str | None = None) -
     arrays = {
         values_key or f"embedding__{suffix}": np.asarray(da.values),
         f"dims__{suffix}": np.asarray([str(d) for d in da.dims], dtype=str),
-        f"attrs__{suffix}": np.asarray(json.dumps(_plain(da.attrs))),
+        f"attrs__{suffix}": np.asarray(json.dumps(jsonable(da.attrs))),
     }
     grid = _is_grid(da)
     for dim in da.dims:
@@ -463,7 +436,7 @@ def _savable(values: np.ndarray) -> np.ndarray:
 
 def _write_npz(path: Path, arrays: Mapping[str, np.ndarray]) -> None:
     # A file object, since np.savez would append ".npz" to the temporary name.
-    with _atomic(path) as tmp, open(tmp, "wb") as f:
+    with atomic_path(path) as tmp, open(tmp, "wb") as f:
         np.savez_compressed(f, **arrays, **{MARK: np.asarray(mark("export"))})
 
 
@@ -554,7 +527,7 @@ def _write_geotiff(path: Path, da: xr.DataArray) -> None:
     bands = int(da.sizes["embedding"])
     tags = _encode_attrs(da.attrs, native=(str,))
     blocksize = _cog_blocksize(bands)
-    with _atomic(path) as tmp:
+    with atomic_path(path) as tmp:
         scratch = tmp.with_name(f"{tmp.stem}.src.tif")
         try:
             out.rio.to_raster(

@@ -12,21 +12,29 @@ import datetime as _dt
 import hashlib
 import json
 import os
-import tempfile
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import asdict, is_dataclass
 from pathlib import Path
 from typing import Any
+
+import numpy as np
+
+from ..cache import atomic_path
 
 MANIFEST_VERSION = 1
 
 
 def jsonable(value: Any) -> Any:
-    """A JSON-friendly rendering of specs, numpy scalars, paths and containers."""
+    """A JSON-friendly rendering of specs, numpy scalars and arrays, paths and containers (tuples become lists).
+
+    The one converter for everything xrembed writes as JSON: manifests, marks, and the attrs of exported files.
+    """
+    if isinstance(value, np.ndarray) and value.ndim > 0:
+        return [jsonable(v) for v in value.tolist()]
     if is_dataclass(value) and not isinstance(value, type):
         fields = {k: jsonable(v) for k, v in asdict(value).items() if k != "extra"}
         return {"type": type(value).__name__, **fields}
-    if isinstance(value, dict):
+    if isinstance(value, Mapping):
         return {str(k): jsonable(v) for k, v in value.items()}
     if isinstance(value, (list, tuple)):
         return [jsonable(v) for v in value]
@@ -47,18 +55,10 @@ def fingerprint(**parts: Any) -> str:
 
 def write_json_atomic(path: Path, payload: Any) -> None:
     """Write JSON so that readers see the old file or the new one, never a torn one."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    try:
-        with os.fdopen(fd, "w") as f:
-            json.dump(jsonable(payload), f, indent=1, sort_keys=True)
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        if os.path.exists(tmp):
-            os.unlink(tmp)
-        raise
+    with atomic_path(path) as tmp, open(tmp, "w") as f:
+        json.dump(jsonable(payload), f, indent=1, sort_keys=True)
+        f.flush()
+        os.fsync(f.fileno())
 
 
 def read_json(path: Path) -> Any | None:

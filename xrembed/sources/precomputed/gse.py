@@ -21,9 +21,6 @@ from __future__ import annotations
 import hashlib
 import math
 import os
-import shutil
-import tempfile
-import urllib.request
 from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
@@ -34,6 +31,7 @@ import xarray as xr
 from affine import Affine
 from pyproj import CRS
 
+from ...cache import cache_dir, download_url
 from ...errors import OptionError, ProductCoverageError, SourceError, SpecError, XrembedError
 from ...geo import Grid, assign_grid
 from ...specs import BBox, PointBuffer, TemporalSpec
@@ -266,26 +264,14 @@ def _locate(source) -> tuple[str, str]:
     )
 
 
-def cache_dir() -> Path:
-    """Where downloaded indexes are kept: ``gse/`` under xrembed's cache (``$XREMBED_CACHE``)."""
-    from ...models.weights import cache_root
-
-    return cache_root() / "gse"
-
-
 def _fetch_index(url: str) -> str:
     """Download a remote index once (about 78 MB for the parquet) into the cache and return its path."""
     name = url.rsplit("/", 1)[-1]
-    target = cache_dir() / hashlib.sha256(url.encode()).hexdigest()[:16] / name
+    target = cache_dir("gse") / hashlib.sha256(url.encode()).hexdigest()[:16] / name
     if target.is_file():
         return str(target)
-    target.parent.mkdir(parents=True, exist_ok=True)
     try:
-        with urllib.request.urlopen(url, timeout=120) as response, tempfile.NamedTemporaryFile(
-            dir=target.parent, delete=False
-        ) as tmp:
-            shutil.copyfileobj(response, tmp)
-        os.replace(tmp.name, target)
+        download_url(url, target)
     except OSError as err:  # urllib.error.URLError is an OSError
         raise SourceError(
             f"could not download the Google Satellite Embedding index {url}: {err}. Check the network, or download "
