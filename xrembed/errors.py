@@ -20,6 +20,7 @@ __all__ = [
     "UnknownModelError",
     "OptionError",
     "ProductCoverageError",
+    "NoDataInBoundsError",
     "SpecError",
     "RandomWeightsWarning",
     "ExportError",
@@ -85,6 +86,15 @@ class SpecError(XrembedError, ValueError):
 
 class ProductCoverageError(XrembedError):
     """A precomputed product has no data for the requested place or time."""
+
+
+class NoDataInBoundsError(ProductCoverageError, SpecError):
+    """The requested region or time holds no data of the source: an ROI outside the raster or the STAC
+    items, outside a product's coverage, or no Earth Engine image matching the filters.
+
+    One class for "nothing there" whatever the source; it is also a :class:`ProductCoverageError` and a
+    :class:`SpecError`, the classes these cases raised before.
+    """
 
 
 class RandomWeightsWarning(UserWarning):
