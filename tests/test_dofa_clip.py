@@ -37,7 +37,8 @@ class SmallDOFACLIP(DOFACLIP):
     aliases = ()
     variants = {
         "small": Variant(
-            "small", SMALL["embed_dim"], SMALL["depth"], SMALL["num_heads"], SMALL["patch_size"], SMALL["img_size"],
+            name="small", embed_dim=SMALL["embed_dim"], depth=SMALL["depth"], num_heads=SMALL["num_heads"],
+            patch_size=SMALL["patch_size"], image_size=SMALL["img_size"],
             extra=(("mlp_ratio", SMALL["mlp_ratio"]),),
         )
     }
@@ -50,7 +51,7 @@ class TinyDOFACLIP(DOFACLIP):
 
     model_id = "dofa_clip-tiny"
     aliases = ()
-    variants = {"tiny": Variant("tiny", 32, 2, 4, 14, 44, extra=(("mlp_ratio", 3.7362),))}
+    variants = {"tiny": Variant(name="tiny", embed_dim=32, depth=2, num_heads=4, patch_size=14, image_size=44, extra=(("mlp_ratio", 3.7362),))}
     default_variant = "tiny"
 
 

@@ -26,8 +26,14 @@ class TinyPrithvi(Prithvi):
     model_id = "prithvi-tiny-test"
     aliases = ()
     variants = {
-        "tiny": Variant("tiny", 64, 2, 4, 16, 64, None, (("coords", False), ("max_frames", 4))),
-        "tiny_tl": Variant("tiny_tl", 64, 2, 4, 16, 64, None, (("coords", True), ("max_frames", 4))),
+        "tiny": Variant(
+            name="tiny", embed_dim=64, depth=2, num_heads=4, patch_size=16, image_size=64,
+            extra=(("coords", False), ("max_frames", 4)),
+        ),
+        "tiny_tl": Variant(
+            name="tiny_tl", embed_dim=64, depth=2, num_heads=4, patch_size=16, image_size=64,
+            extra=(("coords", True), ("max_frames", 4)),
+        ),
     }
     default_variant = "tiny_tl"
 
@@ -81,7 +87,7 @@ def test_parity_with_terratorch(frames, coords, tmp_path):
 
     adapter = TinyPrithvi("tiny_tl" if coords else "tiny")
     ours = load_module(adapter, WeightsSource(str(path), "test"))
-    plan = adapter.plan_inputs(list(DEFAULT_BANDS), context=InputContext(10.0, LONLAT, DATES[:frames]))
+    plan = adapter.plan_inputs(list(DEFAULT_BANDS), context=InputContext(resolution_m=10.0, center_lonlat=LONLAT, times=DATES[:frames]))
     assert plan.option("frames") == frames
     if coords:
         assert plan.option("temporal_coords") == DOY[:frames]
@@ -104,8 +110,8 @@ def test_parity_with_terratorch(frames, coords, tmp_path):
 
 def test_coordinates_change_the_output_of_tl_variants_only():
     x = torch.randn(1, 12, 64, 64)
-    a_ctx = InputContext(10.0, LONLAT, DATES[:2])
-    b_ctx = InputContext(10.0, (10.0, 50.0), ("2019-07-01", "2019-08-01"))
+    a_ctx = InputContext(resolution_m=10.0, center_lonlat=LONLAT, times=DATES[:2])
+    b_ctx = InputContext(resolution_m=10.0, center_lonlat=(10.0, 50.0), times=("2019-07-01", "2019-08-01"))
     for variant, differs in (("tiny_tl", True), ("tiny", False)):
         adapter = TinyPrithvi(variant)
         module = _jitter(adapter.build_module(), 2)
@@ -140,7 +146,7 @@ def test_official_mae_layout_loads_strictly_and_reproduces(tmp_path):
     assert ours.pos_embed.shape == (1, 17, 64)
     x = torch.randn(1, 6, 4, 64, 64)
     dates = ("2020-01-01", "2020-04-01", "2020-07-01", "2020-10-01")
-    plan = adapter.plan_inputs(list(DEFAULT_BANDS), context=InputContext(30.0, LONLAT, dates))
+    plan = adapter.plan_inputs(list(DEFAULT_BANDS), context=InputContext(resolution_m=30.0, center_lonlat=LONLAT, times=dates))
     temporal = torch.tensor([plan.option("temporal_coords")], dtype=torch.float32)
     location = torch.tensor([plan.option("location_coords")], dtype=torch.float32)
     expected = _reference_tokens(mae.encoder, x, 4, temporal, location)

@@ -36,7 +36,7 @@ class SmallSatMAE(SatMAE):
 
     model_id = "satmae-small"
     aliases = ()
-    variants = {"small": Variant("small", 32, 2, 4, 8, 32)}
+    variants = {"small": Variant(name="small", embed_dim=32, depth=2, num_heads=4, patch_size=8, image_size=32)}
     default_variant = "small"
 
 

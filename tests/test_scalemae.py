@@ -30,7 +30,7 @@ SMALL = dict(img_size=32, patch_size=8, embed_dim=32, depth=2, num_heads=4)
 class SmallScaleMAE(ScaleMAE):
     model_id = "scalemae-small"
     aliases = ()
-    variants = {"small": Variant("small", 32, 2, 4, 8, 32)}
+    variants = {"small": Variant(name="small", embed_dim=32, depth=2, num_heads=4, patch_size=8, image_size=32)}
     default_variant = "small"
 
 
@@ -69,7 +69,7 @@ def test_parity_with_torchgeo(res, tmp_path):
     torch.save(ref.state_dict(), path)
     adapter = SmallScaleMAE()
     ours = load_module(adapter, WeightsSource(str(path), "test"))  # strict
-    plan = adapter.plan_inputs(list(RGB_BANDS), context=InputContext(res, (0.0, 0.0)))
+    plan = adapter.plan_inputs(list(RGB_BANDS), context=InputContext(resolution_m=res, center_lonlat=(0.0, 0.0)))
     assert plan.option("res") == res
     x = torch.randn(2, 3, 32, 32)
     with torch.no_grad():
@@ -147,8 +147,8 @@ def test_real_size_keys_shapes_and_parameter_count_match_torchgeo():
 
 def test_res_follows_the_input_pixel_size():
     adapter = ScaleMAE()
-    assert adapter.plan_inputs(list(RGB_BANDS), context=InputContext(10.0, (0.0, 0.0))).option("res") == 10.0
-    assert adapter.plan_inputs(list(RGB_BANDS), context=InputContext(0.5, (0.0, 0.0))).option("res") == 0.5
+    assert adapter.plan_inputs(list(RGB_BANDS), context=InputContext(resolution_m=10.0, center_lonlat=(0.0, 0.0))).option("res") == 10.0
+    assert adapter.plan_inputs(list(RGB_BANDS), context=InputContext(resolution_m=0.5, center_lonlat=(0.0, 0.0))).option("res") == 0.5
     assert adapter.plan_inputs(list(RGB_BANDS)).option("res") == 1.0  # no context: torchgeo's default
 
 

@@ -37,7 +37,7 @@ class TinyTerraFM(TerraFM):
 
     model_id = "terrafm-tiny"
     aliases = ()
-    variants = {"tiny": Variant("tiny", 32, 2, 4, 16, 64)}
+    variants = {"tiny": Variant(name="tiny", embed_dim=32, depth=2, num_heads=4, patch_size=16, image_size=64)}
     default_variant = "tiny"
 
 

@@ -87,7 +87,10 @@ def test_url_checkpoint_offline_error_and_cache(tmp_path, monkeypatch):
 
     class Zenodo(DOFA):
         model_id = "zenodo-test"
-        variants = {"v": Variant("v", 32, 2, 2, 8, 32, UrlCheckpoint("https://zenodo.org/x/w.pth", "w.pth"))}
+        variants = {"v": Variant(
+            name="v", embed_dim=32, depth=2, num_heads=2, patch_size=8, image_size=32,
+            checkpoint=UrlCheckpoint(url="https://zenodo.org/x/w.pth", filename="w.pth"),
+        )}
         default_variant = "v"
 
     monkeypatch.setenv("XREMBED_CACHE", str(tmp_path))

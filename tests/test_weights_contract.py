@@ -93,7 +93,10 @@ def test_url_checkpoints_take_the_same_quick_offline_path(online_mode):
 
     class Zenodo(DOFA):
         model_id = "zenodo-test"
-        variants = {"v": Variant("v", 32, 2, 2, 8, 32, UrlCheckpoint("https://zenodo.org/x/w.pth", "w.pth"))}
+        variants = {"v": Variant(
+            name="v", embed_dim=32, depth=2, num_heads=2, patch_size=8, image_size=32,
+            checkpoint=UrlCheckpoint(url="https://zenodo.org/x/w.pth", filename="w.pth"),
+        )}
         default_variant = "v"
 
     with (

@@ -93,7 +93,7 @@ class TinyDOFA(DOFA):
 
     model_id = "dofa-tiny"
     title = "DOFA, tiny test configuration (random weights only)"
-    variants = {"tiny": Variant("tiny", 32, 2, 2, 8, 32)}
+    variants = {"tiny": Variant(name="tiny", embed_dim=32, depth=2, num_heads=2, patch_size=8, image_size=32)}
     default_variant = "tiny"
 
 

@@ -21,7 +21,7 @@ if TYPE_CHECKING:  # pragma: no cover
     from torch import nn
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, kw_only=True)
 class Checkpoint:
     """Where the official weights of a variant live on the Hugging Face Hub."""
 
@@ -34,7 +34,7 @@ class Checkpoint:
         return f"hf://{self.repo_id}/{self.filename}" + (f"@{self.revision}" if self.revision else "")
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, kw_only=True)
 class UrlCheckpoint:
     """Official weights published at a plain URL (Zenodo, GitHub releases), cached under xrembed's cache.
 
@@ -51,7 +51,7 @@ class UrlCheckpoint:
         return self.url
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, kw_only=True)
 class Variant:
     """Architecture and weights of one variant of a model family."""
 
@@ -69,7 +69,7 @@ class Variant:
         return self.image_size // self.patch_size
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, kw_only=True)
 class InputContext:
     """What is known about the input without reading pixels, for models that need it.
 
@@ -83,7 +83,7 @@ class InputContext:
     times: tuple[str, ...] | None = None
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, kw_only=True)
 class InputPlan:
     """What the model will read, decided from metadata alone when ``embed()`` is called.
 

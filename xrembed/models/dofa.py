@@ -81,8 +81,14 @@ class DOFA(ModelAdapter):
     model_id = "dofa"
     title = "DOFA: wavelength-conditioned ViT for any multispectral or SAR bands"
     variants = {
-        "base": Variant("base", 768, 12, 12, 16, 224, Checkpoint("earthflow/DOFA", "DOFA_ViT_base_e100.pth")),
-        "large": Variant("large", 1024, 24, 16, 16, 224, Checkpoint("earthflow/DOFA", "DOFA_ViT_large_e100.pth")),
+        "base": Variant(
+            name="base", embed_dim=768, depth=12, num_heads=12, patch_size=16, image_size=224,
+            checkpoint=Checkpoint(repo_id="earthflow/DOFA", filename="DOFA_ViT_base_e100.pth"),
+        ),
+        "large": Variant(
+            name="large", embed_dim=1024, depth=24, num_heads=16, patch_size=16, image_size=224,
+            checkpoint=Checkpoint(repo_id="earthflow/DOFA", filename="DOFA_ViT_large_e100.pth"),
+        ),
     }
     default_variant = "base"
     sensors = {

@@ -63,13 +63,15 @@ class DOFACLIP(ModelAdapter):
     title = "DOFA-CLIP / GeoLangBind: wavelength-conditioned SigLIP image tower for any optical bands"
     variants = {
         "so400m": Variant(
-            "so400m", 1152, 27, 16, 14, 384,
-            Checkpoint("earthflow/GeoLB-ViT-14-SigLIP-so400m-384-EO", "open_clip_model.safetensors"),
+            name="so400m", embed_dim=1152, depth=27, num_heads=16, patch_size=14, image_size=384,
+            checkpoint=Checkpoint(
+                repo_id="earthflow/GeoLB-ViT-14-SigLIP-so400m-384-EO", filename="open_clip_model.safetensors"
+            ),
             extra=(("mlp_ratio", 3.7362),),
         ),
         "b16": Variant(
-            "b16", 768, 12, 12, 16, 224,
-            Checkpoint("XShadow/GeoLB-ViT-B-16-SigLIP", "open_clip_model.safetensors"),
+            name="b16", embed_dim=768, depth=12, num_heads=12, patch_size=16, image_size=224,
+            checkpoint=Checkpoint(repo_id="XShadow/GeoLB-ViT-B-16-SigLIP", filename="open_clip_model.safetensors"),
             extra=(("mlp_ratio", 4.0),),
         ),
     }

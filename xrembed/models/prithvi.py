@@ -63,7 +63,8 @@ _HF = "ibm-nasa-geospatial/Prithvi-EO-2.0-"
 
 def _variant(name, dim, depth, heads, patch, repo, filename, coords):
     return Variant(
-        name, dim, depth, heads, patch, 224, Checkpoint(_HF + repo, filename),
+        name=name, embed_dim=dim, depth=depth, num_heads=heads, patch_size=patch, image_size=224,
+        checkpoint=Checkpoint(repo_id=_HF + repo, filename=filename),
         extra=(("coords", coords), ("max_frames", MAX_FRAMES)),
     )
 

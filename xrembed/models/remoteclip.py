@@ -61,10 +61,12 @@ class RemoteCLIP(ModelAdapter):
     title = "RemoteCLIP: CLIP image encoder tuned on remote-sensing image-text data (RGB)"
     variants = {
         "vit_b32": Variant(
-            "vit_b32", 768, 12, 12, 32, 224, Checkpoint(_HF_REPO, "RemoteCLIP-ViT-B-32.pt"), (("output_dim", 512),)
+            name="vit_b32", embed_dim=768, depth=12, num_heads=12, patch_size=32, image_size=224,
+            checkpoint=Checkpoint(repo_id=_HF_REPO, filename="RemoteCLIP-ViT-B-32.pt"), extra=(("output_dim", 512),),
         ),
         "vit_l14": Variant(
-            "vit_l14", 1024, 24, 16, 14, 224, Checkpoint(_HF_REPO, "RemoteCLIP-ViT-L-14.pt"), (("output_dim", 768),)
+            name="vit_l14", embed_dim=1024, depth=24, num_heads=16, patch_size=14, image_size=224,
+            checkpoint=Checkpoint(repo_id=_HF_REPO, filename="RemoteCLIP-ViT-L-14.pt"), extra=(("output_dim", 768),),
         ),
     }
     default_variant = "vit_b32"

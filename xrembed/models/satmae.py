@@ -188,8 +188,10 @@ class SatMAE(RGBViTAdapter):
     title = "SatMAE: masked-autoencoder ViT-L/16 pre-trained on fMoW-RGB"
     variants = {
         "large": Variant(
-            "large", 1024, 24, 16, 16, 224,
-            checkpoint=UrlCheckpoint("https://zenodo.org/record/7369797/files/fmow_pretrain.pth", "fmow_pretrain.pth"),
+            name="large", embed_dim=1024, depth=24, num_heads=16, patch_size=16, image_size=224,
+            checkpoint=UrlCheckpoint(
+                url="https://zenodo.org/record/7369797/files/fmow_pretrain.pth", filename="fmow_pretrain.pth"
+            ),
         )
     }
     default_variant = "large"

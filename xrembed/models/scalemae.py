@@ -53,15 +53,10 @@ class ScaleMAE(RGBViTAdapter):
     title = "Scale-MAE: GSD-aware masked-autoencoder ViT-L/16 pre-trained on fMoW-RGB"
     variants = {
         "large": Variant(
-            "large",
-            1024,
-            24,
-            16,
-            16,
-            224,
-            Checkpoint(
-                "isaaccorley/vit_large_patch16_224_fmow_rgb_scalemae",
-                "vit_large_patch16_224_fmow_rgb_scalemae-98ed9821.pth",
+            name="large", embed_dim=1024, depth=24, num_heads=16, patch_size=16, image_size=224,
+            checkpoint=Checkpoint(
+                repo_id="isaaccorley/vit_large_patch16_224_fmow_rgb_scalemae",
+                filename="vit_large_patch16_224_fmow_rgb_scalemae-98ed9821.pth",
                 revision="9dc7f569424baeb780698352cf6e87638c882123",
             ),
         )

@@ -64,8 +64,14 @@ class TerraFM(ModelAdapter):
     aliases = ("terrafm_b",)
     title = "TerraFM: unified Sentinel-1 / Sentinel-2 (L1C, L2A) ViT"
     variants = {
-        "base": Variant("base", 768, 12, 12, 16, 224, Checkpoint(_HF_REPO, "TerraFM-B.pth")),
-        "large": Variant("large", 1024, 24, 16, 16, 224, Checkpoint(_HF_REPO, "TerraFM-L.pth")),
+        "base": Variant(
+            name="base", embed_dim=768, depth=12, num_heads=12, patch_size=16, image_size=224,
+            checkpoint=Checkpoint(repo_id=_HF_REPO, filename="TerraFM-B.pth"),
+        ),
+        "large": Variant(
+            name="large", embed_dim=1024, depth=24, num_heads=16, patch_size=16, image_size=224,
+            checkpoint=Checkpoint(repo_id=_HF_REPO, filename="TerraFM-L.pth"),
+        ),
     }
     default_variant = "base"
     sensors = {
