@@ -34,6 +34,7 @@ import xarray as xr
 from . import batch
 from .embedding import check_pooling
 from .errors import OptionError, SpecError
+from .geo import Grid, PixelWindow, pixel_centres, spatial_dims
 from .models.registry import describe_model, list_models
 from .specs import (
     BBox,
@@ -124,8 +125,7 @@ class UserData:
         height, width = values.shape[-2:]
         crs, transform = self._placement(height, width)
         crs, transform = _user_grid(crs, transform)
-        x = transform.c + transform.a * (np.arange(width) + 0.5)
-        y = transform.f + transform.e * (np.arange(height) + 0.5)
+        y, x = pixel_centres(transform, (height, width))
         dims = ("time", "band", "y", "x")[-values.ndim :]
         bands = list(self.bands) if self.bands is not None else _collection_bands(self.collection, values.shape[-3])
         coords = {"y": y, "x": x}
@@ -328,11 +328,8 @@ def crop_to(da: xr.DataArray, spatial) -> xr.DataArray:
     edge is padded with NaN (lazily) to its full window, so the output grid covers the whole ROI and the
     cells outside the raster come out NaN; a ROI that misses the raster is a :class:`SpecError`.
     """
-    from .geo import Grid, spatial_dims
-
     grid = Grid.from_xarray(da)
     t = grid.transform
-    height, width = grid.shape
     crs = grid.crs
     if isinstance(spatial, PointBuffer) and crs.is_projected:
         from pyproj import Transformer
@@ -342,46 +339,38 @@ def crop_to(da: xr.DataArray, spatial) -> xr.DataArray:
         n_y = max(1, round(2 * spatial.buffer_m / abs(t.e)))
         col0 = round((cx - t.c) / t.a - n_x / 2)
         row0 = round((cy - t.f) / t.e - n_y / 2)
-        rows, cols = (row0, row0 + n_y), (col0, col0 + n_x)
+        wanted = PixelWindow(row0, row0 + n_y, col0, col0 + n_x)
     else:
-        left, bottom, right, top = spatial.bounds_in(crs)
-        inv = ~t
-        c0, r0 = inv * (left, top)
-        c1, r1 = inv * (right, bottom)
-        cols = (int(np.floor(min(c0, c1) + 1e-9)), int(np.ceil(max(c0, c1) - 1e-9)))
-        rows = (int(np.floor(min(r0, r1) + 1e-9)), int(np.ceil(max(r0, r1) - 1e-9)))
-    inside_rows = (max(rows[0], 0), min(rows[1], height))
-    inside_cols = (max(cols[0], 0), min(cols[1], width))
-    if inside_rows[1] <= inside_rows[0] or inside_cols[1] <= inside_cols[0]:
+        wanted = grid.window(spatial.bounds_in(crs))
+    inside = wanted.clipped(grid.shape)
+    if inside.is_empty:
         raise SpecError(
             f"the ROI {spatial} does not overlap the raster (bounds {tuple(round(b, 3) for b in grid.bounds)} in "
             f"{crs.to_string()}); check the ROI's coordinates or the source= raster."
         )
     y_dim, x_dim = spatial_dims(da)
-    window = da.isel({y_dim: slice(*inside_rows), x_dim: slice(*inside_cols)})
+    rows, cols = inside.slices
+    window = da.isel({y_dim: rows, x_dim: cols})
     pad = {
-        y_dim: (inside_rows[0] - rows[0], rows[1] - inside_rows[1]),
-        x_dim: (inside_cols[0] - cols[0], cols[1] - inside_cols[1]),
+        y_dim: (inside.row0 - wanted.row0, wanted.row1 - inside.row1),
+        x_dim: (inside.col0 - wanted.col0, wanted.col1 - inside.col1),
     }
     if not any(any(p) for p in pad.values()):
         return window
-    return _pad_nan(window, pad, t, rows, cols, y_dim, x_dim)
+    return _pad_nan(window, pad, grid, wanted, y_dim, x_dim)
 
 
-def _pad_nan(window: xr.DataArray, pad: dict, t, rows, cols, y_dim: str, x_dim: str) -> xr.DataArray:
-    """``window`` padded with NaN to the full ``rows`` x ``cols`` window of transform ``t`` (lazy for dask)."""
-    from affine import Affine
-
+def _pad_nan(window: xr.DataArray, pad: dict, grid: Grid, wanted: PixelWindow, y_dim: str, x_dim: str) -> xr.DataArray:
+    """``window`` padded with NaN out to the ``wanted`` window of ``grid`` (the full ROI; lazy for dask)."""
     if not np.issubdtype(window.dtype, np.floating):  # NaN marks the padding, never a zero
         window = window.astype("float32" if window.dtype.itemsize <= 2 else "float64")
     padded = window.pad(pad, mode="constant", constant_values=np.nan)
-    padded = padded.assign_coords({
-        x_dim: (x_dim, t.c + t.a * (np.arange(*cols) + 0.5)),
-        y_dim: (y_dim, t.f + t.e * (np.arange(*rows) + 0.5)),
-    })
+    # Centres counted from the parent grid's origin, as the unpadded pixels' own coordinates are.
+    y, x = pixel_centres(grid.transform, wanted.shape, origin=(wanted.row0, wanted.col0))
+    padded = padded.assign_coords({x_dim: (x_dim, x), y_dim: (y_dim, y)})
     padded.attrs = window.attrs
     if "spatial_ref" in padded.coords:
-        padded = padded.rio.write_transform(t * Affine.translation(cols[0], rows[0]))
+        padded = padded.rio.write_transform(grid[wanted].transform)
     return padded
 
 
