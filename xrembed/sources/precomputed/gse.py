@@ -33,7 +33,7 @@ from pyproj import CRS
 
 from ...cache import cache_dir, download_url
 from ...errors import OptionError, ProductCoverageError, SourceError, SpecError, XrembedError
-from ...geo import Grid, assign_grid
+from ...geo import Grid, assign_grid, is_on_lattice, pixel_window, utm_crs_of_zone, utm_zone_of, window_transform
 from ...specs import BBox, PointBuffer, TemporalSpec
 
 __all__ = ["BANDS", "DEFAULT_SOURCE", "EE_COLLECTION", "PRODUCT_INFO", "dequantize", "open_gse"]
@@ -332,18 +332,14 @@ def _href(path: str, root: str) -> str:
 
 
 def _zone_name(crs: CRS) -> str:
-    epsg = crs.to_epsg() or 0
-    if 32601 <= epsg <= 32660:
-        return f"{epsg - 32600}N"
-    if 32701 <= epsg <= 32760:
-        return f"{epsg - 32700}S"
-    return crs.to_string()
+    zone = utm_zone_of(crs)
+    return f"{zone[0]}{zone[1]}" if zone is not None else crs.to_string()
 
 
 def _zone_crs(zone) -> CRS:
     text = str(zone).strip().upper()
     if text[:-1].isdigit() and text[-1:] in ("N", "S") and 1 <= int(text[:-1]) <= 60:
-        return CRS.from_epsg((32600 if text.endswith("N") else 32700) + int(text[:-1]))
+        return utm_crs_of_zone(int(text[:-1]), text[-1])
     try:
         return CRS.from_user_input(zone)
     except Exception as err:
@@ -470,8 +466,7 @@ def _output_grid(tiles, crs: CRS, spatial) -> Grid:
     res = RESOLUTION
     ox, oy = tiles[0]["transform"].c % res, tiles[0]["transform"].f % res
     for t in tiles[1:]:
-        dx, dy = (t["transform"].c - ox) % res, (t["transform"].f - oy) % res
-        if min(dx, res - dx) > 1e-6 or min(dy, res - dy) > 1e-6:
+        if not (is_on_lattice((t["transform"].c - ox) / res) and is_on_lattice((t["transform"].f - oy) / res)):
             raise SourceError(
                 f"{t['href']} is not on the same 10 m lattice as {tiles[0]['href']}; they cannot be mosaicked without "
                 "resampling. Request an ROI inside one tile."
@@ -482,13 +477,10 @@ def _output_grid(tiles, crs: CRS, spatial) -> Grid:
         right, top = max(b[2] for b in boxes), max(b[3] for b in boxes)
     else:
         left, bottom, right, top = spatial.bounds_in(crs)
-    eps = 1e-6
-    left = ox + math.floor((left - ox) / res + eps) * res
-    right = ox + math.ceil((right - ox) / res - eps) * res
-    bottom = oy + math.floor((bottom - oy) / res + eps) * res
-    top = oy + math.ceil((top - oy) / res - eps) * res
-    width, height = max(1, round((right - left) / res)), max(1, round((top - bottom) / res))
-    return Grid((height, width), Affine(res, 0.0, left, 0.0, -res, top), crs)
+    lattice = Affine(res, 0.0, ox, 0.0, -res, oy)
+    window = pixel_window((left, bottom, right, top), lattice)
+    height, width = max(1, window.shape[0]), max(1, window.shape[1])
+    return Grid((height, width), window_transform(lattice, window), crs)
 
 
 def _tile_on_grid(t, grid: Grid, chunk):
