@@ -9,7 +9,7 @@
 
 from __future__ import annotations
 
-__version__ = "0.1.0"
+from ._version import __version__
 
 import rioxarray  # noqa: F401  (registers .rio, used for CRS handling)
 

@@ -41,6 +41,7 @@ from .errors import BandMismatchError, OptionError, SpatialDimensionError
 from .geo import Grid, assign_grid, spatial_dims
 from .models.base import InputContext
 from .models.checks import check_dtype
+from .options import check_pooling
 from .models.registry import get_adapter
 from .options import INPUT_PREPS, OUTPUTS, PRECISIONS, InputPrep, Output, Precision
 from .models.weights import resolve_weights
@@ -181,12 +182,6 @@ def _prepare(
         output=output, input_prep=input_prep, precision=precision, key=key, batch_size=batch_size,
         weights_label=label,
     )
-
-
-def check_pooling(output) -> None:
-    """rs-embed's ``OutputSpec(pooling="max")`` has no counterpart here: refuse it, naming the alternative."""
-    if getattr(output, "pooling", "mean") != "mean":
-        raise OptionError("pooling='max' is not supported; pooled outputs are valid-area-weighted means (pooling='mean').")
 
 
 def _build(req: _Request, tiles_per_chunk: int) -> xr.DataArray:
@@ -596,7 +591,7 @@ def _resize_path(array, variant, common: dict, output: str, pooled_dim: int):
 
 
 def _attrs(adapter, weights_label, plan, input_prep, precision, output, grid: Grid, out_grid: Grid) -> dict:
-    from . import __version__
+    from ._version import __version__
 
     v = adapter.variant
     attrs = {

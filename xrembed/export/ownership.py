@@ -39,7 +39,7 @@ _TIFF_MAGICS = (b"II*\x00", b"MM\x00*", b"II+\x00", b"MM\x00+")
 
 def mark(kind: str) -> str:
     """The mark's value: which xrembed wrote what (a JSON string, so that every format can hold it)."""
-    from .. import __version__
+    from .._version import __version__
 
     return json.dumps({"writer": "xrembed", "version": __version__, "kind": kind}, sort_keys=True)
 

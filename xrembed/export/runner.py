@@ -17,7 +17,8 @@ from typing import Any
 
 import xarray as xr
 
-from .. import __version__, batch
+from .. import batch
+from .._version import __version__
 from ..api import (
     POOLED,
     check_spatial,

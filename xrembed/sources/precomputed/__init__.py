@@ -248,7 +248,7 @@ def _is_unset(value, unset: tuple) -> bool:
 
 def product_output(output) -> str:
     """``"grid"`` or ``"pooled"`` from ``output=`` (a string or an ``OutputSpec``); anything else is refused."""
-    from ...embedding import check_pooling
+    from ...options import check_pooling
 
     check_pooling(output)
     mode = str(getattr(output, "mode", output)).strip().lower()
