@@ -13,6 +13,7 @@ import numpy as np
 import xarray as xr
 from affine import Affine
 
+from .geo import pixel_centres
 from .models.base import Variant
 from .models.dofa import DEFAULT_BANDS, DOFA
 from .models.registry import get_adapter, register_model
@@ -56,8 +57,7 @@ def synthetic_raster(
     values = 3000 + 1500 * base[None] + rng.normal(0, 400, size=(steps, len(bands), height, width))
     values = np.clip(values, 1, 10000).astype(np.float32)
     transform = Affine(resolution, 0, origin[0], 0, -resolution, origin[1])
-    x = transform.c + resolution * (np.arange(width) + 0.5)
-    y = transform.f - resolution * (np.arange(height) + 0.5)
+    y, x = pixel_centres(transform, (height, width))
     dims = ("time", "band", "y", "x")
     coords = {"band": list(bands), "y": y, "x": x}
     if times is None:
