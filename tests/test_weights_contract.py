@@ -100,7 +100,7 @@ def test_url_checkpoints_take_the_same_quick_offline_path(online_mode):
         default_variant = "v"
 
     with (
-        mock.patch("torch.hub.download_url_to_file", side_effect=AssertionError("no download without network")),
+        mock.patch("urllib.request.urlopen", side_effect=AssertionError("no download without network")),
         mock.patch("socket.create_connection", side_effect=_no_dns) as connect,
         pytest.raises(errors.WeightsError, match="no network.*zenodo.org.*weights='/path/to/w.pth'"),
     ):

@@ -1,8 +1,11 @@
 """Finding, reading and strictly loading checkpoints.
 
-``weights=None`` means the variant's official checkpoint, fetched once through ``huggingface_hub`` (its
-cache, ``HF_HOME``, and its offline switch ``HF_HUB_OFFLINE`` apply). A path means that local file;
-``"random"`` means a seeded random initialisation, for tests and benchmarks only, and is warned about.
+``weights=None`` means the variant's official checkpoint, fetched once through :mod:`xrembed.cache`: from
+the Hugging Face Hub into its cache (``HF_HOME``), or from a plain URL into ``$XREMBED_CACHE/weights``,
+checked against the publisher's sha256 where one is given (:class:`~xrembed.models.base.UrlCheckpoint`) and
+otherwise checked to be a readable checkpoint (SatMAE's Zenodo record publishes no checksum). Either
+offline switch (``HF_HUB_OFFLINE``, ``XREMBED_OFFLINE``) stops every download. A path means that local
+file; ``"random"`` means a seeded random initialisation, for tests and benchmarks only, and is warned about.
 
 Resolution (:func:`resolve_weights`) happens when ``embed()`` is called, so a missing file or an
 unreachable hub is reported at once; reading and loading (:func:`load_module`) happen once per process
@@ -18,6 +21,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING
 
+from ..cache import cache_dir, download_hub_file, download_url, hub_endpoint, offline_reason
 from ..errors import RandomWeightsWarning, WeightsError
 from .base import ModelAdapter, UrlCheckpoint
 
@@ -72,70 +76,6 @@ def _user_stacklevel() -> int:
     return max(level - 1, 1)
 
 
-def cache_root() -> Path:
-    """xrembed's cache folder: ``$XREMBED_CACHE``, else ``$XDG_CACHE_HOME/xrembed``, else ``~/.cache/xrembed``."""
-    default = Path(os.environ.get("XDG_CACHE_HOME", Path.home() / ".cache")) / "xrembed"
-    return Path(os.environ.get("XREMBED_CACHE", default))
-
-
-def cache_dir() -> Path:
-    """Where weights published outside the Hugging Face Hub are cached."""
-    return cache_root() / "weights"
-
-
-#: Seconds a host has to answer one TCP connect before xrembed calls the network missing.
-NETWORK_PROBE_TIMEOUT_S = 3.0
-
-
-def offline_reason(url: str) -> str | None:
-    """Why ``url`` cannot be downloaded now (an offline switch, no DNS, no route), or ``None`` if it may be.
-
-    One DNS lookup and TCP connect, bounded by :data:`NETWORK_PROBE_TIMEOUT_S`, so that a machine without
-    network is told at once rather than after the download library's retries with backoff (~25 s for the
-    Hub). Behind a configured proxy nothing is probed: the proxy decides what is reachable.
-    """
-    import socket
-    import threading
-    from urllib.parse import urlsplit
-    from urllib.request import getproxies, proxy_bypass
-
-    if _offline_switch():
-        return "offline mode is on (HF_HUB_OFFLINE or XREMBED_OFFLINE is set)"
-    parts = urlsplit(url)
-    host = parts.hostname
-    if not host:
-        return None
-    proxies = getproxies()
-    if (proxies.get(parts.scheme) or proxies.get("all")) and not proxy_bypass(host):
-        return None
-    port = parts.port or (443 if parts.scheme == "https" else 80)
-    outcome: list[str | None] = []
-
-    def probe() -> None:
-        try:
-            socket.create_connection((host, port), timeout=NETWORK_PROBE_TIMEOUT_S).close()
-            outcome.append(None)
-        except OSError as err:
-            outcome.append(f"{host} cannot be reached ({type(err).__name__}: {err})")
-
-    # In a thread: the DNS lookup inside create_connection has no timeout of its own.
-    thread = threading.Thread(target=probe, name="xrembed-network-probe", daemon=True)
-    thread.start()
-    thread.join(NETWORK_PROBE_TIMEOUT_S + 0.5)
-    return outcome[0] if outcome else f"{host} did not answer within {NETWORK_PROBE_TIMEOUT_S:g} s"
-
-
-def _offline_switch() -> bool:
-    truthy = ("1", "true", "yes", "on")
-    if os.environ.get("XREMBED_OFFLINE", "").strip().lower() in truthy:
-        return True
-    if os.environ.get("HF_HUB_OFFLINE", "").strip().lower() in truthy:
-        return True
-    import huggingface_hub.constants
-
-    return bool(huggingface_hub.constants.HF_HUB_OFFLINE)  # as the hub read it at import
-
-
 def _download_official(adapter: ModelAdapter) -> WeightsSource:
     checkpoint = adapter.variant.checkpoint
     if checkpoint is None:
@@ -144,9 +84,6 @@ def _download_official(adapter: ModelAdapter) -> WeightsSource:
         )
     if isinstance(checkpoint, UrlCheckpoint):
         return _download_url(adapter, checkpoint)
-    import huggingface_hub.constants
-    from huggingface_hub import hf_hub_download
-
     def failure(why: str) -> WeightsError:
         return WeightsError(
             f"could not get the official {adapter.model_id}/{adapter.variant.name} weights "
@@ -158,15 +95,15 @@ def _download_official(adapter: ModelAdapter) -> WeightsSource:
 
     try:
         # Cache first: no network round trip when the file is already there.
-        path = hf_hub_download(checkpoint.repo_id, checkpoint.filename, revision=checkpoint.revision, local_files_only=True)
+        path = download_hub_file(checkpoint.repo_id, checkpoint.filename, revision=checkpoint.revision, cached_only=True)
     except Exception:
         path = None
     if path is None:
-        reason = offline_reason(huggingface_hub.constants.ENDPOINT)
+        reason = offline_reason(hub_endpoint())
         if reason is not None:
             raise failure(f"no network: {reason}, and the file is not in the Hugging Face cache.")
         try:
-            path = hf_hub_download(checkpoint.repo_id, checkpoint.filename, revision=checkpoint.revision)
+            path = download_hub_file(checkpoint.repo_id, checkpoint.filename, revision=checkpoint.revision)
         except Exception as err:  # hub errors (a missing repo, a dropped connection): all end the same way
             raise failure(f"{type(err).__name__}: {_first_line(err)}") from err
     # The snapshot directory name is the commit the file came from: a precise identity for attrs.
@@ -190,15 +127,29 @@ def _download_url(adapter: ModelAdapter, checkpoint: UrlCheckpoint) -> WeightsSo
     reason = offline_reason(checkpoint.url)
     if reason is not None:
         raise failure(f"no network: {reason}.")
-    import torch.hub
-
-    partial = target.with_suffix(target.suffix + ".part")
     try:
-        torch.hub.download_url_to_file(checkpoint.url, str(partial), progress=True)
-        partial.replace(target)  # atomic: a killed download never leaves a truncated file behind
+        # Checked before it is moved into place: a truncated or wrong file never sits in the cache.
+        download_url(checkpoint.url, target, sha256=checkpoint.sha256, check=_check_readable, progress=True)
     except Exception as err:
         raise failure(f"{type(err).__name__}: {_first_line(err)}") from err
     return WeightsSource(str(target), checkpoint.label)
+
+
+def _check_readable(path: Path) -> None:
+    """Refuse a download that is not a readable checkpoint (for URLs whose publisher gives no sha256).
+
+    A zip-format checkpoint (``torch.save`` since 1.6) has a CRC per member: checking them finds truncation
+    and corruption without unpickling. A legacy-format file is read as a state dict.
+    """
+    import zipfile
+
+    if zipfile.is_zipfile(path):
+        with zipfile.ZipFile(path) as archive:
+            bad = archive.testzip()
+        if bad is not None:
+            raise WeightsError(f"the downloaded checkpoint is corrupt (member {bad!r} fails its CRC check).")
+    else:
+        read_state_dict(str(path))
 
 
 def _first_line(err: Exception) -> str:
