@@ -38,7 +38,7 @@ import xarray as xr
 from . import engine, tiling
 from .bands import canonical_band_name, canonical_band_names, find_bands
 from .errors import BandMismatchError, OptionError, SpatialDimensionError
-from .geo import Grid, assign_grid, spatial_dims
+from .geo import Grid, assign_grid, metres_per_unit, spatial_dims
 from .models.base import InputContext
 from .models.checks import check_dtype
 from .options import check_pooling
@@ -230,11 +230,7 @@ def input_context(obj: xr.DataArray | xr.Dataset, grid: Grid) -> InputContext:
     left, bottom, right, top = grid.bounds
     to_lonlat = Transformer.from_crs(grid.crs, "EPSG:4326", always_xy=True)
     lon, lat = to_lonlat.transform((left + right) / 2, (bottom + top) / 2)
-    resolution = abs(grid.resolution[0])
-    if grid.crs.is_geographic:
-        resolution *= 111_320.0 * math.cos(math.radians(lat))
-    else:
-        resolution *= grid.crs.axis_info[0].unit_conversion_factor if grid.crs.axis_info else 1.0
+    resolution = abs(grid.resolution[0]) * metres_per_unit(grid.crs, lat)
     times = None
     if TIME_DIM in obj.dims and TIME_DIM in obj.coords:
         values = np.asarray(obj[TIME_DIM].values)

@@ -36,6 +36,8 @@ import numpy as np
 import xarray as xr
 from pyproj import CRS
 
+from ..geo import metres_per_unit
+
 __all__ = [
     "GEOEMB_CONVENTION",
     "PROJ_CONVENTION",
@@ -156,11 +158,8 @@ def _gsd_metres(da: xr.DataArray) -> float | None:
     if crs is None:
         return size
     crs = CRS.from_user_input(crs)
-    if crs.is_geographic:
-        lat = float(np.mean(np.asarray(da["y"].values, dtype="float64")))
-        return size * 111_320.0 * float(np.cos(np.radians(lat)))
-    axis = crs.axis_info[0] if crs.axis_info else None
-    return size * (axis.unit_conversion_factor if axis is not None else 1.0)
+    lat = float(np.mean(np.asarray(da["y"].values, dtype="float64"))) if crs.is_geographic else 0.0
+    return size * metres_per_unit(crs, lat)
 
 
 def _plain_int(value: Any) -> int | None:
