@@ -23,7 +23,9 @@ from affine import Affine
 from xrembed import errors
 from xrembed.models.base import InputContext
 from xrembed.models.registry import get_adapter, list_models
-from xrembed.sources.gee import DEFAULT_SENSORS, default_sensor, grid_params, open_gee
+from xrembed import open_gee  # takes model ids: the catalog resolves their default sensor
+from xrembed.catalog import default_sensor
+from xrembed.sources.gee import grid_params
 from xrembed.specs import BBox, FetchSpec, PointBuffer, SensorSpec, TemporalSpec
 
 ee = pytest.importorskip("ee")
@@ -354,7 +356,7 @@ def test_every_model_has_a_default_sensor_its_adapter_accepts():
     assert default_sensor("terrafm", "s1").collection == "COPERNICUS/S1_GRD_FLOAT"
     assert default_sensor("dofa", "s1").collection == "COPERNICUS/S1_GRD"  # DOFA reads dB
     assert default_sensor("prithvi").scale_m == 30
-    assert default_sensor("dofa-tiny") is DEFAULT_SENSORS["dofa"]
+    assert default_sensor("dofa-tiny") is DOFA.sensors["s2"]  # sub-families read their family's sensors
     with pytest.raises(errors.OptionError, match="modality"):
         default_sensor("remoteclip", "s1")
 

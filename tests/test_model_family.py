@@ -7,7 +7,26 @@ import dataclasses
 import pytest
 
 from xrembed.models.registry import _FAMILIES, get_adapter
-from xrembed.sources.gee import DEFAULT_SENSORS
+from xrembed.specs import SensorSpec
+
+_S2_SR, _S2_TOA, _S1_DB, _S1_LINEAR = (
+    "COPERNICUS/S2_SR_HARMONIZED", "COPERNICUS/S2_HARMONIZED", "COPERNICUS/S1_GRD", "COPERNICUS/S1_GRD_FLOAT",
+)
+_RGB = ("B4", "B3", "B2")
+_S2_12 = ("B1", "B2", "B3", "B4", "B5", "B6", "B7", "B8", "B8A", "B9", "B11", "B12")
+#: The table sources/gee.py held before the families declared their sensors (keyed "model[:modality]").
+GEE_TABLE = {
+    "dofa": SensorSpec(_S2_SR, ("B4", "B3", "B2", "B5", "B6", "B7", "B8", "B11", "B12"), scale_m=10, modality="s2"),
+    "dofa:s1": SensorSpec(_S1_DB, ("VV", "VH"), scale_m=10, cloudy_pct=None, modality="s1", use_float_linear=False),
+    "dofa_clip": SensorSpec(_S2_SR, _RGB, scale_m=10, modality="s2"),
+    "remoteclip": SensorSpec(_S2_SR, _RGB, scale_m=10, modality="s2"),
+    "satmae": SensorSpec(_S2_SR, _RGB, scale_m=10, modality="s2"),
+    "scalemae": SensorSpec(_S2_SR, _RGB, scale_m=10, modality="s2"),
+    "prithvi": SensorSpec(_S2_SR, ("B2", "B3", "B4", "B8A", "B11", "B12"), scale_m=30, modality="s2"),
+    "terrafm": SensorSpec(_S2_SR, _S2_12, scale_m=10, modality="s2"),
+    "terrafm:s2_l1c": SensorSpec(_S2_TOA, _S2_12, scale_m=10, modality="s2_l1c"),
+    "terrafm:s1": SensorSpec(_S1_LINEAR, ("VV", "VH"), scale_m=10, cloudy_pct=None, modality="s1", use_float_linear=True),
+}
 
 
 def test_each_family_declares_the_sensors_the_gee_table_had():
@@ -16,7 +35,7 @@ def test_each_family_declares_the_sensors_the_gee_table_had():
         for modality, sensor in family.sensors.items():
             key = family.model_id if sensor is next(iter(family.sensors.values())) else f"{family.model_id}:{modality}"
             declared[key] = sensor
-    assert declared == DEFAULT_SENSORS
+    assert declared == GEE_TABLE
 
 
 def test_default_sensor_resolves_aliases_and_inherits():

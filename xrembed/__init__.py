@@ -33,9 +33,8 @@ from .export import (
     export_batch,
     load_export,
 )
-from .models.registry import describe_model, list_models
-from .sources.gee import open_gee
-from .sources.precomputed import list_products, open_precomputed
+from .catalog import describe_model, list_models, list_products, open_gee
+from .sources.precomputed import open_precomputed
 from .sources.raster import open_raster, sample_path
 from .sources.stac import open_stac
 from .specs import BBox, FetchSpec, InputPrepSpec, OutputSpec, PointBuffer, SensorSpec, TemporalSpec

@@ -35,7 +35,7 @@ from . import batch
 from .embedding import check_pooling
 from .errors import OptionError, SpecError
 from .geo import Grid, PixelWindow, pixel_centres, spatial_dims
-from .models.registry import describe_model, list_models
+from .catalog import default_sensor, describe_model, list_models, open_gee
 from .specs import (
     BBox,
     FetchSpec,
@@ -292,8 +292,6 @@ def check_spatial(spatial) -> None:
 
 
 def _open_gee_roi(req: SourceRequest, spatial):
-    from .sources.gee import open_gee
-
     return open_gee(
         req.sensor if req.sensor is not None else req.model, spatial=spatial, temporal=req.temporal,
         modality=req.modality, fetch=req.fetch, ee_init_kwargs=req.ee_init_kwargs,
@@ -375,7 +373,6 @@ def _pad_nan(window: xr.DataArray, pad: dict, grid: Grid, wanted: PixelWindow, y
 
 
 def _open_stac_roi(req: SourceRequest, spatial):
-    from .sources.gee import default_sensor
     from .sources.stac import _as_items, open_stac
 
     items = _as_items(req.source)

@@ -61,7 +61,7 @@ def main(argv: list[str] | None = None) -> int:
 def _models(args) -> int:
     import json
 
-    from .models.registry import describe_model, list_models
+    from .catalog import describe_model, list_models
 
     if args.describe:
         print(json.dumps(describe_model(args.describe), indent=2, default=str))

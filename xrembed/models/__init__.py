@@ -1,5 +1,8 @@
-"""Model families, the registry and checkpoint handling (torch is imported only when a model is built)."""
+"""Model families, the registry and checkpoint handling (torch is imported only when a model is built).
 
-from .registry import describe_model, get_adapter, list_models, register_model
+``describe_model`` (models and products together) lives in :mod:`xrembed.catalog`, above this package.
+"""
 
-__all__ = ["describe_model", "get_adapter", "list_models", "register_model"]
+from .registry import get_adapter, list_models, register_model
+
+__all__ = ["get_adapter", "list_models", "register_model"]

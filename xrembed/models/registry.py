@@ -1,12 +1,11 @@
 """The model registry: ids, aliases and the adapter class of each family.
 
 Adding a family means writing one module with a :class:`~xrembed.models.base.ModelAdapter` subclass and
-listing it in ``_FAMILIES``. Nothing here imports torch.
+listing it in ``_FAMILIES``. Nothing here imports torch. Describing models and products together is
+:mod:`xrembed.catalog`'s job.
 """
 
 from __future__ import annotations
-
-from typing import Any
 
 from ..errors import UnknownModelError
 from .base import ModelAdapter
@@ -62,47 +61,3 @@ def resolve_model_id(model: str) -> str:
 def get_adapter(model: str, variant: str | None = None) -> ModelAdapter:
     """An adapter instance for ``model`` (an id or alias) and ``variant`` (default: the family's default)."""
     return _REGISTRY[resolve_model_id(model)](variant)
-
-
-def describe_model(model: str, *, variant: str | None = None) -> dict[str, Any]:
-    """The input contract of a model: bands and order, wavelengths, sizes, normalisation, outputs, weights.
-
-    No weights are loaded and torch is not imported.
-
-    Examples
-    --------
-    >>> import xrembed
-    >>> info = xrembed.describe_model("dofa")
-    >>> info["patch_size"], info["embed_dim"], info["bands"][:3]
-    (16, 768, ['B04', 'B03', 'B02'])
-    """
-    from ..sources.precomputed import describe_product, is_product
-
-    if is_product(model):
-        return describe_product(model)
-    adapter = get_adapter(model, variant)
-    info = adapter.describe()
-    info["default_sensors"] = _default_sensors(adapter)
-    return info
-
-
-def _default_sensors(adapter: ModelAdapter) -> dict[str, dict[str, Any]]:
-    """The Earth Engine sensor per modality this model reads by default (what ``open_gee(model_id)`` fetches).
-
-    Sub-families (e.g. the tiny test DOFA) inherit their parent family's sensors.
-    """
-    from dataclasses import asdict
-
-    from ..sources.gee import DEFAULT_SENSORS
-
-    families = {key.partition(":")[0] for key in DEFAULT_SENSORS}
-    model_id = next((getattr(cls, "model_id", None) for cls in type(adapter).__mro__
-                     if getattr(cls, "model_id", None) in families), None)
-    sensors = {}
-    for key, sensor in DEFAULT_SENSORS.items():
-        family, _, modality = key.partition(":")
-        if family == model_id:
-            sensors[modality or sensor.modality or "default"] = {
-                k: v for k, v in asdict(sensor).items() if k in ("collection", "bands", "scale_m", "cloudy_pct", "composite", "use_float_linear")
-            }
-    return sensors

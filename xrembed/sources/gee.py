@@ -36,35 +36,11 @@ from ..errors import OptionError, SourceError, SpecError, XrembedError
 from ..geo import metres_per_unit, pixel_window, window_transform
 from ..specs import COMPOSITES, BBox, FetchSpec, PointBuffer, SensorSpec, TemporalSpec
 
-__all__ = ["DEFAULT_SENSORS", "default_sensor", "open_gee"]
+__all__ = ["open_gee"]
 
-S2_SR = "COPERNICUS/S2_SR_HARMONIZED"
-S2_TOA = "COPERNICUS/S2_HARMONIZED"
 S1_DB = "COPERNICUS/S1_GRD"
 S1_LINEAR = "COPERNICUS/S1_GRD_FLOAT"
 S1_COLLECTIONS = (S1_DB, S1_LINEAR)
-
-_S2_RGB = ("B4", "B3", "B2")
-_S2_12 = ("B1", "B2", "B3", "B4", "B5", "B6", "B7", "B8", "B8A", "B9", "B11", "B12")
-
-#: The sensor each model reads by default, keyed ``"model"`` or ``"model:modality"`` (Earth Engine band
-#: spelling). ``describe_model()`` can expose these; ``open_gee("terrafm", modality="s1", ...)`` uses them.
-DEFAULT_SENSORS: dict[str, SensorSpec] = {
-    "dofa": SensorSpec(S2_SR, ("B4", "B3", "B2", "B5", "B6", "B7", "B8", "B11", "B12"), scale_m=10, modality="s2"),
-    # DOFA's SAR stem reads backscatter in dB.
-    "dofa:s1": SensorSpec(S1_DB, ("VV", "VH"), scale_m=10, cloudy_pct=None, modality="s1", use_float_linear=False),
-    "dofa_clip": SensorSpec(S2_SR, _S2_RGB, scale_m=10, modality="s2"),
-    "remoteclip": SensorSpec(S2_SR, _S2_RGB, scale_m=10, modality="s2"),
-    "satmae": SensorSpec(S2_SR, _S2_RGB, scale_m=10, modality="s2"),
-    "scalemae": SensorSpec(S2_SR, _S2_RGB, scale_m=10, modality="s2"),
-    # HLS S30 bands (narrow NIR B8A) at HLS's 30 m.
-    "prithvi": SensorSpec(S2_SR, ("B2", "B3", "B4", "B8A", "B11", "B12"), scale_m=30, modality="s2"),
-    "terrafm": SensorSpec(S2_SR, _S2_12, scale_m=10, modality="s2"),
-    "terrafm:s2_l1c": SensorSpec(S2_TOA, _S2_12, scale_m=10, modality="s2_l1c"),
-    # TerraFM's SAR stem reads linear power.
-    "terrafm:s1": SensorSpec(S1_LINEAR, ("VV", "VH"), scale_m=10, cloudy_pct=None, modality="s1", use_float_linear=True),
-}
-_MODALITY_ALIASES = {"s2_l2a": "s2", "optical": "s2", "sar": "s1", "l2a": "s2", "l1c": "s2_l1c"}
 
 #: (collection id prefix, cloud-cover property, native scale in metres)
 _COLLECTION_FACTS: tuple[tuple[str, str | None, float], ...] = (
@@ -79,38 +55,6 @@ _WORST_ITEMSIZE = 8  # float64 bands, before the bands are known (xee adds one m
 _UNSET: Any = object()
 
 
-def default_sensor(model: str, modality: str | None = None) -> SensorSpec:
-    """The Earth Engine sensor ``model`` reads by default (for ``modality``, if the model has several).
-
-    Aliases and registered sub-families (e.g. the test model ``dofa-tiny``) resolve to their family.
-
-    Examples
-    --------
-    >>> default_sensor("terrafm", modality="s1").collection
-    'COPERNICUS/S1_GRD_FLOAT'
-    >>> default_sensor("dofa").bands[:3]
-    ('B4', 'B3', 'B2')
-    """
-    from ..models.registry import get_adapter
-
-    adapter = get_adapter(model)
-    families = [getattr(cls, "model_id", None) for cls in type(adapter).__mro__]
-    family = next((f for f in families if f in DEFAULT_SENSORS), None)
-    if family is None:
-        raise OptionError(
-            f"no default Earth Engine sensor is known for model {model!r}; pass a collection id and bands=[...] "
-            "or a SensorSpec to open_gee instead."
-        )
-    mod = None if modality is None else _MODALITY_ALIASES.get(str(modality).lower(), str(modality).lower())
-    if mod in (None, DEFAULT_SENSORS[family].modality):
-        return DEFAULT_SENSORS[family]
-    key = f"{family}:{mod}"
-    if key not in DEFAULT_SENSORS:
-        known = sorted({DEFAULT_SENSORS[family].modality} | {k.split(":")[1] for k in DEFAULT_SENSORS if k.startswith(family + ":")})
-        raise OptionError(f"model {model!r} has no Earth Engine sensor for modality={modality!r}; use one of {known}.")
-    return DEFAULT_SENSORS[key]
-
-
 def open_gee(
     source: Any,
     *,
@@ -122,6 +66,7 @@ def open_gee(
     composite: str | None = _UNSET,
     cloudy_pct: float | None = _UNSET,
     modality: str | None = None,
+    tile_size: int = 224,
     fetch: FetchSpec | None = None,
     cloud_property: str | None = _UNSET,
     s1_orbit: str | None = _UNSET,
@@ -141,9 +86,9 @@ def open_gee(
     Parameters
     ----------
     source
-        A collection id (``"COPERNICUS/S2_SR_HARMONIZED"``), a :class:`~xrembed.specs.SensorSpec`, a
-        model id (``"dofa"``, ``"terrafm"`` with ``modality="s1"``: its default sensor, see
-        :data:`DEFAULT_SENSORS`), or an ``ee.ImageCollection`` (then give ``bands``/``scale_m``).
+        A collection id (``"COPERNICUS/S2_SR_HARMONIZED"``), a :class:`~xrembed.specs.SensorSpec`, or an
+        ``ee.ImageCollection`` (then give ``bands``/``scale_m``). A model id (``"dofa"``, ``"terrafm"`` with
+        ``modality="s1"``) is taken by :func:`xrembed.open_gee`, which reads the model's default sensor.
     spatial, temporal
         Where (``BBox`` in any CRS, or ``PointBuffer`` in ground metres) and when (half-open window).
     bands
@@ -159,7 +104,9 @@ def open_gee(
         Keep images whose cloud property is below this percentage (default: the sensor's, 30). ``None``
         disables the filter. ``cloud_property`` names the property for collections xrembed does not know.
     modality
-        With a model id: which of its sensors (``"s1"``, ``"s2"``, ``"s2_l1c"``).
+        With a model id (:func:`xrembed.open_gee`): which of its sensors (``"s1"``, ``"s2"``, ``"s2_l1c"``).
+    tile_size
+        Side of the model tiles the data will be cut into (default 224): requests hold whole tiles.
     fetch
         An rs-embed :class:`~xrembed.specs.FetchSpec` overriding the sensor's scale, cloud filter and
         composite (explicit keywords win over it).
@@ -190,7 +137,8 @@ def open_gee(
 
     Examples
     --------
-    >>> ds = open_gee("dofa", spatial=PointBuffer(-9.5, 25.0, 1120),            # doctest: +SKIP
+    >>> sensor = SensorSpec("COPERNICUS/S2_SR_HARMONIZED", ("B4", "B3", "B2"), scale_m=10)
+    >>> ds = open_gee(sensor, spatial=PointBuffer(-9.5, 25.0, 1120),            # doctest: +SKIP
     ...               temporal=TemporalSpec.range("2022-06-01", "2022-09-01"))
     >>> emb = ds.rsembed.embed("dofa")                                           # doctest: +SKIP
     """
@@ -206,7 +154,7 @@ def open_gee(
     req = _resolve_request(
         ee, source, bands=bands, scale_m=scale_m, composite=composite, cloudy_pct=cloudy_pct, modality=modality,
         fetch=fetch, cloud_property=cloud_property, s1_orbit=s1_orbit, s1_linear=s1_linear,
-        s1_require_iw=s1_require_iw, s1_relax_iw_on_empty=s1_relax_iw_on_empty,
+        s1_require_iw=s1_require_iw, s1_relax_iw_on_empty=s1_relax_iw_on_empty, tile_size=tile_size,
     )
     _ensure_initialized(ee, ee_init_kwargs)
 
@@ -294,11 +242,10 @@ def _ee_band_names(names: Sequence[str], collection_id: str | None) -> tuple[str
 
 
 def _resolve_request(ee, source, *, bands, scale_m, composite, cloudy_pct, modality, fetch, cloud_property,
-                     s1_orbit, s1_linear, s1_require_iw, s1_relax_iw_on_empty) -> dict[str, Any]:
+                     s1_orbit, s1_linear, s1_require_iw, s1_relax_iw_on_empty, tile_size) -> dict[str, Any]:
     """Merge the sensor's defaults, the FetchSpec and the explicit keywords into one request."""
     sensor: SensorSpec | None = None
     collection_obj = None
-    tile_size = 224
     if isinstance(source, SensorSpec):
         sensor = source
     elif isinstance(source, ee.ImageCollection):
@@ -310,11 +257,11 @@ def _resolve_request(ee, source, *, bands, scale_m, composite, cloudy_pct, modal
             raise OptionError(
                 f"the native scale of {source!r} is not known to xrembed; pass scale_m= (metres per pixel)."
             )
-    elif isinstance(source, str):
-        from ..models.registry import get_adapter
-
-        sensor = default_sensor(source, modality)
-        tile_size = get_adapter(source).variant.image_size
+    elif isinstance(source, str):  # a model's sensor is resolved above the sources (xrembed.open_gee)
+        raise OptionError(
+            f"{source!r} is not an Earth Engine collection id; for a model's default sensor call xrembed.open_gee "
+            f"({source!r}, ...), or pass a collection id or a SensorSpec."
+        )
     else:
         raise OptionError(
             f"open_gee takes a collection id, a SensorSpec, a model id or an ee.ImageCollection, not {source!r}."
