@@ -8,6 +8,7 @@ none of the family names: it calls the methods below.
 
 from __future__ import annotations
 
+import copy
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, ClassVar
@@ -111,6 +112,17 @@ class ModelAdapter:
     licence: ClassVar[str] = ""
     #: Human-readable meaning of each output, shown by ``describe_model``.
     outputs: ClassVar[dict[str, str]] = {}
+    #: The bands read when the caller names none, in model order (canonical names).
+    default_bands: ClassVar[tuple[str, ...]] = ()
+    #: How the model orders and picks bands, in words.
+    band_order: ClassVar[str] = ""
+    #: True when ``describe_model`` lists the Sentinel-2 wavelengths of ``default_bands`` (wavelength-aware
+    #: families, and RGB models that say which light they read); False gives ``wavelengths_um: None``.
+    lists_wavelengths: ClassVar[bool] = False
+    #: The values the model expects, in words.
+    input_values: ClassVar[str] = ""
+    #: How raw values are mapped before the network (formulae and statistics), shown verbatim.
+    normalisation: ClassVar[Mapping[str, Any]] = {}
     #: True for models that read a time series as one input (e.g. Prithvi): the ``time`` dimension is
     #: folded into the channels, frame-major (``(B, T * C, H, W)``), and does not appear in the output.
     temporal: ClassVar[bool] = False
@@ -170,8 +182,39 @@ class ModelAdapter:
         raise NotImplementedError
 
     def describe(self) -> dict[str, Any]:
-        """The input contract of this variant (no weights are loaded)."""
-        raise NotImplementedError
+        """The input contract of this variant (no weights are loaded), from the class data above.
+
+        A family adds its own keys with :meth:`describe_extra`.
+        """
+        from ..bands import SENTINEL2_WAVELENGTHS_UM
+
+        v = self.variant
+        info: dict[str, Any] = {
+            "model": self.model_id,
+            "variant": v.name,
+            "variants": sorted(self.variants),
+            "title": self.title,
+            "bands": list(self.default_bands),
+            "band_order": self.band_order,
+            "wavelengths_um": [SENTINEL2_WAVELENGTHS_UM[b] for b in self.default_bands]
+            if self.lists_wavelengths
+            else None,
+            "image_size": v.image_size,
+            "patch_size": v.patch_size,
+            "embed_dim": v.embed_dim,
+            "input_values": self.input_values,
+            "normalisation": copy.deepcopy(dict(self.normalisation)),
+            "outputs": dict(self.outputs),
+            "weights": v.checkpoint.label if v.checkpoint else None,
+            "licence": self.licence,
+            "reference": self.reference,
+        }
+        info.update(self.describe_extra())
+        return info
+
+    def describe_extra(self) -> dict[str, Any]:
+        """Keys only this family has (modalities, time steps, GSD, ...), added to :meth:`describe`."""
+        return {}
 
     # -- weights -----------------------------------------------------------------------------
     def build_module(self) -> nn.Module:

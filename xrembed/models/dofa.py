@@ -36,8 +36,11 @@ import numpy as np
 from ..bands import SENTINEL2_WAVELENGTHS_UM, canonical_band_names
 from ..errors import BandMismatchError, WavelengthError
 from .base import Checkpoint, InputContext, InputPlan, ModelAdapter, Variant
+from .band_sets import S1_BANDS
 from .checks import check_db_backscatter, check_raw_reflectance, check_wavelengths
+from .normalise import REFLECTANCE_SCALE, standardise
 from .sensors import S1_DB_SENSOR, S2_SR, SensorSpec
+from .tokens import tokens_to_map
 
 DEFAULT_BANDS = ("B04", "B03", "B02", "B05", "B06", "B07", "B08", "B11", "B12")
 
@@ -60,7 +63,6 @@ _STATS_8BIT: dict[str, tuple[float, float]] = {
 }
 _BORROWED_STATS = {"B01": "B02", "B8A": "B08", "B09": "B08", "B10": "B11"}
 
-REFLECTANCE_SCALE = 10000.0
 DB_RANGE = (-30.0, 0.0)
 
 
@@ -102,6 +104,18 @@ class DOFA(ModelAdapter):
         "pooled": "fc_norm(mean of patch tokens), the reference global-pool output; in tile mode the mean "
         "is weighted by each cell's valid pixel count",
     }
+    default_bands = DEFAULT_BANDS
+    band_order = "model order: " + ",".join(DEFAULT_BANDS) + " (any bands with known wavelengths accepted)"
+    lists_wavelengths = True
+    input_values = (
+        "raw Sentinel-2 L2A reflectance 0..10000 (already-normalised [0, 1] rejected); Sentinel-1 sigma0 in dB"
+    )
+    normalisation = {
+        "reflectance": "clip(x / 10000, 0, 1) * 255, then (x - mean) / std per band",
+        "db": "clip((x + 30) / 30, 0, 1) * 255, then (x - mean) / std per band",
+        "mean_8bit": {b: s[0] for b, s in _STATS_8BIT.items()},
+        "std_8bit": {b: s[1] for b, s in _STATS_8BIT.items()},
+    }
 
     # -- contract ----------------------------------------------------------------------------
     def plan_inputs(
@@ -133,7 +147,7 @@ class DOFA(ModelAdapter):
         else:
             waves = tuple(self._wavelength_of(b) for b in chosen)
 
-        sar = [b in ("VV", "VH") for b in chosen]
+        sar = [b in S1_BANDS for b in chosen]
         if any(sar) and not all(sar):
             raise BandMismatchError(
                 f"bands {chosen} mix Sentinel-1 (VV/VH) and optical bands; embed them separately."
@@ -155,11 +169,11 @@ class DOFA(ModelAdapter):
     def _default_selection(self, available: list[str], modality: str | None, wavelengths) -> list[str]:
         if wavelengths is not None:
             return available  # the caller describes every input band
-        if modality in ("s1", "sar") or (modality is None and set(available) <= {"VV", "VH"}):
-            missing = [b for b in ("VV", "VH") if b not in available]
+        if modality in ("s1", "sar") or (modality is None and set(available) <= set(S1_BANDS)):
+            missing = [b for b in S1_BANDS if b not in available]
             if missing:
                 raise BandMismatchError(f"dofa with Sentinel-1 input needs bands VV and VH; missing {missing}.")
-            return ["VV", "VH"]
+            return list(S1_BANDS)
         missing = [b for b in DEFAULT_BANDS if b not in available]
         if missing:
             raise BandMismatchError(
@@ -173,40 +187,15 @@ class DOFA(ModelAdapter):
     def _wavelength_of(band: str) -> float:
         if band in SENTINEL2_WAVELENGTHS_UM:
             return SENTINEL2_WAVELENGTHS_UM[band]
-        if band in ("VV", "VH"):
+        if band in S1_BANDS:
             return S1_WAVELENGTH
         raise WavelengthError(
             f"no wavelength is known for band {band!r}; name it as a Sentinel-2 band (B01..B12, B8A) or "
             "Sentinel-1 band (VV, VH), or pass wavelengths=[...] in micrometres, one per band."
         )
 
-    def describe(self) -> dict[str, Any]:
-        v = self.variant
-        return {
-            "model": self.model_id,
-            "variant": v.name,
-            "variants": sorted(self.variants),
-            "title": self.title,
-            "bands": list(DEFAULT_BANDS),
-            "band_order": "model order: " + ",".join(DEFAULT_BANDS) + " (any bands with known wavelengths accepted)",
-            "wavelengths_um": [SENTINEL2_WAVELENGTHS_UM[b] for b in DEFAULT_BANDS],
-            "sentinel1": {"bands": ["VV", "VH"], "wavelengths_um": [S1_WAVELENGTH] * 2, "units": "dB"},
-            "image_size": v.image_size,
-            "patch_size": v.patch_size,
-            "embed_dim": v.embed_dim,
-            "input_values": "raw Sentinel-2 L2A reflectance 0..10000 (already-normalised [0, 1] rejected); "
-            "Sentinel-1 sigma0 in dB",
-            "normalisation": {
-                "reflectance": "clip(x / 10000, 0, 1) * 255, then (x - mean) / std per band",
-                "db": "clip((x + 30) / 30, 0, 1) * 255, then (x - mean) / std per band",
-                "mean_8bit": {b: s[0] for b, s in _STATS_8BIT.items()},
-                "std_8bit": {b: s[1] for b, s in _STATS_8BIT.items()},
-            },
-            "outputs": dict(self.outputs),
-            "weights": v.checkpoint.label if v.checkpoint else None,
-            "licence": self.licence,
-            "reference": self.reference,
-        }
+    def describe_extra(self) -> dict[str, Any]:
+        return {"sentinel1": {"bands": list(S1_BANDS), "wavelengths_um": [S1_WAVELENGTH] * 2, "units": "dB"}}
 
     # -- weights -----------------------------------------------------------------------------
     def build_module(self):
@@ -246,14 +235,10 @@ class DOFA(ModelAdapter):
         else:
             low, high = DB_RANGE
             scaled = torch.clamp((pixels - low) / (high - low), 0, 1) * 255.0
-        mean = torch.tensor(plan.option("mean"), dtype=pixels.dtype, device=pixels.device).view(1, -1, 1, 1)
-        std = torch.tensor(plan.option("std"), dtype=pixels.dtype, device=pixels.device).view(1, -1, 1, 1)
-        return (scaled - mean) / std
+        return standardise(scaled, plan.option("mean"), plan.option("std"))
 
     def forward_grid(self, module, x, plan):
-        tokens = module.forward_tokens(x, plan.option("wavelengths"))
-        side = module.grid_size
-        return tokens.transpose(1, 2).reshape(x.shape[0], -1, side, side)
+        return tokens_to_map(module.forward_tokens(x, plan.option("wavelengths")), module.grid_size)
 
     def forward_pooled(self, module, x, plan):
         return module(x, plan.option("wavelengths"))

@@ -39,13 +39,15 @@ import numpy as np
 from ..bands import SENTINEL2_WAVELENGTHS_UM, canonical_band_names
 from ..errors import BandMismatchError, OptionError, WavelengthError
 from .base import Checkpoint, InputContext, InputPlan, ModelAdapter, Variant
+from .band_sets import S1_BANDS, S2_RGB_BANDS
 from .checks import check_raw_reflectance, check_wavelengths
+from .normalise import REFLECTANCE_SCALE, unit_reflectance
 from .sensors import S2_RGB
+from .tokens import tokens_to_map
 
 #: Default bands: true colour, as in the upstream examples (wavelengths 0.665, 0.56, 0.49 µm).
-DEFAULT_BANDS = ("B04", "B03", "B02")
+DEFAULT_BANDS = S2_RGB_BANDS
 
-REFLECTANCE_SCALE = 10000.0
 #: SigLIP preprocessing constants (open_clip ``INCEPTION_MEAN``/``INCEPTION_STD``), for every band.
 SIGLIP_MEAN = 0.5
 SIGLIP_STD = 0.5
@@ -91,6 +93,18 @@ class DOFACLIP(ModelAdapter):
         "tile mode: the same head applied to the valid-area-weighted mean of the grid tokens (uniform "
         "instead of learned attention)",
     }
+    default_bands = DEFAULT_BANDS
+    band_order = (
+        "model order: " + ",".join(DEFAULT_BANDS) + " (any optical bands with known wavelengths accepted, in the order given)"
+    )
+    lists_wavelengths = True
+    input_values = "raw Sentinel-2 L2A reflectance 0..10000 (already-normalised [0, 1] rejected)"
+    normalisation = {
+        "reflectance": f"clip(x / {REFLECTANCE_SCALE:g}, 0, 1), then (x - {SIGLIP_MEAN}) / {SIGLIP_STD} "
+        "for every band (SigLIP constants; upstream documents no multispectral scaling)",
+        "mean": SIGLIP_MEAN,
+        "std": SIGLIP_STD,
+    }
 
     # -- contract ----------------------------------------------------------------------------
     def plan_inputs(
@@ -130,7 +144,7 @@ class DOFACLIP(ModelAdapter):
             raise BandMismatchError("no bands selected; pass bands=[...] with at least one band.")
         if len(set(chosen)) != len(chosen):
             raise BandMismatchError(f"bands {chosen} contain duplicates; list each band once.")
-        sar = [b for b in chosen if b in ("VV", "VH")]
+        sar = [b for b in chosen if b in S1_BANDS]
         if sar:
             raise BandMismatchError(
                 f"dofa_clip reads optical bands only; {sar} are Sentinel-1 bands. Drop them, or use model 'dofa' for SAR."
@@ -151,40 +165,18 @@ class DOFACLIP(ModelAdapter):
             "or pass wavelengths=[...] in micrometres, one per band."
         )
 
-    def describe(self) -> dict[str, Any]:
+    def describe_extra(self) -> dict[str, Any]:
         v = self.variant
         return {
-            "model": self.model_id,
-            "variant": v.name,
-            "variants": sorted(self.variants),
-            "title": self.title,
-            "bands": list(DEFAULT_BANDS),
-            "band_order": "model order: " + ",".join(DEFAULT_BANDS)
-            + " (any optical bands with known wavelengths accepted, in the order given)",
-            "wavelengths_um": [SENTINEL2_WAVELENGTHS_UM[b] for b in DEFAULT_BANDS],
-            "image_size": v.image_size,
-            "patch_size": v.patch_size,
             "tokens_per_side": v.tile_tokens,
-            "embed_dim": v.embed_dim,
             "depth": v.depth,
             "num_heads": v.num_heads,
             "mlp_ratio": dict(v.extra)["mlp_ratio"],
             "class_token": False,
-            "input_values": "raw Sentinel-2 L2A reflectance 0..10000 (already-normalised [0, 1] rejected)",
-            "normalisation": {
-                "reflectance": f"clip(x / {REFLECTANCE_SCALE:g}, 0, 1), then (x - {SIGLIP_MEAN}) / {SIGLIP_STD} "
-                "for every band (SigLIP constants; upstream documents no multispectral scaling)",
-                "mean": SIGLIP_MEAN,
-                "std": SIGLIP_STD,
-            },
             "patch_conv_padding": 0,
             "ignored_pixels_per_tile": v.image_size - v.tile_tokens * v.patch_size,
-            "outputs": dict(self.outputs),
-            "weights": v.checkpoint.label if v.checkpoint else None,
             "weights_keys": f"only '{TRUNK_PREFIX}*' is loaded (prefix stripped); text tower, logit_scale/bias "
             "and translators.* are dropped",
-            "licence": self.licence,
-            "reference": self.reference,
         }
 
     # -- weights -----------------------------------------------------------------------------
@@ -218,15 +210,10 @@ class DOFACLIP(ModelAdapter):
         check_raw_reflectance(pixels, self.model_id)
 
     def normalise(self, pixels, plan):
-        import torch
-
-        scaled = torch.clamp(pixels / REFLECTANCE_SCALE, 0, 1)
-        return (scaled - SIGLIP_MEAN) / SIGLIP_STD
+        return (unit_reflectance(pixels) - SIGLIP_MEAN) / SIGLIP_STD
 
     def forward_grid(self, module, x, plan):
-        tokens = module.forward_tokens(x, plan.option("wavelengths"))
-        side = module.grid_size
-        return tokens.transpose(1, 2).reshape(x.shape[0], -1, side, side)
+        return tokens_to_map(module.forward_tokens(x, plan.option("wavelengths")), module.grid_size)
 
     def forward_pooled(self, module, x, plan):
         return module(x, plan.option("wavelengths"))

@@ -44,6 +44,7 @@ from ..bands import canonical_band_names
 from ..errors import BandMismatchError, OptionError, WavelengthError
 from .base import Checkpoint, InputContext, InputPlan, ModelAdapter, Variant
 from .checks import check_raw_reflectance
+from .normalise import standardise
 from .sensors import S2_SR, SensorSpec
 
 #: Sentinel-2 bands that stand in for the six HLS bands, in model order.
@@ -99,6 +100,17 @@ class Prithvi(ModelAdapter):
         "none); in tile mode the mean is weighted by each cell's valid pixel count",
     }
     temporal = True
+    default_bands = DEFAULT_BANDS
+    band_order = (
+        "model order: " + ",".join(DEFAULT_BANDS) + " = HLS " + ",".join(HLS_BANDS)
+        + " (inputs with the HLS names are accepted too)"
+    )
+    input_values = "raw HLS / Sentinel-2 L2A surface reflectance x 10000 (already-normalised [0, 1] rejected)"
+    normalisation = {
+        "reflectance": "(x - mean) / std per band",
+        "mean": dict(zip(DEFAULT_BANDS, MEAN)),
+        "std": dict(zip(DEFAULT_BANDS, STD)),
+    }
 
     @property
     def coords_encoding(self) -> bool:
@@ -202,21 +214,9 @@ class Prithvi(ModelAdapter):
         lon, lat = context.center_lonlat
         return frames, temporal, (float(lat), float(lon))
 
-    def describe(self) -> dict[str, Any]:
-        v = self.variant
+    def describe_extra(self) -> dict[str, Any]:
         return {
-            "model": self.model_id,
-            "variant": v.name,
-            "variants": sorted(self.variants),
-            "title": self.title,
-            "bands": list(DEFAULT_BANDS),
-            "band_order": "model order: " + ",".join(DEFAULT_BANDS) + " = HLS " + ",".join(HLS_BANDS)
-            + " (inputs with the HLS names are accepted too)",
             "hls_bands": list(HLS_BANDS),
-            "wavelengths_um": None,
-            "image_size": v.image_size,
-            "patch_size": v.patch_size,
-            "embed_dim": v.embed_dim,
             "temporal": {
                 "time_steps": f"1..{self.max_frames} (the input's 'time' dimension, read as one sample; "
                 "no 'time' dimension = 1 step)",
@@ -224,16 +224,6 @@ class Prithvi(ModelAdapter):
                 "location_encoding": "(lat, lon) of the raster centre, degrees" if self.coords_encoding else None,
                 "requires_time_coordinate": self.coords_encoding,
             },
-            "input_values": "raw HLS / Sentinel-2 L2A surface reflectance x 10000 (already-normalised [0, 1] rejected)",
-            "normalisation": {
-                "reflectance": "(x - mean) / std per band",
-                "mean": dict(zip(DEFAULT_BANDS, MEAN)),
-                "std": dict(zip(DEFAULT_BANDS, STD)),
-            },
-            "outputs": dict(self.outputs),
-            "weights": v.checkpoint.label if v.checkpoint else None,
-            "licence": self.licence,
-            "reference": self.reference,
         }
 
     # -- weights -----------------------------------------------------------------------------
@@ -292,14 +282,11 @@ class Prithvi(ModelAdapter):
         return frames
 
     def normalise(self, pixels, plan):
-        import torch
-
         b, _, h, w = pixels.shape
         frames = self._frames(pixels, plan)
-        mean = torch.tensor(plan.option("mean"), dtype=pixels.dtype, device=pixels.device).view(1, 1, -1, 1, 1)
-        std = torch.tensor(plan.option("std"), dtype=pixels.dtype, device=pixels.device).view(1, 1, -1, 1, 1)
-        out = (pixels.reshape(b, frames, -1, h, w) - mean) / std
-        return out.reshape(b, -1, h, w)
+        # Frame-major channels: standardise each frame's bands as one image of the batch.
+        per_frame = pixels.reshape(b * frames, -1, h, w)
+        return standardise(per_frame, plan.option("mean"), plan.option("std")).reshape(b, -1, h, w)
 
     def _tokens(self, module, x, plan):
         """Normed patch tokens ``(B, T, h, w, D)`` for folded input ``(B, T*C, H, W)``."""

@@ -34,19 +34,21 @@ from typing import Any
 
 import numpy as np
 
-from ..bands import SENTINEL2_WAVELENGTHS_UM, canonical_band_names
+from ..bands import canonical_band_names
 from ..errors import BandMismatchError, OptionError
 from .base import Checkpoint, InputContext, InputPlan, ModelAdapter, Variant
+from .band_sets import S1_BANDS, S2_RGB_BANDS
 from .checks import check_raw_reflectance
+from .normalise import standardise, unit_reflectance
 from .sensors import S2_RGB
+from .tokens import tokens_to_map
 
-DEFAULT_BANDS = ("B04", "B03", "B02")
+DEFAULT_BANDS = S2_RGB_BANDS
 
 #: open_clip's OPENAI_DATASET_MEAN / OPENAI_DATASET_STD (the ``ViT-B-32`` transform), on the [0, 1] scale.
 CLIP_MEAN = (0.48145466, 0.4578275, 0.40821073)
 CLIP_STD = (0.26862954, 0.26130258, 0.27577711)
 
-REFLECTANCE_SCALE = 10000.0
 
 #: Top-level keys of the open_clip text tower (and the shared logit scale), dropped before the strict load.
 _TEXT_TOWER_PREFIXES = ("token_embedding.", "transformer.", "ln_final.")
@@ -78,6 +80,16 @@ class RemoteCLIP(ModelAdapter):
         "(32 x 32 px for vit_b32, 14 x 14 px for vit_l14)",
         "pooled": "CLIP image embedding ln_post(CLS) @ proj (open_clip encode_image, not L2-normalised) in "
         "resize mode; in tile mode proj applied to the valid-area-weighted mean of the grid tokens",
+    }
+    default_bands = DEFAULT_BANDS
+    band_order = "model order: B04,B03,B02 (red, green, blue); bands=[...] may name any 3 bands in R, G, B order"
+    lists_wavelengths = True  # which light the model reads; the values themselves are not used
+    input_values = "raw Sentinel-2 L2A reflectance 0..10000 (already-normalised [0, 1] rejected)"
+    normalisation = {
+        "to_8bit": "floor(clip(x / 10000, 0, 1) * 255), i.e. a uint8 cast (truncation)",
+        "then": "x / 255, then (x - mean) / std per channel",
+        "mean": list(CLIP_MEAN),
+        "std": list(CLIP_STD),
     }
 
     @property
@@ -123,7 +135,7 @@ class RemoteCLIP(ModelAdapter):
             available = canonical_band_names(available_bands)
             missing = [b for b in DEFAULT_BANDS if b not in available]
             if missing:
-                sar = set(available) <= {"VV", "VH"}
+                sar = set(available) <= set(S1_BANDS)
                 hint = (
                     " remoteclip is an RGB model: Sentinel-1 input cannot be embedded with it."
                     if sar
@@ -136,35 +148,9 @@ class RemoteCLIP(ModelAdapter):
             chosen = list(DEFAULT_BANDS)
         return InputPlan(bands=tuple(chosen), options=(("scale", "reflectance"),))
 
-    def describe(self) -> dict[str, Any]:
+    def describe_extra(self) -> dict[str, Any]:
         v = self.variant
-        return {
-            "model": self.model_id,
-            "variant": v.name,
-            "variants": sorted(self.variants),
-            "title": self.title,
-            "bands": list(DEFAULT_BANDS),
-            "band_order": "model order: B04,B03,B02 (red, green, blue); bands=[...] may name any 3 bands in R, G, B order",
-            "wavelengths_um": [SENTINEL2_WAVELENGTHS_UM[b] for b in DEFAULT_BANDS],
-            "wavelengths_used": False,
-            "image_size": v.image_size,
-            "patch_size": v.patch_size,
-            "embed_dim": v.embed_dim,
-            "pooled_dim": self.pooled_dim,
-            "depth": v.depth,
-            "num_heads": v.num_heads,
-            "input_values": "raw Sentinel-2 L2A reflectance 0..10000 (already-normalised [0, 1] rejected)",
-            "normalisation": {
-                "to_8bit": "floor(clip(x / 10000, 0, 1) * 255), i.e. a uint8 cast (truncation)",
-                "then": "x / 255, then (x - mean) / std per channel",
-                "mean": list(CLIP_MEAN),
-                "std": list(CLIP_STD),
-            },
-            "outputs": dict(self.outputs),
-            "weights": v.checkpoint.label if v.checkpoint else None,
-            "licence": self.licence,
-            "reference": self.reference,
-        }
+        return {"wavelengths_used": False, "pooled_dim": self.pooled_dim, "depth": v.depth, "num_heads": v.num_heads}
 
     # -- weights -----------------------------------------------------------------------------
     def build_module(self):
@@ -200,15 +186,11 @@ class RemoteCLIP(ModelAdapter):
     def normalise(self, pixels, plan):
         import torch
 
-        eight_bit = torch.floor(torch.clamp(pixels / REFLECTANCE_SCALE, 0, 1) * 255.0)
-        mean = torch.tensor(CLIP_MEAN, dtype=pixels.dtype, device=pixels.device).view(1, -1, 1, 1)
-        std = torch.tensor(CLIP_STD, dtype=pixels.dtype, device=pixels.device).view(1, -1, 1, 1)
-        return (eight_bit / 255.0 - mean) / std
+        eight_bit = torch.floor(unit_reflectance(pixels) * 255.0)  # the uint8 cast of rs-embed truncates
+        return standardise(eight_bit / 255.0, CLIP_MEAN, CLIP_STD)
 
     def forward_grid(self, module, x, plan):
-        tokens = module.forward_tokens(x)[:, 1:, :]
-        side = module.grid_size
-        return tokens.transpose(1, 2).reshape(x.shape[0], -1, side, side)
+        return tokens_to_map(module.forward_tokens(x)[:, 1:, :], module.grid_size)  # CLS dropped
 
     def forward_pooled(self, module, x, plan):
         return module(x)

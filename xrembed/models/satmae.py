@@ -32,11 +32,12 @@ import numpy as np
 from ..bands import canonical_band_names
 from ..errors import BandMismatchError, OptionError
 from .base import InputContext, InputPlan, ModelAdapter, UrlCheckpoint, Variant
+from .band_sets import S1_BANDS, S2_RGB_BANDS
 from .checks import check_raw_reflectance
+from .normalise import standardise, unit_reflectance
 from .sensors import S2_RGB
 
-RGB_BANDS = ("B04", "B03", "B02")
-REFLECTANCE_SCALE = 10000.0
+RGB_BANDS = S2_RGB_BANDS
 
 #: fMoW-RGB statistics on the [0, 1] scale (SatMAE ``util/datasets.py``).
 FMOW_MEAN = (0.4182007312774658, 0.4214799106121063, 0.3991275727748871)
@@ -45,12 +46,25 @@ FMOW_STD = (0.28774282336235046, 0.27541765570640564, 0.2764017581939697)
 _OPTICAL_MODALITIES = (None, "s2", "optical", "rgb")
 
 
+def rgb_normalisation(mean, std, statistics: str) -> dict[str, Any]:
+    """``describe_model``'s normalisation entry of an RGB MAE-style ViT with these statistics."""
+    return {
+        "reflectance": "clip(x / 10000, 0, 1), then (x - mean) / std per band",
+        "mean": list(mean),
+        "std": list(std),
+        "statistics": statistics,
+    }
+
+
 class RGBViTAdapter(ModelAdapter):
     """Shared contract of the RGB MAE-style ViTs (SatMAE, ScaleMAE): B4, B3, B2 reflectance, CLS pooled."""
 
+    default_bands = RGB_BANDS
+    band_order = "model order: B04 (red), B03 (green), B02 (blue); picked by name from the input"
+    input_values = "raw Sentinel-2 L2A reflectance 0..10000 (already-normalised [0, 1] data rejected)"
+
     mean: ClassVar[tuple[float, float, float]]
     std: ClassVar[tuple[float, float, float]]
-    stats_name: ClassVar[str] = ""
     #: Checkpoint keys (prefixes) dropped before the strict load.
     dropped_keys: ClassVar[tuple[str, ...]] = ()
 
@@ -106,7 +120,7 @@ class RGBViTAdapter(ModelAdapter):
         mid = self.model_id
         if len(chosen) != len(set(chosen)):
             raise BandMismatchError(f"{source} {chosen} contains duplicates; list B04, B03, B02 once each.")
-        if any(b in ("VV", "VH") for b in chosen):
+        if any(b in S1_BANDS for b in chosen):
             raise BandMismatchError(
                 f"{mid} is an optical RGB model and cannot read Sentinel-1 bands {chosen}; use dofa or another "
                 "SAR-capable model, or give Sentinel-2 bands B04, B03, B02."
@@ -125,31 +139,6 @@ class RGBViTAdapter(ModelAdapter):
     def _extra_options(self, context: InputContext | None) -> tuple[tuple[str, Any], ...]:
         return ()
 
-    def _describe_common(self) -> dict[str, Any]:
-        v = self.variant
-        return {
-            "model": self.model_id,
-            "variant": v.name,
-            "variants": sorted(self.variants),
-            "title": self.title,
-            "bands": list(RGB_BANDS),
-            "band_order": "model order: B04 (red), B03 (green), B02 (blue); picked by name from the input",
-            "wavelengths_um": None,
-            "image_size": v.image_size,
-            "patch_size": v.patch_size,
-            "embed_dim": v.embed_dim,
-            "input_values": "raw Sentinel-2 L2A reflectance 0..10000 (already-normalised [0, 1] data rejected)",
-            "normalisation": {
-                "reflectance": "clip(x / 10000, 0, 1), then (x - mean) / std per band",
-                "mean": list(self.mean),
-                "std": list(self.std),
-                "statistics": self.stats_name,
-            },
-            "outputs": dict(self.outputs),
-            "licence": self.licence,
-            "reference": self.reference,
-        }
-
     # -- weights -----------------------------------------------------------------------------
     def build_module(self):
         from .mae_net import MAEEncoder
@@ -165,12 +154,7 @@ class RGBViTAdapter(ModelAdapter):
         check_raw_reflectance(pixels, self.model_id)
 
     def normalise(self, pixels, plan):
-        import torch
-
-        scaled = torch.clamp(pixels / REFLECTANCE_SCALE, 0, 1)
-        mean = torch.tensor(plan.option("mean"), dtype=pixels.dtype, device=pixels.device).view(1, -1, 1, 1)
-        std = torch.tensor(plan.option("std"), dtype=pixels.dtype, device=pixels.device).view(1, -1, 1, 1)
-        return (scaled - mean) / std
+        return standardise(unit_reflectance(pixels), plan.option("mean"), plan.option("std"))
 
     def _res(self, plan: InputPlan) -> float | None:
         return None
@@ -200,9 +184,8 @@ class SatMAE(RGBViTAdapter):
     licence = "CC BY-NC 4.0 (code and, presumably, weights): non-commercial use only"
     mean = FMOW_MEAN
     std = FMOW_STD
-    stats_name = "fMoW-RGB (SatMAE util/datasets.py)"
+    normalisation = rgb_normalisation(FMOW_MEAN, FMOW_STD, "fMoW-RGB (SatMAE util/datasets.py)")
     dropped_keys = ("decoder_", "mask_token")
-    weights_url = "https://zenodo.org/record/7369797/files/fmow_pretrain.pth"
     outputs = {
         "grid": "normed patch tokens (after the final norm), one per 16 x 16 px patch, in spatial order "
         "(the upstream MAE encoder's token shuffle is not reproduced)",
@@ -210,16 +193,11 @@ class SatMAE(RGBViTAdapter):
         "valid-area-weighted mean of the normed patch tokens",
     }
 
-    def describe(self) -> dict[str, Any]:
-        info = self._describe_common()
-        info["weights"] = self.weights_url
-        info["weights_note"] = (
-            "the official checkpoint is on Zenodo, not the Hugging Face Hub: weights=None downloads it once into "
-            "xrembed's cache (XREMBED_CACHE); offline, download it elsewhere and pass "
-            "weights='/path/to/fmow_pretrain.pth'. Its decoder_* and mask_token keys are dropped before the strict load."
-        )
-        info["preprocessing_note"] = (
-            "upstream eval resizes to 256 (bicubic) and centre-crops 224; xrembed tiles 224 px windows "
-            "(tile mode) or resizes the whole raster to 224 px (resize mode) instead"
-        )
-        return info
+    def describe_extra(self) -> dict[str, Any]:
+        return {
+            "weights_note": "the official checkpoint is on Zenodo, not the Hugging Face Hub: weights=None downloads "
+            "it once into xrembed's cache (XREMBED_CACHE); offline, download it elsewhere and pass "
+            "weights='/path/to/fmow_pretrain.pth'. Its decoder_* and mask_token keys are dropped before the strict load.",
+            "preprocessing_note": "upstream eval resizes to 256 (bicubic) and centre-crops 224; xrembed tiles "
+            "224 px windows (tile mode) or resizes the whole raster to 224 px (resize mode) instead",
+        }

@@ -35,7 +35,7 @@ from __future__ import annotations
 from typing import Any
 
 from .base import Checkpoint, InputContext, InputPlan, Variant
-from .satmae import RGBViTAdapter
+from .satmae import RGBViTAdapter, rgb_normalisation
 from .sensors import S2_RGB
 
 IMAGENET_MEAN = (0.485, 0.456, 0.406)
@@ -69,7 +69,7 @@ class ScaleMAE(RGBViTAdapter):
     licence = "CC BY-NC 4.0 (Scale-MAE code and, presumably, weights): non-commercial use only"
     mean = IMAGENET_MEAN
     std = IMAGENET_STD
-    stats_name = "ImageNet (Scale-MAE config/fmow.yaml)"
+    normalisation = rgb_normalisation(IMAGENET_MEAN, IMAGENET_STD, "ImageNet (Scale-MAE config/fmow.yaml)")
     reference_gsd_m = REFERENCE_GSD_M
     dropped_keys = ("decoder_", "mask_token", "pos_emb_projection", "fpn.", "fcn", "head.")
     outputs = {
@@ -90,15 +90,11 @@ class ScaleMAE(RGBViTAdapter):
     def _res(self, plan: InputPlan) -> float:
         return float(plan.option("res", DEFAULT_RES))
 
-    def describe(self) -> dict[str, Any]:
-        info = self._describe_common()
-        v = self.variant
-        info["weights"] = v.checkpoint.label if v.checkpoint else None
-        info["gsd"] = {
+    def describe_extra(self) -> dict[str, Any]:
+        return {"gsd": {
             "res": f"res = input pixel size in metres / {self.reference_gsd_m:g} m (relative GSD that scales the "
             "sin-cos position grid; recomputed every forward, stored pos_embed unused)",
             "reference_gsd_m": self.reference_gsd_m,
             "default_res": DEFAULT_RES,
             "resize_mode": "res follows the input pixel size, not the resampled one",
-        }
-        return info
+        }}

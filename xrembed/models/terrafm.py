@@ -35,12 +35,13 @@ import numpy as np
 from ..bands import canonical_band_names
 from ..errors import BandMismatchError, OptionError
 from .base import Checkpoint, InputContext, InputPlan, ModelAdapter, Variant
+from .band_sets import S1_BANDS
 from .checks import check_linear_power, check_raw_reflectance
+from .normalise import unit_reflectance
 from .sensors import EE_S2_12, S1_LINEAR_SENSOR, S2_SR, S2_TOA, SensorSpec
 
 #: Model order of the 12 Sentinel-2 bands (B10 is not used).
 S2_BANDS = ("B01", "B02", "B03", "B04", "B05", "B06", "B07", "B08", "B8A", "B09", "B11", "B12")
-S1_BANDS = ("VV", "VH")
 
 #: modality keyword -> (sensor stem, bands, scaling)
 MODALITIES: dict[str, tuple[str, tuple[str, ...], str]] = {
@@ -50,7 +51,6 @@ MODALITIES: dict[str, tuple[str, tuple[str, ...], str]] = {
     "s1": ("s1", S1_BANDS, "linear_power"),
 }
 
-REFLECTANCE_SCALE = 10000.0
 #: ``log1p`` of linear power divided by this: linear power 1 (0 dB) maps to 1.
 S1_LOG_DIVISOR = math.log(2.0)
 #: A median linear power above this (+3 dB) means the data are not calibrated linear backscatter.
@@ -86,6 +86,16 @@ class TerraFM(ModelAdapter):
         "one per 16 x 16 px patch",
         "pooled": "resize mode: the CLS token after the final norm (reference forward()); tile mode: the "
         "valid-pixel-weighted mean of the normed grid tokens (a CLS cannot be assembled from tiles)",
+    }
+    default_bands = S2_BANDS
+    band_order = "model order: " + ",".join(S2_BANDS) + " (s2, s2_l1c); VV,VH (s1); picked by name"
+    input_values = (
+        "s2/s2_l1c: raw reflectance 0..10000 (already-normalised [0, 1] rejected); "
+        "s1: linear power, e.g. Earth Engine COPERNICUS/S1_GRD_FLOAT (dB and amplitude DN rejected)"
+    )
+    normalisation = {
+        "reflectance": "clip(x / 10000, 0, 1)",
+        "linear_power": "clip(log1p(max(x, 0)) / log(2), 0, 1)",
     }
 
     # -- contract ----------------------------------------------------------------------------
@@ -147,36 +157,15 @@ class TerraFM(ModelAdapter):
             )
         return text
 
-    def describe(self) -> dict[str, Any]:
-        v = self.variant
+    def describe_extra(self) -> dict[str, Any]:
         return {
-            "model": self.model_id,
             "aliases": list(self.aliases),
-            "variant": v.name,
-            "variants": sorted(self.variants),
-            "title": self.title,
             "modalities": {
                 "s2": {"stem": "s2_l2a", "bands": list(S2_BANDS), "values": "Sentinel-2 L2A reflectance 0..10000"},
                 "s2_l1c": {"stem": "s2_l1c", "bands": list(S2_BANDS), "values": "Sentinel-2 L1C TOA reflectance 0..10000"},
                 "s1": {"stem": "s1", "bands": list(S1_BANDS), "values": "Sentinel-1 linear backscatter power (not dB)"},
             },
             "default_modality": "s2",
-            "bands": list(S2_BANDS),
-            "band_order": "model order: " + ",".join(S2_BANDS) + " (s2, s2_l1c); VV,VH (s1); picked by name",
-            "wavelengths_um": None,
-            "image_size": v.image_size,
-            "patch_size": v.patch_size,
-            "embed_dim": v.embed_dim,
-            "input_values": "s2/s2_l1c: raw reflectance 0..10000 (already-normalised [0, 1] rejected); "
-            "s1: linear power, e.g. Earth Engine COPERNICUS/S1_GRD_FLOAT (dB and amplitude DN rejected)",
-            "normalisation": {
-                "reflectance": "clip(x / 10000, 0, 1)",
-                "linear_power": "clip(log1p(max(x, 0)) / log(2), 0, 1)",
-            },
-            "outputs": dict(self.outputs),
-            "weights": v.checkpoint.label if v.checkpoint else None,
-            "licence": self.licence,
-            "reference": self.reference,
         }
 
     # -- weights -----------------------------------------------------------------------------
@@ -207,7 +196,7 @@ class TerraFM(ModelAdapter):
         import torch
 
         if plan.option("scale") == "reflectance":
-            return torch.clamp(pixels / REFLECTANCE_SCALE, 0, 1)
+            return unit_reflectance(pixels)
         # NaN stays NaN through clamp/log1p, so invalid pixels still reach the engine's mask.
         return torch.clamp(torch.log1p(torch.clamp(pixels, min=0)) / S1_LOG_DIVISOR, 0, 1)
 
