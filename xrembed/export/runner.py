@@ -19,16 +19,9 @@ import xarray as xr
 
 from .. import batch
 from .._version import __version__
-from ..api import (
-    POOLED,
-    check_spatial,
-    drop_single_time,
-    embed_kwargs,
-    product_result,
-    source_request,
-)
 from ..errors import ExportError, OptionError
 from ..models.registry import get_adapter
+from ..requests import POOLED, check_spatial, drop_single_time, embed_kwargs, product_result, source_request
 from ..sources.precomputed import is_product
 from ..specs import OutputSpec, TemporalSpec
 from . import ownership, store
