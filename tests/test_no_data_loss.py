@@ -189,3 +189,13 @@ def test_the_format_writers_refuse_a_foreign_file_too(tmp_path):
     assert _tree(mine) == before
     write_item(tmp_path, "p0", {"m": vec}, "npz", overwrite=True)
     write_item(tmp_path, "p0", {"m": vec}, "npz")  # now xrembed's own file
+
+
+def test_cli_output_piped_into_a_reader_that_left_ends_quietly():
+    import subprocess
+
+    # `true` exits at once: by the time xrembed prints, the pipe is closed (EPIPE).
+    cmd = f"set -o pipefail; {sys.executable} -m xrembed.cli models --describe dofa | true"
+    done = subprocess.run(["bash", "-c", cmd], capture_output=True, text=True, timeout=120)
+    assert done.returncode == 0, done.stderr
+    assert "Traceback" not in done.stderr and "Error" not in done.stderr

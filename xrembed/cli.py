@@ -53,8 +53,13 @@ def main(argv: list[str] | None = None) -> int:
     except XrembedError as err:
         print(f"xrembed: error: {err}", file=sys.stderr)
         return 2
+    except BrokenPipeError:  # `xrembed models | head`: the reader left; stop quietly, as Unix tools do
+        import os
+
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+        return 0
     except OSError as err:  # an unwritable --out, a full disk: the reason, not a traceback
-        print(f"xrembed: error: {err.strerror or err}: {err.filename or args.out}", file=sys.stderr)
+        print(f"xrembed: error: {err.strerror or err}: {err.filename or getattr(args, 'out', '')}", file=sys.stderr)
         return 2
 
 
