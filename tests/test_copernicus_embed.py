@@ -23,7 +23,7 @@ import xarray as xr
 from affine import Affine
 from rasterio.crs import CRS
 
-from xrembed.errors import OptionError, ProductCoverageError, XrembedError
+from xrembed.errors import NoDataInBoundsError, OptionError, ProductCoverageError, XrembedError
 from xrembed.sources.precomputed import copernicus_embed as ce
 from xrembed.sources.precomputed.copernicus_embed import (
     PRODUCT_INFO,
@@ -223,7 +223,7 @@ def test_temporal(tif):
 
 
 def test_region_outside_coverage(tif):
-    with pytest.raises(ProductCoverageError, match="outside"):
+    with pytest.raises(NoDataInBoundsError, match="outside"):
         open_copernicus_embed(spatial=BBox(10.0, 10.0, 11.0, 11.0), source=tif)
 
 

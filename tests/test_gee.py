@@ -296,7 +296,7 @@ def test_landsat_defaults_to_30m_and_cloud_cover(server):
 
 def test_empty_collection_names_the_filters(server):
     server.sizes = [0]
-    with pytest.raises(errors.XrembedError, match=r"CLOUDY_PIXEL_PERCENTAGE < 30.*raise cloudy_pct"):
+    with pytest.raises(errors.NoDataInBoundsError, match=r"CLOUDY_PIXEL_PERCENTAGE < 30.*raise cloudy_pct"):
         open_gee("dofa", spatial=ROI, temporal=SUMMER)
 
 
@@ -331,7 +331,7 @@ def test_sentinel1_db_and_iw_relaxed_when_empty(server):
 
 def test_sentinel1_strict_iw_empty_is_an_error(server):
     server.sizes = [0, 0]
-    with pytest.raises(errors.XrembedError, match="instrumentMode == IW"):
+    with pytest.raises(errors.NoDataInBoundsError, match="instrumentMode == IW"):
         open_gee("terrafm", modality="s1", spatial=ROI, temporal=SUMMER, s1_relax_iw_on_empty=False)
 
 

@@ -225,7 +225,7 @@ def test_local_backend_roi_past_the_edge_gives_nan_cells_not_zeros(tmp_path, tin
 
 def test_roi_fully_outside_the_raster_is_a_spec_error():
     da = synthetic_raster((32, 32), resolution=10, origin=(500000, 4200000))
-    with pytest.raises(errors.SpecError, match="does not overlap"):
+    with pytest.raises(errors.NoDataInBoundsError, match="does not overlap"):
         crop_to(da, BBox(600000, 4100000, 600100, 4100100, crs="EPSG:32629"))
 
 

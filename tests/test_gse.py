@@ -271,7 +271,7 @@ def test_coverage_errors(mirror):
         open_gse(spatial=roi, temporal=TemporalSpec.year(2016), source=mirror.root)
     with pytest.raises(errors.ProductCoverageError, match=r"\[2020\]"):
         open_gse(spatial=roi, temporal=TemporalSpec.year(2020), source=mirror.root)  # the product has it, the source not
-    with pytest.raises(errors.ProductCoverageError, match="covers the ROI"):
+    with pytest.raises(errors.NoDataInBoundsError, match="covers the ROI"):
         open_gse(spatial=BBox(10.0, 45.0, 10.1, 45.1), temporal=Y2024, source=mirror.root)
     with pytest.raises(errors.ProductCoverageError, match="covers the ROI"):  # tile B has no 2023
         open_gse(spatial=BBox(500400, 5800100, 500500, 5800200, crs="EPSG:32631"), temporal=TemporalSpec.year(2023),

@@ -231,7 +231,7 @@ def test_errors_name_the_fix(item, item_dict, tmp_path):
         open_stac(item, bands=["B04"], resampling="cubicish")
     with pytest.raises(errors.OptionError, match="BBox"):
         open_stac(item, bands=["B04"], spatial=(1, 2, 3, 4))
-    with pytest.raises(errors.SpecError, match="does not overlap"):
+    with pytest.raises(errors.NoDataInBoundsError, match="does not overlap"):
         open_stac(item, bands=["B04"], spatial=BBox(10, 40, 11, 41))
     with pytest.raises(errors.SourceError, match="no STAC items"):
         open_stac([], bands=["B04"])

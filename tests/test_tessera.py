@@ -24,7 +24,7 @@ import rasterio
 from affine import Affine
 from pyproj import Transformer
 
-from xrembed.errors import OptionError, ProductCoverageError, XrembedError
+from xrembed.errors import NoDataInBoundsError, OptionError, ProductCoverageError, XrembedError
 from xrembed.sources.precomputed import tessera
 from xrembed.sources.precomputed.tessera import PRODUCT_INFO, open_tessera
 from xrembed.specs import BBox, PointBuffer, TemporalSpec
@@ -331,7 +331,7 @@ def test_zarr_errors(zarr_source, tmp_path):
     path = zarr_source["path"]
     with pytest.raises(ProductCoverageError, match=r"2019.*\[2023, 2024\]"):
         open_tessera(source=path, temporal=2019)
-    with pytest.raises(ProductCoverageError, match="outside"):
+    with pytest.raises(NoDataInBoundsError, match="outside"):
         open_tessera(source=path, spatial=BBox(2.9, 50.0, 2.95, 50.05))
     with pytest.raises(ProductCoverageError, match="zone 33"):
         open_tessera(source=path, spatial=BBox(15.0, 50.0, 15.05, 50.05))

@@ -19,7 +19,7 @@ import xarray as xr
 
 from . import batch
 from .catalog import default_sensor, open_gee
-from .errors import OptionError, SpecError
+from .errors import NoDataInBoundsError, OptionError, SpecError
 from .geo import Grid, PixelWindow, pixel_centres, spatial_dims
 from .options import check_pooling
 from .specs import BBox, FetchSpec, InputPrepSpec, OutputSpec, PointBuffer, SensorSpec, TemporalSpec
@@ -150,7 +150,7 @@ def crop_to(da: xr.DataArray, spatial) -> xr.DataArray:
     A ``PointBuffer`` always gives the same number of pixels (``2 * buffer / pixel size``, rounded) on a
     projected raster, so equal ROIs stack into shared forward passes. A ROI that runs past the raster's
     edge is padded with NaN (lazily) to its full window, so the output grid covers the whole ROI and the
-    cells outside the raster come out NaN; a ROI that misses the raster is a :class:`SpecError`.
+    cells outside the raster come out NaN; a ROI that misses the raster is a :class:`NoDataInBoundsError`.
     """
     grid = Grid.from_xarray(da)
     t = grid.transform
@@ -168,7 +168,7 @@ def crop_to(da: xr.DataArray, spatial) -> xr.DataArray:
         wanted = grid.window(spatial.bounds_in(crs))
     inside = wanted.clipped(grid.shape)
     if inside.is_empty:
-        raise SpecError(
+        raise NoDataInBoundsError(
             f"the ROI {spatial} does not overlap the raster (bounds {tuple(round(b, 3) for b in grid.bounds)} in "
             f"{crs.to_string()}); check the ROI's coordinates or the source= raster."
         )

@@ -32,7 +32,7 @@ from affine import Affine
 from pyproj import CRS
 
 from ..bands import canonical_band_name
-from ..errors import OptionError, SourceError, SpecError, XrembedError
+from ..errors import NoDataInBoundsError, OptionError, SourceError, SpecError, XrembedError
 from ..geo import metres_per_unit, pixel_window, window_transform
 from ..specs import COMPOSITES, BBox, FetchSpec, PointBuffer, SensorSpec, TemporalSpec
 
@@ -446,7 +446,7 @@ def _build_collection(ee, req: dict, grid: dict, start: str, end: str):
             iw = "any"
     n_images = int(col.size().getInfo())
     if n_images == 0:
-        raise XrembedError(
+        raise NoDataInBoundsError(
             f"no {req['collection_id']} image matches the request ({'; '.join(applied)}). Widen the time window "
             "or the area, raise cloudy_pct= (or pass cloudy_pct=None), or drop s1_orbit=."
         )

@@ -23,7 +23,7 @@ from pyproj import CRS
 from rasterio.enums import Resampling
 
 from ..bands import canonical_band_name, canonical_band_names
-from ..errors import BandMismatchError, CRSError, OptionError, SourceError, SpecError
+from ..errors import BandMismatchError, CRSError, NoDataInBoundsError, OptionError, SourceError, SpecError
 from ..geo import pixel_window, window_transform
 from ..specs import BBox, PointBuffer
 from .raster import DEFAULT_CHUNK
@@ -337,7 +337,7 @@ def _on_native_lattice(native, spatial, resolution):
         crs = CRS(native.crs.to_wkt())
         want = _bounds(spatial, crs)
         if want[0] >= right or want[2] <= left or want[1] >= top or want[3] <= bottom:
-            raise SpecError(
+            raise NoDataInBoundsError(
                 f"spatial={spatial} does not overlap the STAC items (their extent in {crs.to_string()} is "
                 f"{(left, bottom, right, top)}); check the box (minlon, minlat, maxlon, maxlat) and the search."
             )

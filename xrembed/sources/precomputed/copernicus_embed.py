@@ -31,7 +31,7 @@ import rioxarray
 import xarray as xr
 from affine import Affine
 
-from ...errors import OptionError, ProductCoverageError, SourceError
+from ...errors import NoDataInBoundsError, OptionError, SourceError
 from ...geo import PixelWindow, is_on_lattice, pixel_centres, pixel_window, window_transform
 from ...specs import BBox, PointBuffer, TemporalSpec
 
@@ -88,7 +88,7 @@ def open_copernicus_embed(
         clipped to the source's extent. ``None``: the whole source.
     temporal
         The product is a static 2021 map: ``None``, ``2021``, ``TemporalSpec.year(2021)`` or a range that
-        overlaps 2021. Anything else raises :class:`~xrembed.errors.ProductCoverageError`.
+        overlaps 2021. Anything else raises :class:`~xrembed.errors.NoDataInBoundsError`.
     source
         Path or URL of ``embed_map_310k.tif`` (or a window of its grid), or path of the original
         ``embed_map_310k.npz``. ``None``: the GeoTIFF on Hugging Face, read by HTTP range requests.
@@ -154,7 +154,7 @@ def _check_temporal(temporal) -> None:
         raise OptionError(f"temporal must be a TemporalSpec, a year or None, got {type(temporal).__name__}.")
     start, end = temporal.interval
     if not (start < f"{YEAR + 1}-01-01" and end > f"{YEAR}-01-01"):
-        raise ProductCoverageError(
+        raise NoDataInBoundsError(
             f"Copernicus-Embed is a static map of {YEAR} (inputs collected {YEAR}-01-01 to {YEAR}-12-31); "
             f"the window [{start}, {end}) misses it. Pass temporal=TemporalSpec.year({YEAR}) or None."
         )
@@ -173,7 +173,7 @@ def _window(spatial, transform: Affine, height: int, width: int) -> tuple[slice,
     if window.is_empty:
         l, t = transform.c, transform.f
         r, b = l + width * RESOLUTION, t - height * RESOLUTION
-        raise ProductCoverageError(
+        raise NoDataInBoundsError(
             f"the region (lon {left:.4f} to {right:.4f}, lat {bottom:.4f} to {top:.4f}) lies outside this "
             f"Copernicus-Embed source (lon {l} to {r}, lat {b} to {t}); pass a region inside it, or the global "
             "map (source=None)."

@@ -32,7 +32,7 @@ from affine import Affine
 from pyproj import CRS
 
 from ...cache import cache_dir, download_url
-from ...errors import OptionError, ProductCoverageError, SourceError, SpecError, XrembedError
+from ...errors import NoDataInBoundsError, OptionError, SourceError, SpecError, XrembedError
 from ...geo import Grid, assign_grid, is_on_lattice, pixel_window, utm_crs_of_zone, utm_zone_of, window_transform
 from ...specs import BBox, PointBuffer, TemporalSpec
 
@@ -174,7 +174,7 @@ def _requested_years(temporal: TemporalSpec | None) -> list[int] | None:
         years = list(range(first, last + 1))
     outside = [y for y in years if y not in YEARS]
     if len(outside) == len(years):
-        raise ProductCoverageError(
+        raise NoDataInBoundsError(
             f"Google Satellite Embedding has no year {outside[0] if len(outside) == 1 else outside}: it covers "
             f"{YEARS[0]}..{YEARS[-1]}; pass e.g. TemporalSpec.year({YEARS[-2]})."
         )
@@ -354,7 +354,7 @@ def _open_cogs(table, root, spatial, years, chunk, utm_zone, source_label) -> xr
     import rasterio
 
     if table.empty:
-        raise ProductCoverageError(
+        raise NoDataInBoundsError(
             f"the Google Satellite Embedding index at {source_label} has no tile for {years}; "
             "pick a year it holds (see PRODUCT_INFO['years']) or another source."
         )
@@ -364,7 +364,7 @@ def _open_cogs(table, root, spatial, years, chunk, utm_zone, source_label) -> xr
         wanted = _zone_crs(utm_zone)
         table = table[[c == wanted for c in table["_crs"]]]
         if table.empty:
-            raise ProductCoverageError(f"no Google Satellite Embedding tile of zone {utm_zone!r} for {years}; drop utm_zone= or pick another zone.")
+            raise NoDataInBoundsError(f"no Google Satellite Embedding tile of zone {utm_zone!r} for {years}; drop utm_zone= or pick another zone.")
     if spatial is not None:
         roi_ll = spatial.bounds_in("EPSG:4326")
         keep = []
@@ -377,7 +377,7 @@ def _open_cogs(table, root, spatial, years, chunk, utm_zone, source_label) -> xr
             keep.append(hit)
         table = table[keep]
         if table.empty:
-            raise ProductCoverageError(
+            raise NoDataInBoundsError(
                 f"no Google Satellite Embedding tile at {source_label} covers the ROI {tuple(round(v, 5) for v in roi_ll)} "
                 f"(lon/lat) in {years if years else 'any year'}; move the ROI or use a source that covers it."
             )
@@ -421,7 +421,7 @@ def _open_cogs(table, root, spatial, years, chunk, utm_zone, source_label) -> xr
     grid = _output_grid(tiles, crs, spatial)
     out_years = sorted({t["year"] for t in tiles})
     if years and len(years) == 1 and out_years != years:  # pragma: no cover - filtered above
-        raise ProductCoverageError(f"no tile for year {years[0]}.")
+        raise NoDataInBoundsError(f"no tile for year {years[0]}.")
     layers = []
     for year in out_years:
         pieces = [_tile_on_grid(t, grid, chunk) for t in tiles if t["year"] == year]

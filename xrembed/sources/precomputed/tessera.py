@@ -29,7 +29,7 @@ import xarray as xr
 from affine import Affine
 from pyproj import CRS
 
-from ...errors import CRSError, OptionError, ProductCoverageError, SourceError, XrembedError
+from ...errors import CRSError, NoDataInBoundsError, OptionError, SourceError, XrembedError
 from ...geo import PixelWindow, pixel_centres, pixel_window, snap_outwards, utm_zone_of, utm_zones, window_transform
 from ...specs import BBox, PointBuffer, TemporalSpec
 
@@ -134,7 +134,7 @@ def _select_years(available: list[int], wanted: tuple[int, int] | None, where: s
     chosen = [y for y in sorted(available) if wanted[0] <= y <= wanted[1]]
     if not chosen:
         span = str(wanted[0]) if wanted[0] == wanted[1] else f"{wanted[0]}-{wanted[1]}"
-        raise ProductCoverageError(
+        raise NoDataInBoundsError(
             f"Tessera has no year {span} in {where}; it has {sorted(available)}. "
             "Ask for one of those years (temporal=TemporalSpec.year(...))."
         )
@@ -298,7 +298,7 @@ def _open_zarr(store: str, spatial, years, chunks, zone) -> xr.DataArray:
     if len(wanted) > 1:
         raise _zone_error(wanted)
     if not wanted or wanted[0] not in available:
-        raise ProductCoverageError(
+        raise NoDataInBoundsError(
             f"the Tessera store {store!r} has no data in UTM zone {wanted[0] if wanted else '?'} "
             f"(it has zones {sorted(available)}); choose a region inside them."
         )
@@ -323,7 +323,7 @@ def _open_zarr(store: str, spatial, years, chunks, zone) -> xr.DataArray:
     if spatial is not None:
         window = pixel_window(_bounds(spatial, crs), transform).clipped(shape)
         if window.is_empty:
-            raise ProductCoverageError(
+            raise NoDataInBoundsError(
                 f"spatial={spatial} lies outside the grid of {group} in {store!r}; choose a region inside it."
             )
     rows, cols = window.slices
@@ -556,7 +556,7 @@ def _open_tiles(where, spatial, years, chunks, zone) -> xr.DataArray:
         keys = _tile_keys(_lonlat_bounds(spatial))
         frame = frame[[(a, b) in keys for a, b in zip(frame["lon_i"], frame["lat_i"])]]
         if frame.empty:
-            raise ProductCoverageError(
+            raise NoDataInBoundsError(
                 f"Tessera has no tile for spatial={spatial} in {chosen} in the manifest {str(manifest)!r}; "
                 "choose a region (or year) the manifest lists, or download those tiles."
             )
@@ -576,7 +576,7 @@ def _open_tiles(where, spatial, years, chunks, zone) -> xr.DataArray:
         zones.setdefault(info[5] % 100, set()).add(info[1])
     if zone is not None:
         if zone not in zones:
-            raise ProductCoverageError(f"no Tessera tile of the request lies in UTM zone {zone} (zones: {sorted(zones)}).")
+            raise NoDataInBoundsError(f"no Tessera tile of the request lies in UTM zone {zone} (zones: {sorted(zones)}).")
         infos = [i for i in infos if i[5] % 100 == zone]
     elif len(zones) > 1:
         raise _zone_error(zones, {z: len(names) for z, names in zones.items()})
@@ -613,7 +613,7 @@ def _open_tiles(where, spatial, years, chunks, zone) -> xr.DataArray:
             tiles_per_time[year].append(tile)
     kept = [y for y in chosen if tiles_per_time[y]]
     if not kept:
-        raise ProductCoverageError(f"no Tessera tile in {str(manifest)!r} overlaps spatial={spatial}; choose a region it covers.")
+        raise NoDataInBoundsError(f"no Tessera tile in {str(manifest)!r} overlaps spatial={spatial}; choose a region it covers.")
     mosaic = _TileMosaic([tiles_per_time[y] for y in kept], height, width)
     sizes = _chunk_sizes(chunks)
     data = da.from_array(
