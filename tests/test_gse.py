@@ -140,7 +140,7 @@ def test_single_tile_flip_dequantisation_grid(mirror):
     da = open_gse(spatial=roi, temporal=Y2024, source=mirror.root)
     assert da.name == "embeddings" and da.dims == ("time", "embedding", "y", "x")
     assert da.dtype == np.float32 and da.shape == (1, 64, 25, 15)
-    assert list(da.embedding.values) == list(BANDS)
+    assert list(da.embedding.values) == list(range(64)) and list(da.embedding_name.values) == list(BANDS)
     assert da.rio.crs.to_epsg() == 32631
     assert da.rio.transform() == Affine(10, 0, 500050, 0, -10, 5800260)  # north-up, no recalc
     np.testing.assert_array_equal(da.x.values, 500055 + 10 * np.arange(15))
@@ -395,7 +395,8 @@ def test_earth_engine_route_builds_the_mosaic_request(server):
     server.bands = list(BANDS)
     da = open_gse(spatial=EE_ROI, temporal=TemporalSpec.year(2022), source="ee")
     assert da.dims == ("time", "embedding", "y", "x") and da.shape == (1, 64, 64, 64)
-    assert list(da.embedding.values) == list(BANDS) and da.dtype == np.float32
+    assert list(da.embedding_name.values) == list(BANDS) and list(da.embedding.values) == list(range(64))
+    assert da.dtype == np.float32
     assert da.rio.crs.to_epsg() == 32629
     assert da.rio.transform() == Affine(10, 0, 449040, 0, -10, 2765550)
     assert da.year.values.tolist() == [2022] and da.time.values[0] == np.datetime64("2022-01-01")

@@ -40,6 +40,7 @@ class RSEmbedAccessor:
         temporal=None,
         source=None,
         patch_size: int | None = None,
+        like: xr.DataArray | xr.Dataset | None = None,
     ) -> xr.DataArray:
         """Embed this raster with ``model``; lazy for dask-backed input, reads no pixels.
 
@@ -83,12 +84,20 @@ class RSEmbedAccessor:
             year(s) (a ``TemporalSpec``), where to read it (path or URL; default: its public location), and
             the zoom-out of this raster's grid the product is resampled onto (nearest neighbour; default 1,
             this raster's own grid; 16 lines it up cell for cell with a patch-16 model's grid).
+        like
+            Precomputed products only: a DataArray or Dataset with a grid (e.g. a model's output ``emb``); the
+            product lands on exactly that grid (CRS, transform, shape, ``x``/``y`` coordinates), nearest
+            neighbour, so ``da.rsembed.embed("gse", temporal=..., like=emb)`` lines up with ``emb`` cell for
+            cell. Its CRS may differ from the product's (each cell takes the vector under its centre). Not with
+            ``patch_size=``.
 
         Returns
         -------
         xarray.DataArray
-            Named ``embeddings``; ``attrs`` record the model, variant, weights, patch size, input_prep
-            and precision.
+            Named ``embeddings``; ``embedding`` is ``0..D-1`` (integers) for every model and product; ``attrs``
+            are plain JSON values recording the model (or product id), variant, weights, patch size,
+            input_prep and precision; a grid also carries ``gsd`` (metres), as the exported ``geoemb:``
+            metadata does, and NaN as its nodata (``rio.nodata``, from ``encoding["_FillValue"]``).
 
         Examples
         --------
@@ -116,6 +125,7 @@ class RSEmbedAccessor:
             temporal=temporal,
             source=source,
             patch_size=patch_size,
+            like=like,
         )
 
 

@@ -71,21 +71,22 @@ def embed(
     temporal=None,
     source=None,
     patch_size: int | None = None,
+    like: xr.DataArray | xr.Dataset | None = None,
 ) -> xr.DataArray:
     """Embed a georeferenced raster with a foundation model. See :meth:`RSEmbedAccessor.embed`."""
     from .sources.precomputed import embed_product, is_product
 
     if is_product(model):
         return embed_product(  # the model keywords go along, to be refused unless at their defaults
-            obj, model, temporal=temporal, source=source, patch_size=1 if patch_size is None else patch_size,
-            output=output, input_prep=input_prep, bands=bands, wavelengths=wavelengths, modality=modality,
-            variant=variant, weights=weights, device=device, batch_size=batch_size, precision=precision,
-            nodata=nodata, tiles_per_chunk=tiles_per_chunk,
+            obj, model, temporal=temporal, source=source, patch_size=patch_size, like=like, output=output,
+            input_prep=input_prep, bands=bands, wavelengths=wavelengths, modality=modality, variant=variant,
+            weights=weights, device=device, batch_size=batch_size, precision=precision, nodata=nodata,
+            tiles_per_chunk=tiles_per_chunk,
         )
-    if temporal is not None or source is not None or patch_size is not None:
+    if temporal is not None or source is not None or patch_size is not None or like is not None:
         raise OptionError(
-            "temporal=, source= and patch_size= apply to precomputed products (tessera, gse, copernicus_embed); "
-            f"{model!r} embeds the pixels it is given."
+            "temporal=, source=, patch_size= and like= apply to precomputed products (tessera, gse, "
+            f"copernicus_embed); {model!r} embeds the pixels it is given."
         )
     tiles_per_chunk = _positive_int("tiles_per_chunk", tiles_per_chunk)
     req = _prepare(
@@ -220,6 +221,10 @@ def _wrap(req: _Request, result) -> xr.DataArray:
     if output == "grid":
         out = assign_grid(out, out_grid)
     out.attrs = _attrs(adapter, req.weights_label, req.plan, req.input_prep, req.precision, output, grid, out_grid)
+    if output == "grid":
+        from .sources.precomputed import with_nan_nodata
+
+        out = with_nan_nodata(out)  # NaN where rio.nodata reads it (encoding), as for every grid
     return out
 
 
@@ -613,5 +618,8 @@ def _attrs(adapter, weights_label, plan, input_prep, precision, output, grid: Gr
     if waves is not None:
         attrs["wavelengths_um"] = [float(w) for w in waves]
     if output == "grid":
-        attrs["cell_size"] = [abs(out_grid.resolution[0]), abs(out_grid.resolution[1])]
+        from .sources.precomputed import grid_provenance
+
+        attrs["cell_size"] = [float(abs(out_grid.resolution[0])), float(abs(out_grid.resolution[1]))]
+        attrs.update(grid_provenance(out_grid))  # gsd (metres), as geoemb:gsd
     return attrs

@@ -3,7 +3,12 @@
 ``open_precomputed(product, ...)`` returns a lazy DataArray ``embeddings`` with dims ``([time,] embedding, y, x)``
 in the product's native CRS, dequantised, nodata as NaN. ``align_to_grid`` resamples one (lazily, nearest
 neighbour) onto any :class:`~xrembed.geo.Grid`, which is how ``x.rsembed.embed("tessera", ...)`` puts a
-product on the same cells as an on-the-fly model.
+product on the same cells as an on-the-fly model (``patch_size=``, or ``like=`` any grid).
+
+Every grid (native or aligned) describes itself as a model's does: ``embedding`` is ``0..D-1`` (integers; GSE's
+band names are the extra coordinate ``embedding_name``), ``attrs`` are plain JSON values with ``model`` (the
+product id) and ``gsd`` (metres), the values the exported ``geoemb:`` metadata carries; nodata is NaN,
+recorded as ``encoding["_FillValue"]`` (what ``rio.nodata`` reads and the writers write).
 """
 
 from __future__ import annotations
@@ -17,7 +22,7 @@ import xarray as xr
 from affine import Affine
 
 from ...errors import OptionError, UnknownModelError
-from ...geo import Grid, assign_grid, north_up, spatial_dims
+from ...geo import Grid, assign_grid, metres_per_unit, north_up, spatial_dims
 
 #: product id -> "module:function" (modules in this package; imported on first use)
 _PRODUCTS = {
@@ -28,8 +33,8 @@ _PRODUCTS = {
 _ALIASES = {"gse_annual": "gse", "alphaearth": "gse", "aef": "gse", "copernicus": "copernicus_embed"}
 
 __all__ = [
-    "align_to_grid", "check_product_options", "describe_product", "embed_product", "is_product", "list_products",
-    "open_precomputed", "pool_product", "product_output",
+    "align_to_grid", "check_product_options", "describe_product", "embed_product", "grid_provenance", "is_product",
+    "list_products", "open_precomputed", "pool_product", "product_output", "with_nan_nodata",
 ]
 
 
@@ -87,8 +92,50 @@ def open_precomputed(product: str, *, spatial=None, temporal=None, source=None, 
     >>> emb = xrembed.open_precomputed("tessera", spatial=xrembed.BBox(0.1, 52.1, 0.2, 52.2),
     ...                                temporal=xrembed.TemporalSpec.year(2024), source="tessera/")  # doctest: +SKIP
     """
-    _, _, opener = _resolve(product)
-    return opener(spatial=spatial, temporal=temporal, source=source, chunks=chunks)
+    key, _, opener = _resolve(product)
+    out = opener(spatial=spatial, temporal=temporal, source=source, chunks=chunks)
+    return _with_provenance(out, key, Grid.from_xarray(out))
+
+
+def grid_provenance(grid: Grid) -> dict[str, Any]:
+    """The attr every embedding grid carries about its cells: ``gsd`` (cell size in metres along x, degrees
+    scaled at the grid's centre, as ``geoemb:gsd`` is written)."""
+    lat = 0.0
+    if grid.crs.is_geographic:
+        _, bottom, _, top = grid.bounds
+        lat = (bottom + top) / 2
+    return {"gsd": float(abs(grid.resolution[0]) * metres_per_unit(grid.crs, lat))}
+
+
+def with_nan_nodata(grid: xr.DataArray) -> xr.DataArray:
+    """``grid`` with NaN as its nodata where rioxarray reads it (``grid.rio.nodata``) and the writers write it:
+    ``encoding["_FillValue"]``, so that ``attrs`` hold no NaN (two equal results' attrs compare equal)."""
+    grid.attrs.pop("_FillValue", None)
+    if isinstance(grid.attrs.get("nodata"), str):  # "NaN", as GSE's attrs said before
+        grid.attrs.pop("nodata")
+    grid.encoding["_FillValue"] = np.nan
+    return grid
+
+
+def _with_provenance(out: xr.DataArray, key: str, grid: Grid | None) -> xr.DataArray:
+    """``out`` with plain-JSON attrs, ``model`` = the product id and (for a grid) :func:`grid_provenance`."""
+    out.attrs = {name: _plain(value) for name, value in out.attrs.items()}
+    out.attrs["model"] = key
+    if grid is not None:
+        out.attrs.update(grid_provenance(grid), output="grid")
+        out = with_nan_nodata(out)
+    return out
+
+
+def _plain(value):
+    """A JSON value for an attr: numpy scalars as Python numbers, tuples and arrays as lists."""
+    if isinstance(value, np.ndarray):
+        return [_plain(v) for v in value.tolist()]
+    if isinstance(value, (list, tuple)):
+        return [_plain(v) for v in value]
+    if isinstance(value, np.generic):
+        return value.item()
+    return value
 
 
 def align_to_grid(product: xr.DataArray, grid: Grid) -> xr.DataArray:
@@ -126,8 +173,8 @@ def align_to_grid(product: xr.DataArray, grid: Grid) -> xr.DataArray:
     out = xr.DataArray(array, dims=(*lead, "y", "x"), coords=coords)
     out = assign_grid(out, grid)
     out.name = "embeddings"
-    out.attrs = dict(product.attrs)
-    return out
+    out.attrs = {**product.attrs, **grid_provenance(grid)}
+    return with_nan_nodata(out)
 
 
 def _chunk_side(bytes_per_cell: int) -> int:
@@ -224,18 +271,18 @@ def check_product_options(product: str, **options) -> None:
 
     for name, value in options.items():
         if name not in _MODEL_ONLY:
-            known = [*_MODEL_ONLY, "output", "temporal", "source", "patch_size"]
+            known = [*_MODEL_ONLY, "output", "temporal", "source", "patch_size", "like"]
             close = difflib.get_close_matches(name, known, n=1)
             hint = f" Did you mean {close[0]}=?" if close else ""
             raise OptionError(
                 f"{name}= is not a keyword of xrembed's embed functions.{hint} Precomputed products such as "
-                f"{product!r} take only output=, temporal=, source= (and patch_size= on an input grid)."
+                f"{product!r} take only output=, temporal=, source= (and patch_size= or like= on an input grid)."
             )
         if not _is_unset(value, _MODEL_ONLY[name]):
             why = _WHY.get(name, "no model runs: the vectors are read from the product")
             raise OptionError(
                 f"{name}={value!r} has no meaning for the precomputed product {product!r} ({why}); leave {name}= out "
-                "(products take output=, temporal=, source= and patch_size=)."
+                "(products take output=, temporal=, source=, patch_size= and like=)."
             )
 
 
@@ -271,15 +318,24 @@ def pool_product(grid: xr.DataArray) -> xr.DataArray:
     pooled = (total / count.where(count > 0)).astype(np.float32)
     pooled = pooled.drop_vars("spatial_ref", errors="ignore").transpose(*[d for d in grid.dims if d in total.dims])
     pooled.name = grid.name
-    pooled.attrs = {**grid.attrs, "output": "pooled"}
+    cell_attrs = ("gsd", "_FillValue")  # a pooled vector has no cells (models' pooled attrs lack them too)
+    pooled.attrs = {**{k: v for k, v in grid.attrs.items() if k not in cell_attrs}, "output": "pooled"}
     return pooled
 
 
 def embed_product(
-    obj, product: str, *, temporal=None, source=None, patch_size: int = 1, chunks=None, output="grid", **model_options
+    obj, product: str, *, temporal=None, source=None, patch_size: int | None = None, like=None, chunks=None,
+    output="grid", **model_options,
 ) -> xr.DataArray:
     """``obj.rsembed.embed(product)``: the product over ``obj``'s extent, on ``obj``'s grid zoomed out by
-    ``patch_size`` (``output="grid"``), or its valid mean (``output="pooled"``).
+    ``patch_size`` or on exactly the grid of ``like`` (``output="grid"``), or its valid mean
+    (``output="pooled"``).
+
+    ``like`` is any DataArray or Dataset with a grid (a CRS and ``y``/``x`` coordinates), e.g. a model's
+    output: the result has its CRS, transform, shape and ``x``/``y`` coordinates, cell for cell, whatever
+    ``obj``'s grid is (``obj`` is then not read at all). ``like`` may be in another CRS than the product: each
+    cell takes the product vector under its centre (nearest neighbour, the centre transformed to the
+    product's CRS). ``like=`` with ``patch_size=`` is refused.
 
     ``model_options`` are the other ``embed()`` keywords: each must be at its default (see
     :func:`check_product_options`); they are checked before the product is opened.
@@ -288,13 +344,31 @@ def embed_product(
 
     mode = product_output(output)
     check_product_options(product, **model_options)
-    if not isinstance(patch_size, int) or isinstance(patch_size, bool) or patch_size < 1:
-        raise OptionError(f"patch_size must be a positive integer, got {patch_size!r}.")
-    grid = Grid.from_xarray(north_up(obj)).zoom_out(patch_size)  # grids are north-up, as models' are
+    if like is not None:
+        if patch_size is not None:
+            raise OptionError(
+                f"like= and patch_size= both choose the grid {product!r} is put on; pass one of them "
+                "(like= gives exactly that grid, patch_size= zooms out the input's grid)."
+            )
+        if not isinstance(like, (xr.DataArray, xr.Dataset)):
+            raise OptionError(
+                f"like= must be an xarray DataArray or Dataset with a grid (e.g. a model's output), got "
+                f"{type(like).__name__}."
+            )
+        grid = Grid.from_xarray(like)
+        aligned_to = "like grid"
+    else:
+        patch_size = 1 if patch_size is None else patch_size
+        if not isinstance(patch_size, int) or isinstance(patch_size, bool) or patch_size < 1:
+            raise OptionError(f"patch_size must be a positive integer, got {patch_size!r}.")
+        grid = Grid.from_xarray(north_up(obj)).zoom_out(patch_size)  # grids are north-up, as models' are
+        aligned_to = "input grid" + (f" zoomed out {patch_size}x" if patch_size > 1 else "")
     left, bottom, right, top = grid.bounds
     spatial = BBox(left, bottom, right, top, crs=grid.crs.to_wkt())
     data = open_precomputed(product, spatial=spatial, temporal=temporal, source=source, chunks=chunks)
     out = align_to_grid(data, grid)
-    out.attrs.update({"resampling": "nearest", "output": "grid",
-                      "aligned_to": "input grid" + (f" zoomed out {patch_size}x" if patch_size > 1 else "")})
+    if like is not None:  # the very coordinates of ``like`` (not recomputed from its transform)
+        y_dim, x_dim = spatial_dims(like)
+        out = out.assign_coords(y=("y", np.asarray(like[y_dim].values)), x=("x", np.asarray(like[x_dim].values)))
+    out.attrs.update({"resampling": "nearest", "output": "grid", "aligned_to": aligned_to})
     return pool_product(out) if mode == "pooled" else out

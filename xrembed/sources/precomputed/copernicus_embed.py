@@ -132,8 +132,8 @@ def open_copernicus_embed(
     else:
         data = _open_geotiff(text, spatial, chunks)
     data = data.where((data != 0).any("embedding"))  # all-zero vectors are "no data" (float32 is kept)
-    data = data.rio.write_nodata(np.nan, encoded=False)
     data.name = "embeddings"
+    data = data.rio.write_nodata(np.nan, encoded=False)
     data.attrs.update(
         product=PRODUCT_INFO["product"],
         licence=PRODUCT_INFO["licence"],

@@ -135,7 +135,8 @@ def open_gse(
     Returns
     -------
     xarray.DataArray
-        ``embeddings`` with dims ``("time", "embedding", "y", "x")``, ``embedding`` = ``A00``..``A63``,
+        ``embeddings`` with dims ``("time", "embedding", "y", "x")``, ``embedding`` = 0..63 (the band names
+        ``A00``..``A63`` in the coordinate ``embedding_name``),
         ``time`` = 1 January of each year (plus a ``year`` coordinate), pixel-centre ``x``/``y``, the
         tile's UTM CRS and a north-up transform written with rioxarray.
 
@@ -436,7 +437,7 @@ def _open_cogs(table, root, spatial, years, chunk, utm_zone, source_label) -> xr
     times = np.array([np.datetime64(f"{y:04d}-01-01", "ns") for y in out_years])
     out = xr.DataArray(
         data, dims=("time", "embedding", "y", "x"),
-        coords={"time": times, "year": ("time", np.array(out_years)), "embedding": list(BANDS)},
+        coords={"time": times, "year": ("time", np.array(out_years)), **_embedding_coords()},
         name="embeddings",
     )
     out = assign_grid(out, grid)
@@ -526,6 +527,11 @@ def _gdal_path(href: str) -> str:
     return "/vsicurl?list_dir=no&empty_dir=yes&url=" + quote(href, safe="")
 
 
+def _embedding_coords() -> dict[str, Any]:
+    """``embedding`` 0..63 as for every model and product; the band names ``A00..A63`` as ``embedding_name``."""
+    return {"embedding": np.arange(len(BANDS), dtype=np.int64), "embedding_name": ("embedding", list(BANDS))}
+
+
 def _attrs(**extra) -> dict[str, Any]:
     attrs = {
         "product": "gse",
@@ -567,7 +573,7 @@ def _open_ee(spatial, temporal, years, ee_kwargs) -> xr.DataArray:
     crs, transform = layers[0][1].rio.crs, layers[0][1].rio.transform()
     grid = Grid((out.sizes["y"], out.sizes["x"]), transform, CRS.from_user_input(crs))
     out = assign_grid(out.drop_vars("spatial_ref", errors="ignore"), grid)
-    out = out.assign_coords(embedding=list(BANDS))
+    out = out.assign_coords(_embedding_coords())
     out.name = "embeddings"
     out.attrs = _attrs(
         source=EE_COLLECTION, route="earthengine", composite="mosaic", scale_m=10.0, utm_zone=_zone_name(grid.crs),

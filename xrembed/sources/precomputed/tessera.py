@@ -243,7 +243,7 @@ def _finish(data, years: list[int], transform: Affine, crs: CRS, attrs: dict) ->
         coords={
             "time": np.array([f"{y_:04d}-01-01" for y_ in years], dtype="datetime64[ns]"),
             "year": ("time", np.asarray(years, dtype=np.int32)),
-            "embedding": np.arange(EMBED_DIM, dtype=np.int32),
+            "embedding": np.arange(EMBED_DIM, dtype=np.int64),
             "y": y,
             "x": x,
         },
