@@ -36,10 +36,11 @@ import xarray as xr  # noqa: E402
 from pyproj import Transformer  # noqa: E402
 
 import xrembed  # noqa: E402
-import xrembed.testing  # noqa: E402  (registers dofa-tiny, a random-weights model that runs in ms)
+import xrembed.testing  # noqa: E402
 from xrembed import ExportConfig, ExportModelRequest, ExportTarget, OutputSpec  # noqa: E402
 
 warnings.simplefilter("ignore", xrembed.errors.RandomWeightsWarning)
+xrembed.testing.register_test_models()  # dofa-tiny: a random-weights model that runs in ms
 TINY = "dofa-tiny"
 SAMPLE_CRS = "EPSG:32629"
 LEFT, BOTTOM, RIGHT, TOP = 199980.0, 2755220.0, 244780.0, 2800020.0  # the bundled sample's bounds

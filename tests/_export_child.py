@@ -14,6 +14,8 @@ import torch  # noqa: F401  (imported before READY: kill points fall in the expo
 
 import xrembed
 import xrembed.testing
+
+xrembed.testing.register_test_models()  # a fresh process: dofa-tiny is not registered by the import
 from xrembed.export import store
 
 sys.path.insert(0, __file__.rsplit("/", 1)[0])

@@ -11,7 +11,10 @@ import pytest
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 
 import xrembed  # noqa: E402,F401  (registers the accessor)
-import xrembed.testing  # noqa: E402,F401  (registers the tiny test model)
+import xrembed.testing  # noqa: E402
+
+# Importing xrembed.testing registers nothing; the suite uses dofa-tiny throughout.
+xrembed.testing.register_test_models()
 
 SHARED_DATA = Path(__file__).resolve().parents[2] / "shared" / "data"
 S2_SCENE = SHARED_DATA / "S2A_29RKH_20200219_0_L2A"

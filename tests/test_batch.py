@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 
 import xrembed
-import xrembed.testing  # noqa: F401  (registers dofa-tiny)
+import xrembed.testing  # noqa: F401  (dofa-tiny: registered by conftest.py)
 from xrembed import engine
 from xrembed.batch import BatchItemError, embed_many, iter_embed
 from xrembed.errors import BandMismatchError, InputRangeError, UnknownModelError

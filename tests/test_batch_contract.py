@@ -10,7 +10,7 @@ import rasterio.errors
 import requests
 
 import xrembed
-import xrembed.testing  # noqa: F401  (registers dofa-tiny)
+import xrembed.testing  # noqa: F401  (dofa-tiny: registered by conftest.py)
 from xrembed import errors
 from xrembed.batch import embed_many, is_transient
 from xrembed.testing import synthetic_raster

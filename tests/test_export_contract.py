@@ -6,7 +6,7 @@ from pathlib import Path
 import pytest
 
 import xrembed
-import xrembed.testing  # noqa: F401  (registers the tiny test models)
+import xrembed.testing  # noqa: F401  (dofa-tiny: registered by conftest.py)
 from xrembed import ExportConfig, ExportModelRequest, ExportTarget, OutputSpec
 from xrembed.errors import OptionError, UnknownModelError, WeightsError
 

@@ -14,7 +14,7 @@ import pytest
 import xarray as xr
 
 import xrembed
-import xrembed.testing  # noqa: F401  (registers the tiny test models)
+import xrembed.testing  # noqa: F401  (dofa-tiny: registered by conftest.py)
 from xrembed import ExportConfig, ExportModelRequest, ExportTarget, OutputSpec
 from xrembed.cli import main as cli
 from xrembed.errors import OptionError, OverwriteError

@@ -14,12 +14,14 @@ import xarray as xr
 from affine import Affine
 
 from .geo import pixel_centres
-from .models.base import Variant
+from .models.base import ModelAdapter, Variant
 from .models.dofa import DEFAULT_BANDS, DOFA
 from .models.registry import get_adapter, register_model
 
 __all__ = [
+    "TEST_MODELS",
     "TinyDOFA",
+    "register_test_models",
     "synthetic_raster",
     "to_xee_dataset",
     "write_official_checkpoint",
@@ -87,9 +89,11 @@ def to_xee_dataset(da: xr.DataArray, crs: str = "EPSG:32629") -> xr.Dataset:
     return xr.Dataset(variables)
 
 
-@register_model
 class TinyDOFA(DOFA):
-    """A small DOFA (dim 32, 2 blocks, patch 8, 32 px tiles) so engine tests run many tiles quickly."""
+    """A small DOFA (dim 32, 2 blocks, patch 8, 32 px tiles) so engine tests run many tiles quickly.
+
+    Not registered on import: call :func:`register_test_models` first to use it as ``"dofa-tiny"``.
+    """
 
     model_id = "dofa-tiny"
     title = "DOFA, tiny test configuration (random weights only)"
@@ -97,24 +101,67 @@ class TinyDOFA(DOFA):
     default_variant = "tiny"
 
 
-def write_official_checkpoint(path: str | os.PathLike, model: str = "dofa", variant: str | None = None, *, seed: int = 0):
-    """Write random weights for ``model``/``variant`` in the official checkpoint's key layout.
+#: The test models :func:`register_test_models` adds to the registry.
+TEST_MODELS: tuple[type, ...] = (TinyDOFA,)
 
-    For DOFA that is the layout of ``earthflow/DOFA``: no ``fc_norm``, plus the pre-training leftovers
-    ``mask_token``, ``norm.*`` and ``projector.*``. Returns the module whose weights were written, so a
-    test can compare against it.
+
+def register_test_models() -> list[str]:
+    """Register the test models (``dofa-tiny``: random weights, runs in milliseconds); idempotent.
+
+    Importing :mod:`xrembed.testing` registers nothing: a test suite, example or script that uses
+    ``"dofa-tiny"`` calls this once. Returns the ids registered.
+
+    Examples
+    --------
+    >>> import xrembed, xrembed.testing
+    >>> xrembed.testing.register_test_models()
+    ['dofa-tiny']
+    >>> "dofa-tiny" in xrembed.list_models()
+    True
     """
-    import torch
+    for adapter in TEST_MODELS:
+        register_model(adapter)
+    return [adapter.model_id for adapter in TEST_MODELS]
 
-    adapter = get_adapter(model, variant)
-    with torch.random.fork_rng(devices=[]):
-        torch.manual_seed(seed)
-        module = adapter.build_module().eval()
-        for param in module.parameters():  # non-trivial values everywhere, fc_norm included
-            param.data.add_(torch.randn_like(param) * 0.02)
-    state = {k: v.clone() for k, v in module.state_dict().items()}
+
+def _adapter(model, variant):
+    return model if isinstance(model, ModelAdapter) else get_adapter(model, variant)
+
+
+def _mae_decoder(torch, prefix: str, tokens: int, pixels_per_token: int, dim: int = 16) -> dict:
+    """A one-block MAE decoder (``decoder_embed``, ``decoder_blocks.0``, ``decoder_norm``, ``decoder_pred``)
+    fed by an encoder of width ``embed_dim``: the keys of the MAE pre-training files, at a small width."""
+    out = {f"{prefix}decoder_pos_embed": torch.zeros(1, tokens, dim)}
+    block = {
+        "norm1.weight": (dim,), "norm1.bias": (dim,), "attn.qkv.weight": (3 * dim, dim), "attn.qkv.bias": (3 * dim,),
+        "attn.proj.weight": (dim, dim), "attn.proj.bias": (dim,), "norm2.weight": (dim,), "norm2.bias": (dim,),
+        "mlp.fc1.weight": (4 * dim, dim), "mlp.fc1.bias": (4 * dim,), "mlp.fc2.weight": (dim, 4 * dim),
+        "mlp.fc2.bias": (dim,),
+    }
+    for key, shape in block.items():
+        out[f"{prefix}decoder_blocks.0.{key}"] = torch.randn(shape) * 0.02
+    out[f"{prefix}decoder_norm.weight"] = torch.ones(dim)
+    out[f"{prefix}decoder_norm.bias"] = torch.zeros(dim)
+    out[f"{prefix}decoder_pred.weight"] = torch.randn(pixels_per_token, dim) * 0.02
+    out[f"{prefix}decoder_pred.bias"] = torch.zeros(pixels_per_token)
+    return out
+
+
+def _official_layout(adapter, module, torch):
+    """``(checkpoint object, format)`` of ``module``'s weights in the upstream release file's layout."""
+    from .models.dofa_clip import DOFACLIP
+    from .models.prithvi import Prithvi
+    from .models.remoteclip import RemoteCLIP
+    from .models.satmae import SatMAE
+    from .models.scalemae import ScaleMAE
+    from .models.terrafm import TerraFM
+
+    v = adapter.variant
+    state = {k: v_.clone() for k, v_ in module.state_dict().items()}
+    tokens = 1 + (v.image_size // v.patch_size) ** 2
     if isinstance(adapter, DOFA):
-        dim = adapter.variant.embed_dim
+        # earthflow/DOFA: no fc_norm, plus the pre-training leftovers mask_token, norm.*, projector.*.
+        dim = v.embed_dim
         state.pop("fc_norm.weight")
         state.pop("fc_norm.bias")
         state["mask_token"] = torch.zeros(1, 1, dim)
@@ -122,8 +169,116 @@ def write_official_checkpoint(path: str | os.PathLike, model: str = "dofa", vari
         state["norm.bias"] = torch.zeros(dim)
         state["projector.weight"] = torch.randn(dim, dim) * 0.02
         state["projector.bias"] = torch.zeros(dim)
-        with torch.no_grad():  # what the official loader leaves in fc_norm: its default initialisation
-            module.fc_norm.weight.fill_(1.0)
-            module.fc_norm.bias.fill_(0.0)
-    torch.save(state, path)
+        return state, "torch"
+    if isinstance(adapter, DOFACLIP):
+        # The whole open_clip model: visual.trunk.*, the text tower, logit_scale/bias, distillation heads
+        # (stand-ins at a small width, as scripts/goldens_dofa_clip.py writes them).
+        state = {f"visual.trunk.{k}": t for k, t in state.items()}
+        state["text.token_embedding.weight"] = torch.randn(8, 4)
+        state["text.transformer.resblocks.0.attn.in_proj_weight"] = torch.randn(12, 4)
+        state["logit_scale"] = torch.tensor([2.3])
+        state["logit_bias"] = torch.tensor([-10.0])
+        state["translators.dinov2_vitl14_reg.proj.weight"] = torch.randn(4, 4)
+        return state, "safetensors"
+    if isinstance(adapter, Prithvi):
+        # Prithvi_EO_V2_*.pt: the flat MAE state dict, encoder.* (pos_embed sized for the frames it was
+        # saved with) and decoder.* (terratorch's PrithviMAE keys, at a small decoder width).
+        from .models.prithvi_net import sincos_3d
+
+        frames = int(dict(v.extra).get("max_frames", 4))
+        side = v.image_size // v.patch_size
+        state["pos_embed"] = sincos_3d(v.embed_dim, frames, side, side)
+        state = {f"encoder.{k}": t for k, t in state.items()}
+        state["decoder.mask_token"] = torch.zeros(1, 1, 16)
+        state["decoder.decoder_embed.weight"] = torch.randn(16, v.embed_dim) * 0.02
+        state["decoder.decoder_embed.bias"] = torch.zeros(16)
+        if adapter.coords_encoding:
+            state["decoder.temporal_embed_dec.scale"] = torch.tensor([0.1])
+            state["decoder.location_embed_dec.scale"] = torch.tensor([0.1])
+        channels = len(adapter.default_bands)
+        state.update(_mae_decoder(torch, "decoder.", 1 + frames * side * side, channels * v.patch_size**2))
+        return state, "torch"
+    if isinstance(adapter, RemoteCLIP):
+        # RemoteCLIP-*.pt: a flat open_clip CLIP state dict, visual.* plus the text tower and logit_scale.
+        width = adapter.pooled_dim
+        state = {f"visual.{k}": t for k, t in state.items()}
+        state["token_embedding.weight"] = torch.zeros(49408, width)
+        state["positional_embedding"] = torch.zeros(77, width)
+        for i in range(2):
+            state[f"transformer.resblocks.{i}.attn.in_proj_weight"] = torch.zeros(3 * width, width)
+            state[f"transformer.resblocks.{i}.mlp.c_fc.weight"] = torch.zeros(4 * width, width)
+        state["ln_final.weight"] = torch.ones(width)
+        state["ln_final.bias"] = torch.zeros(width)
+        state["text_projection"] = torch.zeros(width, adapter.pooled_dim)
+        state["logit_scale"] = torch.tensor(4.6052)
+        return state, "torch"
+    if isinstance(adapter, ScaleMAE):
+        # scalemae-vitlarge-800.pth: the whole MAE (decoder, FPN and FCN heads) in {'model', 'args'}.
+        import argparse
+
+        state.update(
+            {
+                "mask_token": torch.zeros(1, 1, 16),
+                "mask_token_decoder": torch.zeros(1, 1, 16),
+                "decoder_embed.weight": torch.zeros(16, v.embed_dim),
+                "decoder_pos_embed": torch.zeros(1, tokens, 16),
+                "decoder_blocks.0.norm1.weight": torch.ones(16),
+                "decoder_norm.weight": torch.ones(16),
+                "pos_emb_projection.weight": torch.zeros(16, 16),
+                "fpn.fpn1.0.weight": torch.zeros(16, 16, 2, 2),
+                "fcn_high.conv.weight": torch.zeros(3, 16, 1, 1),
+                "fcn_low.conv.weight": torch.zeros(3, 16, 1, 1),
+            }
+        )
+        return {"model": state, "epoch": 799, "args": argparse.Namespace(base_resolution=2.5)}, "torch"
+    if isinstance(adapter, SatMAE):
+        # fmow_pretrain.pth: {'model', 'optimizer', 'epoch', 'scaler', 'args': Namespace}, the MAE's
+        # encoder plus mask_token and decoder_*.
+        import argparse
+
+        state["mask_token"] = torch.zeros(1, 1, 16)
+        state["decoder_embed.weight"] = torch.randn(16, v.embed_dim) * 0.02
+        state["decoder_embed.bias"] = torch.zeros(16)
+        state.update(_mae_decoder(torch, "", tokens, 3 * v.patch_size**2))
+        args = argparse.Namespace(model=f"mae_vit_{v.name}", input_size=v.image_size, patch_size=v.patch_size)
+        return {"model": state, "optimizer": {}, "epoch": 0, "scaler": {}, "args": args}, "torch"
+    if isinstance(adapter, TerraFM):
+        # TerraFM-B.pth: the reference module's flat state dict.
+        return state, "torch"
+    raise NotImplementedError(f"no official checkpoint layout known for {adapter.model_id!r} ({type(adapter).__name__})")
+
+
+def write_official_checkpoint(path: str | os.PathLike, model="dofa", variant: str | None = None, *, seed: int = 0):
+    """Write random weights for ``model``/``variant`` in the official checkpoint's key layout.
+
+    ``model`` is a registered id (or an adapter instance). Every family writes what its upstream release
+    file holds, including what xrembed's documented clean-up drops: DOFA (``earthflow/DOFA``: no
+    ``fc_norm``; ``mask_token``, ``norm.*``, ``projector.*``), DOFA-CLIP (whole open_clip model:
+    ``visual.trunk.*``, text tower, ``logit_scale``/``logit_bias``, ``translators.*``; safetensors when
+    ``path`` ends in ``.safetensors``), Prithvi (``encoder.*``/``decoder.*``), RemoteCLIP (``visual.*`` and
+    the text tower), SatMAE and ScaleMAE (``{'model': ..., 'args': Namespace}`` with the MAE decoder),
+    TerraFM (flat). Returns the module as xrembed loads that file (strictly, after the clean-up), so a
+    test can compare against it.
+    """
+    import torch
+
+    from .models.weights import strip_wrapper_prefixes
+
+    adapter = _adapter(model, variant)
+    with torch.random.fork_rng(devices=[]):
+        torch.manual_seed(seed)
+        module = adapter.build_module().eval()
+        with torch.no_grad():
+            for param in module.parameters():  # non-trivial values everywhere, norms and biases included
+                param.add_(torch.randn_like(param) * 0.02)
+        checkpoint, fmt = _official_layout(adapter, module, torch)
+    if fmt == "safetensors" and str(path).endswith(".safetensors"):
+        from safetensors.torch import save_file
+
+        save_file({k: t.contiguous() for k, t in checkpoint.items()}, str(path))
+    else:
+        torch.save(checkpoint, path)
+    state = checkpoint["model"] if isinstance(checkpoint, dict) and "model" in checkpoint else checkpoint
+    # What the official loader leaves (e.g. DOFA's absent fc_norm at its default): the module as loaded.
+    module.load_state_dict(adapter.clean_state_dict(strip_wrapper_prefixes(dict(state))), strict=True)
     return module

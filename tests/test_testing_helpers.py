@@ -1,0 +1,133 @@
+"""``xrembed.testing``: official-layout checkpoints for every family load strictly through the public path,
+and importing the module registers no test model (``register_test_models()`` does, idempotently)."""
+
+import subprocess
+import sys
+import textwrap
+
+import numpy as np
+import pytest
+import torch
+
+import xrembed
+from xrembed.models.base import Variant
+from xrembed.models.dofa_clip import DOFACLIP
+from xrembed.models.prithvi import Prithvi
+from xrembed.models.registry import _REGISTRY, get_adapter, register_model
+from xrembed.models.remoteclip import RemoteCLIP
+from xrembed.models.satmae import SatMAE
+from xrembed.models.scalemae import ScaleMAE
+from xrembed.models.terrafm import TerraFM
+from xrembed.models.weights import WeightsSource, load_module, read_state_dict, strip_wrapper_prefixes
+from xrembed.testing import TinyDOFA, register_test_models, synthetic_raster, write_official_checkpoint
+
+
+def _variant(*, patch=8, size=32, extra=()):
+    return {"tiny": Variant(name="tiny", embed_dim=32, depth=1, num_heads=4, patch_size=patch, image_size=size, extra=extra)}
+
+
+# One small configuration per registered family (the family's own class, so its writer and clean-up);
+# module-level classes, because the engine imports an adapter by its qualified name.
+class HelperDOFACLIP(DOFACLIP):
+    model_id, aliases, default_variant = "helpers-dofa_clip", (), "tiny"
+    variants = _variant(patch=14, size=28, extra=(("mlp_ratio", 3.7362),))
+
+
+class HelperPrithvi(Prithvi):
+    model_id, aliases, default_variant = "helpers-prithvi", (), "tiny"
+    variants = _variant(patch=16, extra=(("coords", True), ("max_frames", 4)))
+
+
+class HelperRemoteCLIP(RemoteCLIP):
+    model_id, aliases, default_variant = "helpers-remoteclip", (), "tiny"
+    variants = _variant(extra=(("output_dim", 16),))
+
+
+class HelperSatMAE(SatMAE):
+    model_id, aliases, default_variant = "helpers-satmae", (), "tiny"
+    variants = _variant()
+
+
+class HelperScaleMAE(ScaleMAE):
+    model_id, aliases, default_variant = "helpers-scalemae", (), "tiny"
+    variants = _variant()
+
+
+class HelperTerraFM(TerraFM):
+    model_id, aliases, default_variant = "helpers-terrafm", (), "tiny"
+    variants = _variant(patch=16)
+
+
+TINY = {
+    "dofa": TinyDOFA,
+    "dofa_clip": HelperDOFACLIP,
+    "prithvi": HelperPrithvi,
+    "remoteclip": HelperRemoteCLIP,
+    "satmae": HelperSatMAE,
+    "scalemae": HelperScaleMAE,
+    "terrafm": HelperTerraFM,
+}
+SUFFIX = {"dofa_clip": ".safetensors"}
+
+
+def test_every_registered_family_has_a_small_configuration():
+    official = {m: _REGISTRY[m] for m in xrembed.list_models() if _REGISTRY[m].__module__.startswith("xrembed.models.")}
+    assert set(official) == set(TINY)
+    assert all(issubclass(TINY[m], family) for m, family in official.items())
+
+
+@pytest.mark.parametrize("family", sorted(TINY))
+def test_official_layout_loads_strictly_and_equals_what_was_written(family, tmp_path):
+    adapter = TINY[family]()
+    register_model(TINY[family])
+    path = tmp_path / f"{family}{SUFFIX.get(family, '.pth')}"
+    written = write_official_checkpoint(path, adapter.model_id, seed=1)
+
+    raw = strip_wrapper_prefixes(read_state_dict(str(path)))
+    cleaned = adapter.clean_state_dict(dict(raw))
+    dropped = set(raw) - set(cleaned)
+    # TerraFM-B.pth is the reference module's flat state dict; every other release holds keys we drop
+    assert bool(dropped) == (family != "terrafm"), (family, dropped)
+
+    loaded = load_module(TINY[family](), WeightsSource(str(path), "test"))  # strict: raises on any mismatch
+    state = loaded.state_dict()
+    assert set(state) == set(written.state_dict())
+    for key, tensor in cleaned.items():
+        assert torch.equal(state[key], tensor.to(state[key].dtype)), f"{family}: {key}"
+    for key, tensor in written.state_dict().items():
+        assert torch.equal(state[key], tensor), f"{family}: {key}"
+
+    # the public path: embed() on a synthetic raster with weights= the file
+    bands = list(adapter.default_bands)
+    times = 1 if family == "prithvi" else None  # the coordinate-encoding variant needs a date
+    da = synthetic_raster((adapter.variant.image_size,) * 2, bands=bands, times=times, seed=2)
+    emb = da.rsembed.embed(adapter.model_id, weights=str(path), output="pooled")
+    assert emb.attrs["weights"].endswith(path.name) and np.isfinite(emb.values).all()
+
+
+def test_writer_is_seeded(tmp_path):
+    a = write_official_checkpoint(tmp_path / "a.pth", TinyDOFA(), seed=3).state_dict()
+    b = write_official_checkpoint(tmp_path / "b.pth", TinyDOFA(), seed=3).state_dict()
+    c = write_official_checkpoint(tmp_path / "c.pth", TinyDOFA(), seed=4).state_dict()
+    assert all(torch.equal(a[k], b[k]) for k in a)
+    assert not all(torch.equal(a[k], c[k]) for k in a)
+
+
+def test_importing_xrembed_testing_registers_nothing():
+    code = textwrap.dedent(
+        """
+        import xrembed, xrembed.testing
+        assert "dofa-tiny" not in xrembed.list_models(), xrembed.list_models()
+        assert xrembed.testing.register_test_models() == ["dofa-tiny"]
+        assert xrembed.testing.register_test_models() == ["dofa-tiny"]  # idempotent
+        assert xrembed.list_models().count("dofa-tiny") == 1
+        print("OK")
+        """
+    )
+    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
+    assert done.stdout.strip() == "OK", done.stderr[-2000:]
+
+
+def test_register_test_models_is_idempotent():
+    assert register_test_models() == register_test_models() == ["dofa-tiny"]
+    assert "dofa-tiny" in xrembed.list_models()
