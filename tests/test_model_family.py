@@ -66,3 +66,24 @@ def test_a_variant_reads_by_name():
     assert (variant.name, variant.embed_dim, variant.depth, variant.num_heads) == ("base", 768, 12, 12)
     with pytest.raises(dataclasses.FrozenInstanceError):
         variant.embed_dim = 1
+
+
+@pytest.mark.parametrize("cls", _FAMILIES, ids=lambda c: c.model_id)
+def test_plan_inputs_is_written_once_in_the_base(cls):
+    """Families give data and hooks; the header of plan_inputs (modality, wavelengths=, bands) is the base's."""
+    from xrembed.models.base import ModelAdapter
+
+    assert cls.plan_inputs is ModelAdapter.plan_inputs
+
+
+def test_wavelengths_refusal_keeps_each_familys_error_class():
+    from xrembed.errors import OptionError, WavelengthError
+
+    rgb = ["B04", "B03", "B02"]
+    with pytest.raises(WavelengthError, match="takes no wavelengths="):
+        get_adapter("prithvi").plan_inputs(rgb, wavelengths=[0.6, 0.5, 0.4])
+    for model in ("satmae", "scalemae", "remoteclip", "terrafm"):
+        with pytest.raises(OptionError, match="wavelengths="):
+            get_adapter(model).plan_inputs(rgb, wavelengths=[0.6, 0.5, 0.4])
+    plan = get_adapter("dofa").plan_inputs(rgb, wavelengths=[0.6, 0.5, 0.4])
+    assert plan.option("wavelengths") == (0.6, 0.5, 0.4)

@@ -15,6 +15,8 @@ from typing import TYPE_CHECKING, Any, ClassVar
 
 import numpy as np
 
+from ..bands import SENTINEL2_WAVELENGTHS_UM, canonical_band_names
+from ..errors import BandMismatchError, OptionError, WavelengthError
 from ..specs import SensorSpec
 
 if TYPE_CHECKING:  # pragma: no cover
@@ -100,6 +102,24 @@ class InputPlan:
         return dict(self.options).get(name, default)
 
 
+@dataclass(frozen=True, kw_only=True)
+class BandRequest:
+    """What the caller asked :meth:`ModelAdapter.plan_inputs` for, handed to its hooks.
+
+    ``bands`` and ``available`` are canonical names (``None`` when not given / not named);
+    ``given_bands`` and ``given_available`` are the caller's own spelling, for messages. ``modality`` is
+    resolved (checked, aliases applied).
+    """
+
+    bands: list[str] | None
+    available: list[str] | None
+    given_bands: list[Any] | None
+    given_available: list[Any] | None
+    modality: str | None
+    wavelengths: Sequence[float] | None
+    context: InputContext | None
+
+
 class ModelAdapter:
     """Base class of a model family. Subclasses set the class attributes and override the hooks."""
 
@@ -132,6 +152,38 @@ class ModelAdapter:
     modality_aliases: ClassVar[Mapping[str, str]] = {
         "s2_l2a": "s2", "optical": "s2", "sar": "s1", "l2a": "s2", "l1c": "s2_l1c",
     }
+
+    # -- input contract as data (read by ``plan_inputs``; messages are ``str.format`` templates with the
+    # fields ``model`` (the model id), ``name`` (``model/variant``) and those each hook names) --------------
+    #: The bands read per modality, in model order; a modality not listed reads ``default_bands``.
+    band_sets: ClassVar[Mapping[str | None, tuple[str, ...]]] = {}
+    #: The ``modality=`` keywords accepted as given (``None``: not given); others raise ``OptionError``.
+    accepted_modalities: ClassVar[tuple[str | None, ...]] = (None, "s2", "optical")
+    modality_message: ClassVar[str] = "{model} reads optical bands only (modality='s2'), not modality={modality!r}."
+    #: True when ``wavelengths=`` describes the input bands (DOFA); otherwise it is refused with
+    #: ``wavelength_error(no_wavelengths_message)``.
+    takes_wavelengths: ClassVar[bool] = False
+    wavelength_error: ClassVar[type[Exception]] = OptionError
+    no_wavelengths_message: ClassVar[str] = (
+        "{model} reads fixed bands and takes no wavelengths=; name the bands instead."
+    )
+    #: True when a refused ``wavelengths=`` is reported before a wrong ``modality=`` (TerraFM's order).
+    wavelengths_checked_first: ClassVar[bool] = False
+    #: Wavelength (micrometres) of each band name a wavelength-aware family knows, and the message for others.
+    band_wavelengths: ClassVar[Mapping[str, float]] = SENTINEL2_WAVELENGTHS_UM
+    unknown_wavelength_message: ClassVar[str] = (
+        "no wavelength is known for band {band!r}; pass wavelengths=[...] in micrometres, one per band."
+    )
+    #: Messages of the ``BandMismatchError`` s: input bands without names; a band listed twice (``chosen``);
+    #: bands the input lacks (``wanted``, ``missing``, ``available``, ``given_available``, ``modality``), one
+    #: template or one per modality (key ``None``: the others).
+    unnamed_message: ClassVar[str] = "the input's bands are not named; name them with bands=[...]."
+    duplicates_message: ClassVar[str] = "bands {chosen} contain duplicates; list each band once."
+    missing_message: ClassVar[str | Mapping[str | None, str]] = (
+        "{model} reads bands {wanted}; the input lacks {missing} (it has {available})."
+    )
+    #: The ``scale`` option of the plan (which value check and normalisation apply).
+    scale: ClassVar[str] = "reflectance"
 
     def __init__(self, variant: str | None = None) -> None:
         from ..errors import UnknownModelError
@@ -177,9 +229,99 @@ class ModelAdapter:
     ) -> InputPlan:
         """Choose and order the input bands; raise a clear error for anything the model cannot use.
 
-        ``context`` carries pixel-free facts about the input (resolution, centre, dates).
+        ``context`` carries pixel-free facts about the input (resolution, centre, dates). Written once from
+        the class data above: the modality is checked (:meth:`resolve_modality`), ``wavelengths=`` refused
+        unless ``takes_wavelengths``, the bands chosen (:meth:`check_bands` for ``bands=``,
+        :meth:`select_bands` otherwise) and the run-time options added (:meth:`plan_options`).
         """
-        raise NotImplementedError
+        requested = canonical_band_names(bands) if bands is not None else None
+        available = canonical_band_names(available_bands) if available_bands is not None else None
+        refused = wavelengths is not None and not self.takes_wavelengths
+        if refused and self.wavelengths_checked_first:
+            raise self.wavelength_error(self.say(self.no_wavelengths_message))
+        resolved = self.resolve_modality(modality, requested if requested is not None else available)
+        if refused:
+            raise self.wavelength_error(self.say(self.no_wavelengths_message))
+        req = BandRequest(
+            bands=requested, available=available, modality=resolved, wavelengths=wavelengths, context=context,
+            given_bands=list(bands) if bands is not None else None,
+            given_available=list(available_bands) if available_bands is not None else None,
+        )
+        chosen = self.choose_bands(req)
+        return InputPlan(bands=tuple(chosen), options=self.plan_options(list(chosen), req))
+
+    # -- hooks of plan_inputs ----------------------------------------------------------------
+    def say(self, template: str, **fields: Any) -> str:
+        """``template`` formatted with ``model``, ``name`` (``model/variant``) and ``fields``."""
+        return template.format(model=self.model_id, name=f"{self.model_id}/{self.variant.name}", **fields)
+
+    def resolve_modality(self, modality: str | None, names: list[str] | None) -> str | None:
+        """Check ``modality=`` against ``accepted_modalities`` and resolve ``modality_aliases``.
+
+        ``names`` are the requested (or else the input's) canonical bands, for families that infer it.
+        """
+        if modality not in self.accepted_modalities:
+            raise OptionError(self.modality_refusal(modality))
+        return self.modality_aliases.get(modality, modality) if modality is not None else None
+
+    def modality_refusal(self, modality: Any) -> str:
+        return self.say(self.modality_message, modality=modality)
+
+    def bands_for(self, modality: str | None) -> tuple[str, ...]:
+        """The bands the model reads for ``modality``, in model order."""
+        return tuple(self.band_sets[modality]) if modality in self.band_sets else tuple(self.default_bands)
+
+    def choose_bands(self, req: BandRequest) -> list[str]:
+        """The bands to read: ``bands=`` checked, or picked from the input's named bands."""
+        if req.bands is not None:
+            return self.check_bands(req)
+        if req.available is None:
+            raise BandMismatchError(self.say(self.unnamed_message, modality=req.modality))
+        return self.select_bands(req)
+
+    def check_bands(self, req: BandRequest) -> list[str]:
+        """``bands=`` given: check it (default: each band once) and return the bands in feed order."""
+        self.refuse_duplicates(req.bands)
+        return list(req.bands)
+
+    def select_bands(self, req: BandRequest) -> list[str]:
+        """No ``bands=``: the modality's bands, picked by name from the input (all of them when the caller
+        describes every band with ``wavelengths=``)."""
+        if req.wavelengths is not None:
+            return list(req.available)
+        wanted = self.bands_for(req.modality)
+        missing = [b for b in wanted if b not in req.available]
+        if missing:
+            raise BandMismatchError(self.missing_text(req, wanted, missing))
+        return list(wanted)
+
+    def missing_text(self, req: BandRequest, wanted: Sequence[str], missing: list[str]) -> str:
+        template = self.missing_message
+        if not isinstance(template, str):
+            template = template[req.modality] if req.modality in template else template[None]
+        return self.say(
+            template, wanted=list(wanted), missing=missing, available=req.available,
+            given_available=req.given_available, modality=req.modality,
+        )
+
+    def refuse_duplicates(self, chosen: list[str], **fields: Any) -> None:
+        if len(set(chosen)) != len(chosen):
+            raise BandMismatchError(self.say(self.duplicates_message, chosen=chosen, **fields))
+
+    def wavelengths_of(self, chosen: list[str], wavelengths: Sequence[float] | None) -> tuple[float, ...]:
+        """``wavelengths=`` checked against ``chosen``, or each band's from ``band_wavelengths``."""
+        from .checks import check_wavelengths
+
+        if wavelengths is not None:
+            return check_wavelengths(wavelengths, chosen)
+        for band in chosen:
+            if band not in self.band_wavelengths:
+                raise WavelengthError(self.say(self.unknown_wavelength_message, band=band))
+        return tuple(self.band_wavelengths[b] for b in chosen)
+
+    def plan_options(self, chosen: list[str], req: BandRequest) -> tuple[tuple[str, Any], ...]:
+        """What run time needs besides the bands (``InputPlan.options``); default: the ``scale``."""
+        return (("scale", self.scale),)
 
     def describe(self) -> dict[str, Any]:
         """The input contract of this variant (no weights are loaded), from the class data above.

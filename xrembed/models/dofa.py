@@ -28,16 +28,16 @@ Choices made here, each deliberate:
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from dataclasses import replace
 from typing import Any
 
 import numpy as np
 
-from ..bands import SENTINEL2_WAVELENGTHS_UM, canonical_band_names
-from ..errors import BandMismatchError, WavelengthError
-from .base import Checkpoint, InputContext, InputPlan, ModelAdapter, Variant
+from ..bands import SENTINEL2_WAVELENGTHS_UM
+from ..errors import BandMismatchError
+from .base import BandRequest, Checkpoint, InputPlan, ModelAdapter, Variant
 from .band_sets import S1_BANDS
-from .checks import check_db_backscatter, check_raw_reflectance, check_wavelengths
+from .checks import check_db_backscatter, check_raw_reflectance
 from .normalise import REFLECTANCE_SCALE, standardise
 from .sensors import S1_DB_SENSOR, S2_SR, SensorSpec
 from .tokens import tokens_to_map
@@ -117,81 +117,49 @@ class DOFA(ModelAdapter):
         "std_8bit": {b: s[1] for b, s in _STATS_8BIT.items()},
     }
 
-    # -- contract ----------------------------------------------------------------------------
-    def plan_inputs(
-        self,
-        available_bands: Sequence[str] | None,
-        *,
-        bands: Sequence[str] | None = None,
-        wavelengths: Sequence[float] | None = None,
-        modality: str | None = None,
-        context: InputContext | None = None,
-    ) -> InputPlan:
-        if modality not in (None, "s2", "s1", "optical", "sar"):
-            from ..errors import OptionError
+    # -- contract (plan_inputs is the base's, from this data and the hooks below) ----------------
+    band_sets = {"s2": DEFAULT_BANDS, "s1": S1_BANDS}
+    accepted_modalities = (None, "s2", "s1", "optical", "sar")
+    modality_message = "dofa takes modality='s2' (optical) or 's1' (SAR), not {modality!r}."
+    takes_wavelengths = True
+    band_wavelengths = {**SENTINEL2_WAVELENGTHS_UM, **{b: S1_WAVELENGTH for b in S1_BANDS}}
+    unknown_wavelength_message = (
+        "no wavelength is known for band {band!r}; name it as a Sentinel-2 band (B01..B12, B8A) or "
+        "Sentinel-1 band (VV, VH), or pass wavelengths=[...] in micrometres, one per band."
+    )
+    unnamed_message = (
+        "the input's bands are not named; name them with bands=[...] (e.g. bands=['B04', 'B03', 'B02', ...])."
+    )
+    missing_message = {
+        "s1": "dofa with Sentinel-1 input needs bands VV and VH; missing {missing}.",
+        None: "dofa's default bands are {wanted}; the input lacks {missing} (it has {available}). "
+        "DOFA accepts any bands with known wavelengths: choose some with bands=[...], "
+        "or describe every input band with wavelengths=[...].",
+    }
 
-            raise OptionError(f"dofa takes modality='s2' (optical) or 's1' (SAR), not {modality!r}.")
-        if bands is not None:
-            chosen = canonical_band_names(bands)
-        elif available_bands is None:
-            raise BandMismatchError(
-                "the input's bands are not named; name them with bands=[...] (e.g. bands=['B04', 'B03', 'B02', ...])."
-            )
-        else:
-            chosen = self._default_selection(canonical_band_names(available_bands), modality, wavelengths)
-        if len(set(chosen)) != len(chosen):
-            raise BandMismatchError(f"bands {chosen} contain duplicates; list each band once.")
+    def select_bands(self, req: BandRequest) -> list[str]:
+        # Input of VV/VH alone is Sentinel-1 unless modality= says otherwise.
+        if req.wavelengths is None and req.modality is None and set(req.available) <= set(S1_BANDS):
+            req = replace(req, modality="s1")
+        return super().select_bands(req)
 
-        if wavelengths is not None:
-            waves = check_wavelengths(wavelengths, chosen)
-        else:
-            waves = tuple(self._wavelength_of(b) for b in chosen)
-
+    def plan_options(self, chosen: list[str], req: BandRequest) -> tuple[tuple[str, Any], ...]:
+        self.refuse_duplicates(chosen)
+        waves = self.wavelengths_of(chosen, req.wavelengths)
         sar = [b in S1_BANDS for b in chosen]
         if any(sar) and not all(sar):
             raise BandMismatchError(
                 f"bands {chosen} mix Sentinel-1 (VV/VH) and optical bands; embed them separately."
             )
         scale = "db" if all(sar) else "reflectance"
-        if modality in ("s1", "sar") and scale != "db":
+        if req.modality == "s1" and scale != "db":
             raise BandMismatchError(f"modality='s1' needs VV/VH bands, the input gives {chosen}.")
         stats = [_stats_for(b, w) for b, w in zip(chosen, waves)]
-        return InputPlan(
-            bands=tuple(chosen),
-            options=(
-                ("wavelengths", waves),
-                ("mean", tuple(s[0] for s in stats)),
-                ("std", tuple(s[1] for s in stats)),
-                ("scale", scale),
-            ),
-        )
-
-    def _default_selection(self, available: list[str], modality: str | None, wavelengths) -> list[str]:
-        if wavelengths is not None:
-            return available  # the caller describes every input band
-        if modality in ("s1", "sar") or (modality is None and set(available) <= set(S1_BANDS)):
-            missing = [b for b in S1_BANDS if b not in available]
-            if missing:
-                raise BandMismatchError(f"dofa with Sentinel-1 input needs bands VV and VH; missing {missing}.")
-            return list(S1_BANDS)
-        missing = [b for b in DEFAULT_BANDS if b not in available]
-        if missing:
-            raise BandMismatchError(
-                f"dofa's default bands are {list(DEFAULT_BANDS)}; the input lacks {missing} (it has {available}). "
-                "DOFA accepts any bands with known wavelengths: choose some with bands=[...], "
-                "or describe every input band with wavelengths=[...]."
-            )
-        return list(DEFAULT_BANDS)
-
-    @staticmethod
-    def _wavelength_of(band: str) -> float:
-        if band in SENTINEL2_WAVELENGTHS_UM:
-            return SENTINEL2_WAVELENGTHS_UM[band]
-        if band in S1_BANDS:
-            return S1_WAVELENGTH
-        raise WavelengthError(
-            f"no wavelength is known for band {band!r}; name it as a Sentinel-2 band (B01..B12, B8A) or "
-            "Sentinel-1 band (VV, VH), or pass wavelengths=[...] in micrometres, one per band."
+        return (
+            ("wavelengths", waves),
+            ("mean", tuple(s[0] for s in stats)),
+            ("std", tuple(s[1] for s in stats)),
+            ("scale", scale),
         )
 
     def describe_extra(self) -> dict[str, Any]:

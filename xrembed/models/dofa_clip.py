@@ -31,16 +31,14 @@ Choices made here, each deliberate (see ``docs/models/dofa_clip.md``):
 
 from __future__ import annotations
 
-from collections.abc import Sequence
 from typing import Any
 
 import numpy as np
 
-from ..bands import SENTINEL2_WAVELENGTHS_UM, canonical_band_names
-from ..errors import BandMismatchError, OptionError, WavelengthError
-from .base import Checkpoint, InputContext, InputPlan, ModelAdapter, Variant
+from ..errors import BandMismatchError
+from .base import BandRequest, Checkpoint, InputPlan, ModelAdapter, Variant
 from .band_sets import S1_BANDS, S2_RGB_BANDS
-from .checks import check_raw_reflectance, check_wavelengths
+from .checks import check_raw_reflectance
 from .normalise import REFLECTANCE_SCALE, unit_reflectance
 from .sensors import S2_RGB
 from .tokens import tokens_to_map
@@ -55,8 +53,6 @@ SIGLIP_STD = 0.5
 #: Keys of the open_clip checkpoint outside the image trunk, dropped before the strict load.
 _NON_VISUAL_PREFIXES = ("text.", "logit_scale", "logit_bias", "translators.")
 TRUNK_PREFIX = "visual.trunk."
-
-_MODALITIES = (None, "s2", "optical", "rgb", "multispectral")
 
 
 class DOFACLIP(ModelAdapter):
@@ -106,64 +102,37 @@ class DOFACLIP(ModelAdapter):
         "std": SIGLIP_STD,
     }
 
-    # -- contract ----------------------------------------------------------------------------
-    def plan_inputs(
-        self,
-        available_bands: Sequence[str] | None,
-        *,
-        bands: Sequence[str] | None = None,
-        wavelengths: Sequence[float] | None = None,
-        modality: str | None = None,
-        context: InputContext | None = None,
-    ) -> InputPlan:
-        if modality not in _MODALITIES:
-            hint = " For Sentinel-1 use model 'dofa'." if str(modality).lower() in ("s1", "sar") else ""
-            raise OptionError(
-                f"dofa_clip reads optical bands only (modality='s2' or None), not modality={modality!r}.{hint}"
-            )
-        if bands is not None:
-            chosen = canonical_band_names(bands)
-        elif available_bands is None:
-            raise BandMismatchError(
-                "the input's bands are not named; name them with bands=['B04', 'B03', 'B02'] or describe "
-                "each one with wavelengths=[...] (micrometres)."
-            )
-        elif wavelengths is not None:
-            chosen = canonical_band_names(available_bands)  # the caller describes every input band
-        else:
-            available = canonical_band_names(available_bands)
-            missing = [b for b in DEFAULT_BANDS if b not in available]
-            if missing:
-                raise BandMismatchError(
-                    f"dofa_clip's default bands are {list(DEFAULT_BANDS)} (true colour); the input lacks {missing} "
-                    f"(it has {available}). Choose bands with known wavelengths with bands=[...], or describe "
-                    "every input band with wavelengths=[...]."
-                )
-            chosen = list(DEFAULT_BANDS)
+    # -- contract (plan_inputs is the base's, from this data and the hooks below) ----------------
+    accepted_modalities = (None, "s2", "optical", "rgb", "multispectral")
+    takes_wavelengths = True
+    unknown_wavelength_message = (
+        "no wavelength is known for band {band!r}; name it as a Sentinel-2 band (B01..B12, B8A), "
+        "or pass wavelengths=[...] in micrometres, one per band."
+    )
+    unnamed_message = (
+        "the input's bands are not named; name them with bands=['B04', 'B03', 'B02'] or describe "
+        "each one with wavelengths=[...] (micrometres)."
+    )
+    missing_message = (
+        "dofa_clip's default bands are {wanted} (true colour); the input lacks {missing} "
+        "(it has {available}). Choose bands with known wavelengths with bands=[...], or describe "
+        "every input band with wavelengths=[...]."
+    )
+
+    def modality_refusal(self, modality: Any) -> str:
+        hint = " For Sentinel-1 use model 'dofa'." if str(modality).lower() in ("s1", "sar") else ""
+        return f"dofa_clip reads optical bands only (modality='s2' or None), not modality={modality!r}.{hint}"
+
+    def plan_options(self, chosen: list[str], req: BandRequest) -> tuple[tuple[str, Any], ...]:
         if not chosen:
             raise BandMismatchError("no bands selected; pass bands=[...] with at least one band.")
-        if len(set(chosen)) != len(chosen):
-            raise BandMismatchError(f"bands {chosen} contain duplicates; list each band once.")
+        self.refuse_duplicates(chosen)
         sar = [b for b in chosen if b in S1_BANDS]
         if sar:
             raise BandMismatchError(
                 f"dofa_clip reads optical bands only; {sar} are Sentinel-1 bands. Drop them, or use model 'dofa' for SAR."
             )
-
-        if wavelengths is not None:
-            waves = check_wavelengths(wavelengths, chosen)
-        else:
-            waves = tuple(self._wavelength_of(b) for b in chosen)
-        return InputPlan(bands=tuple(chosen), options=(("wavelengths", waves), ("scale", "reflectance")))
-
-    @staticmethod
-    def _wavelength_of(band: str) -> float:
-        if band in SENTINEL2_WAVELENGTHS_UM:
-            return SENTINEL2_WAVELENGTHS_UM[band]
-        raise WavelengthError(
-            f"no wavelength is known for band {band!r}; name it as a Sentinel-2 band (B01..B12, B8A), "
-            "or pass wavelengths=[...] in micrometres, one per band."
-        )
+        return (("wavelengths", self.wavelengths_of(chosen, req.wavelengths)), ("scale", "reflectance"))
 
     def describe_extra(self) -> dict[str, Any]:
         v = self.variant

@@ -35,14 +35,12 @@ Choices made here, each deliberate:
 from __future__ import annotations
 
 import datetime as _dt
-from collections.abc import Sequence
 from typing import Any
 
 import numpy as np
 
-from ..bands import canonical_band_names
 from ..errors import BandMismatchError, OptionError, WavelengthError
-from .base import Checkpoint, InputContext, InputPlan, ModelAdapter, Variant
+from .base import BandRequest, Checkpoint, InputContext, InputPlan, ModelAdapter, Variant
 from .checks import check_raw_reflectance
 from .normalise import standardise
 from .sensors import S2_SR, SensorSpec
@@ -120,57 +118,36 @@ class Prithvi(ModelAdapter):
     def max_frames(self) -> int:
         return int(dict(self.variant.extra)["max_frames"])
 
-    # -- contract ----------------------------------------------------------------------------
-    def plan_inputs(
-        self,
-        available_bands: Sequence[str] | None,
-        *,
-        bands: Sequence[str] | None = None,
-        wavelengths: Sequence[float] | None = None,
-        modality: str | None = None,
-        context: InputContext | None = None,
-    ) -> InputPlan:
-        name = f"{self.model_id}/{self.variant.name}"
-        if modality not in (None, "s2", "optical", "hls"):
-            raise OptionError(
-                f"{name} reads optical HLS / Sentinel-2 reflectance only (modality='s2'), not modality={modality!r}."
-            )
-        if wavelengths is not None:
-            raise WavelengthError(
-                f"{name} reads six fixed HLS bands and takes no wavelengths=; drop it and pick the bands with "
-                f"bands=[...] (six, in the order {list(DEFAULT_BANDS)})."
-            )
-        if bands is not None:
-            chosen = canonical_band_names(bands)
-            if len(chosen) != len(DEFAULT_BANDS):
-                raise BandMismatchError(
-                    f"{name} reads exactly {len(DEFAULT_BANDS)} bands (HLS {', '.join(HLS_BANDS)}; from Sentinel-2 "
-                    f"{', '.join(DEFAULT_BANDS)}) but bands= names {len(chosen)}: {chosen}. Give six bands in that order."
-                )
-            if len(set(chosen)) != len(chosen):
-                raise BandMismatchError(f"bands {chosen} contain duplicates; list each band once.")
-        elif available_bands is None:
+    # -- contract (plan_inputs is the base's, from this data and the hooks below) ----------------
+    accepted_modalities = (None, "s2", "optical", "hls")
+    modality_message = (
+        "{name} reads optical HLS / Sentinel-2 reflectance only (modality='s2'), not modality={modality!r}."
+    )
+    wavelength_error = WavelengthError
+    no_wavelengths_message = (
+        "{name} reads six fixed HLS bands and takes no wavelengths=; drop it and pick the bands with "
+        f"bands=[...] (six, in the order {list(DEFAULT_BANDS)})."
+    )
+    unnamed_message = (
+        "the input's bands are not named; name them with bands=[...] ({name} reads "
+        f"{list(DEFAULT_BANDS)}, i.e. HLS {list(HLS_BANDS)}, in that order)."
+    )
+
+    def check_bands(self, req: BandRequest) -> list[str]:
+        """Any six bands, fed in the order given."""
+        chosen = req.bands
+        if len(chosen) != len(DEFAULT_BANDS):
             raise BandMismatchError(
-                f"the input's bands are not named; name them with bands=[...] ({name} reads "
-                f"{list(DEFAULT_BANDS)}, i.e. HLS {list(HLS_BANDS)}, in that order)."
+                f"{self.say('{name}')} reads exactly {len(DEFAULT_BANDS)} bands (HLS {', '.join(HLS_BANDS)}; "
+                f"from Sentinel-2 {', '.join(DEFAULT_BANDS)}) but bands= names {len(chosen)}: {chosen}. "
+                "Give six bands in that order."
             )
-        else:
-            chosen = self._default_selection(canonical_band_names(available_bands))
+        self.refuse_duplicates(chosen)
+        return list(chosen)
 
-        frames, temporal_coords, location_coords = self._time_and_place(context)
-        return InputPlan(
-            bands=tuple(chosen),
-            options=(
-                ("frames", frames),
-                ("temporal_coords", temporal_coords),
-                ("location_coords", location_coords),
-                ("mean", MEAN),
-                ("std", STD),
-                ("scale", "reflectance"),
-            ),
-        )
-
-    def _default_selection(self, available: list[str]) -> list[str]:
+    def select_bands(self, req: BandRequest) -> list[str]:
+        """Each HLS band by its Sentinel-2 name, or else by its HLS name."""
+        available = req.available
         chosen, missing = [], []
         for s2, hls in zip(DEFAULT_BANDS, HLS_BANDS):
             if s2 in available:
@@ -192,6 +169,17 @@ class Prithvi(ModelAdapter):
                 f"bands=[...].{hint}"
             )
         return chosen
+
+    def plan_options(self, chosen: list[str], req: BandRequest) -> tuple[tuple[str, Any], ...]:
+        frames, temporal_coords, location_coords = self._time_and_place(req.context)
+        return (
+            ("frames", frames),
+            ("temporal_coords", temporal_coords),
+            ("location_coords", location_coords),
+            ("mean", MEAN),
+            ("std", STD),
+            ("scale", "reflectance"),
+        )
 
     def _time_and_place(self, context: InputContext | None):
         times = context.times if context is not None else None

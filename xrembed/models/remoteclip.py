@@ -29,14 +29,12 @@ Choices made here, each deliberate:
 
 from __future__ import annotations
 
-from collections.abc import Sequence
 from typing import Any
 
 import numpy as np
 
-from ..bands import canonical_band_names
-from ..errors import BandMismatchError, OptionError
-from .base import Checkpoint, InputContext, InputPlan, ModelAdapter, Variant
+from ..errors import BandMismatchError
+from .base import BandRequest, Checkpoint, InputPlan, ModelAdapter, Variant
 from .band_sets import S1_BANDS, S2_RGB_BANDS
 from .checks import check_raw_reflectance
 from .normalise import standardise, unit_reflectance
@@ -97,56 +95,43 @@ class RemoteCLIP(ModelAdapter):
         """Size of the pooled vector (the joint image-text space), which differs from the grid's ``embed_dim``."""
         return int(dict(self.variant.extra)["output_dim"])
 
-    # -- contract ----------------------------------------------------------------------------
-    def plan_inputs(
-        self,
-        available_bands: Sequence[str] | None,
-        *,
-        bands: Sequence[str] | None = None,
-        wavelengths: Sequence[float] | None = None,
-        modality: str | None = None,
-        context: InputContext | None = None,
-    ) -> InputPlan:
-        if modality not in (None, "s2", "optical", "rgb"):
-            raise OptionError(
-                f"remoteclip reads optical RGB only (modality='s2'), not modality={modality!r}; "
-                "embed SAR with a model that takes Sentinel-1 (e.g. 'dofa')."
-            )
-        if wavelengths is not None:
-            raise OptionError(
-                "remoteclip reads three RGB bands and takes no wavelengths=; drop wavelengths= and name the "
-                "red, green and blue bands with bands=['B04', 'B03', 'B02']."
-            )
-        if bands is not None:
-            chosen = canonical_band_names(bands)
-            if len(chosen) != 3:
-                raise BandMismatchError(
-                    f"remoteclip reads exactly 3 bands (red, green, blue), but bands= names {len(chosen)}: "
-                    f"{list(bands)}. Pass bands=['B04', 'B03', 'B02'] (Sentinel-2) or three bands in R, G, B order."
-                )
-            if len(set(chosen)) != 3:
-                raise BandMismatchError(f"bands {chosen} contain duplicates; list red, green and blue once each.")
-        elif available_bands is None:
+    # -- contract (plan_inputs is the base's, from this data and the hooks below) ----------------
+    accepted_modalities = (None, "s2", "optical", "rgb")
+    modality_message = (
+        "remoteclip reads optical RGB only (modality='s2'), not modality={modality!r}; "
+        "embed SAR with a model that takes Sentinel-1 (e.g. 'dofa')."
+    )
+    no_wavelengths_message = (
+        "remoteclip reads three RGB bands and takes no wavelengths=; drop wavelengths= and name the "
+        "red, green and blue bands with bands=['B04', 'B03', 'B02']."
+    )
+    unnamed_message = (
+        "the input's bands are not named; name them with bands=['B04', 'B03', 'B02'] "
+        "(red, green, blue, in the input's band order)."
+    )
+    duplicates_message = "bands {chosen} contain duplicates; list red, green and blue once each."
+    missing_message = (
+        "remoteclip reads Sentinel-2 B04, B03, B02 (red, green, blue); the input lacks {missing} "
+        "(it has {available}).{hint}"
+    )
+
+    def check_bands(self, req: BandRequest) -> list[str]:
+        """Any three bands, fed in the order given (R, G, B)."""
+        if len(req.bands) != 3:
             raise BandMismatchError(
-                "the input's bands are not named; name them with bands=['B04', 'B03', 'B02'] "
-                "(red, green, blue, in the input's band order)."
+                f"remoteclip reads exactly 3 bands (red, green, blue), but bands= names {len(req.bands)}: "
+                f"{req.given_bands}. Pass bands=['B04', 'B03', 'B02'] (Sentinel-2) or three bands in R, G, B order."
             )
-        else:
-            available = canonical_band_names(available_bands)
-            missing = [b for b in DEFAULT_BANDS if b not in available]
-            if missing:
-                sar = set(available) <= set(S1_BANDS)
-                hint = (
-                    " remoteclip is an RGB model: Sentinel-1 input cannot be embedded with it."
-                    if sar
-                    else " Add them, or choose three bands in R, G, B order with bands=[...]."
-                )
-                raise BandMismatchError(
-                    f"remoteclip reads Sentinel-2 B04, B03, B02 (red, green, blue); the input lacks {missing} "
-                    f"(it has {available}).{hint}"
-                )
-            chosen = list(DEFAULT_BANDS)
-        return InputPlan(bands=tuple(chosen), options=(("scale", "reflectance"),))
+        self.refuse_duplicates(req.bands)
+        return list(req.bands)
+
+    def missing_text(self, req: BandRequest, wanted, missing: list[str]) -> str:
+        hint = (
+            " remoteclip is an RGB model: Sentinel-1 input cannot be embedded with it."
+            if set(req.available) <= set(S1_BANDS)
+            else " Add them, or choose three bands in R, G, B order with bands=[...]."
+        )
+        return self.say(self.missing_message, missing=missing, available=req.available, hint=hint)
 
     def describe_extra(self) -> dict[str, Any]:
         v = self.variant

@@ -24,14 +24,12 @@ Choices made here, each deliberate:
 
 from __future__ import annotations
 
-from collections.abc import Sequence
 from typing import Any, ClassVar
 
 import numpy as np
 
-from ..bands import canonical_band_names
-from ..errors import BandMismatchError, OptionError
-from .base import InputContext, InputPlan, ModelAdapter, UrlCheckpoint, Variant
+from ..errors import BandMismatchError
+from .base import BandRequest, InputContext, InputPlan, ModelAdapter, UrlCheckpoint, Variant
 from .band_sets import S1_BANDS, S2_RGB_BANDS
 from .checks import check_raw_reflectance
 from .normalise import standardise, unit_reflectance
@@ -42,8 +40,6 @@ RGB_BANDS = S2_RGB_BANDS
 #: fMoW-RGB statistics on the [0, 1] scale (SatMAE ``util/datasets.py``).
 FMOW_MEAN = (0.4182007312774658, 0.4214799106121063, 0.3991275727748871)
 FMOW_STD = (0.28774282336235046, 0.27541765570640564, 0.2764017581939697)
-
-_OPTICAL_MODALITIES = (None, "s2", "optical", "rgb")
 
 
 def rgb_normalisation(mean, std, statistics: str) -> dict[str, Any]:
@@ -68,58 +64,31 @@ class RGBViTAdapter(ModelAdapter):
     #: Checkpoint keys (prefixes) dropped before the strict load.
     dropped_keys: ClassVar[tuple[str, ...]] = ()
 
-    # -- contract ----------------------------------------------------------------------------
-    def plan_inputs(
-        self,
-        available_bands: Sequence[str] | None,
-        *,
-        bands: Sequence[str] | None = None,
-        wavelengths: Sequence[float] | None = None,
-        modality: str | None = None,
-        context: InputContext | None = None,
-    ) -> InputPlan:
-        mid = self.model_id
-        if modality not in _OPTICAL_MODALITIES:
-            raise OptionError(
-                f"{mid} is an RGB model: modality={modality!r} is not accepted; leave it out (or use 's2') and "
-                "give Sentinel-2 bands B04, B03, B02."
-            )
-        if wavelengths is not None:
-            raise OptionError(
-                f"{mid} reads fixed RGB bands and takes no wavelengths=; drop it and name the bands instead, "
-                "e.g. bands=['B04', 'B03', 'B02']."
-            )
-        if bands is not None:
-            chosen = canonical_band_names(bands)
-            self._check_rgb(chosen, "bands=")
-        elif available_bands is None:
-            raise BandMismatchError(
-                f"the input's bands are not named; {mid} needs red, green, blue: name them with "
-                "bands=['B04', 'B03', 'B02'] (in the input's order)."
-            )
-        else:
-            available = canonical_band_names(available_bands)
-            missing = [b for b in RGB_BANDS if b not in available]
-            if missing:
-                raise BandMismatchError(
-                    f"{mid} reads Sentinel-2 bands {list(RGB_BANDS)} (red, green, blue); the input lacks {missing} "
-                    f"(it has {list(available_bands)}). Add them, or rename the input's RGB bands "
-                    "(e.g. `da.assign_coords(band=['B04', 'B03', 'B02'])`)."
-                )
-        return InputPlan(
-            bands=RGB_BANDS,  # model order, whatever order the input or bands= used
-            options=(
-                ("scale", "reflectance"),
-                ("mean", tuple(self.mean)),
-                ("std", tuple(self.std)),
-                *self._extra_options(context),
-            ),
-        )
+    # -- contract (plan_inputs is the base's, from this data and the hooks below) ----------------
+    accepted_modalities = (None, "s2", "optical", "rgb")
+    modality_message = (
+        "{model} is an RGB model: modality={modality!r} is not accepted; leave it out (or use 's2') and "
+        "give Sentinel-2 bands B04, B03, B02."
+    )
+    no_wavelengths_message = (
+        "{model} reads fixed RGB bands and takes no wavelengths=; drop it and name the bands instead, "
+        "e.g. bands=['B04', 'B03', 'B02']."
+    )
+    unnamed_message = (
+        "the input's bands are not named; {model} needs red, green, blue: name them with "
+        "bands=['B04', 'B03', 'B02'] (in the input's order)."
+    )
+    duplicates_message = "{source} {chosen} contains duplicates; list B04, B03, B02 once each."
+    missing_message = (
+        "{model} reads Sentinel-2 bands {wanted} (red, green, blue); the input lacks {missing} "
+        "(it has {given_available}). Add them, or rename the input's RGB bands "
+        "(e.g. `da.assign_coords(band=['B04', 'B03', 'B02'])`)."
+    )
 
-    def _check_rgb(self, chosen: list[str], source: str) -> None:
-        mid = self.model_id
-        if len(chosen) != len(set(chosen)):
-            raise BandMismatchError(f"{source} {chosen} contains duplicates; list B04, B03, B02 once each.")
+    def check_bands(self, req: BandRequest) -> list[str]:
+        """``bands=`` must name B04, B03, B02 (any order; they are fed in model order)."""
+        mid, chosen, source = self.model_id, req.bands, "bands="
+        self.refuse_duplicates(chosen, source=source)
         if any(b in S1_BANDS for b in chosen):
             raise BandMismatchError(
                 f"{mid} is an optical RGB model and cannot read Sentinel-1 bands {chosen}; use dofa or another "
@@ -135,6 +104,15 @@ class RGBViTAdapter(ModelAdapter):
                 f"{mid} reads red, green, blue = Sentinel-2 {list(RGB_BANDS)}; {source} gives {chosen}. "
                 "Use bands=['B04', 'B03', 'B02'] (RGB inputs from other sensors: name their bands so)."
             )
+        return list(RGB_BANDS)
+
+    def plan_options(self, chosen: list[str], req: BandRequest) -> tuple[tuple[str, Any], ...]:
+        return (
+            ("scale", self.scale),
+            ("mean", tuple(self.mean)),
+            ("std", tuple(self.std)),
+            *self._extra_options(req.context),
+        )
 
     def _extra_options(self, context: InputContext | None) -> tuple[tuple[str, Any], ...]:
         return ()

@@ -27,14 +27,12 @@ Choices made here, each deliberate (see ``docs/models/terrafm.md``):
 from __future__ import annotations
 
 import math
-from collections.abc import Sequence
 from typing import Any
 
 import numpy as np
 
-from ..bands import canonical_band_names
 from ..errors import BandMismatchError, OptionError
-from .base import Checkpoint, InputContext, InputPlan, ModelAdapter, Variant
+from .base import BandRequest, Checkpoint, InputPlan, ModelAdapter, Variant
 from .band_sets import S1_BANDS
 from .checks import check_linear_power, check_raw_reflectance
 from .normalise import unit_reflectance
@@ -98,56 +96,26 @@ class TerraFM(ModelAdapter):
         "linear_power": "clip(log1p(max(x, 0)) / log(2), 0, 1)",
     }
 
-    # -- contract ----------------------------------------------------------------------------
-    def plan_inputs(
-        self,
-        available_bands: Sequence[str] | None,
-        *,
-        bands: Sequence[str] | None = None,
-        wavelengths: Sequence[float] | None = None,
-        modality: str | None = None,
-        context: InputContext | None = None,
-    ) -> InputPlan:
-        if wavelengths is not None:
-            raise OptionError(
-                "terrafm does not take wavelengths=; it reads Sentinel-2 bands or Sentinel-1 VV/VH by name. "
-                "Drop wavelengths= and name the bands (bands=[...] or the input's band coordinate)."
-            )
-        requested = canonical_band_names(bands) if bands is not None else None
-        available = canonical_band_names(available_bands) if available_bands is not None else None
-        modality = self._modality(modality, requested if requested is not None else available)
-        sensor, model_bands, scale = MODALITIES[modality]
+    # -- contract (plan_inputs is the base's, from this data and the hooks below) ----------------
+    band_sets = {name: bands for name, (_, bands, _) in MODALITIES.items()}
+    wavelengths_checked_first = True
+    no_wavelengths_message = (
+        "terrafm does not take wavelengths=; it reads Sentinel-2 bands or Sentinel-1 VV/VH by name. "
+        "Drop wavelengths= and name the bands (bands=[...] or the input's band coordinate)."
+    )
+    unnamed_message = (
+        "the input's bands are not named; name them with bands=[...] in the input's order "
+        "(terrafm with modality={modality!r} needs {wanted})."
+    )
+    missing_message = (
+        "terrafm with modality={modality!r} needs bands {wanted}; the input lacks {missing} "
+        "(it has {available}). Add the missing bands{hint} or choose another modality= ('s2', 's2_l1c' or 's1')."
+    )
 
-        if requested is not None:
-            if len(set(requested)) != len(requested):
-                raise BandMismatchError(f"bands {requested} contain duplicates; list each band once.")
-            if len(requested) != len(model_bands) or set(requested) != set(model_bands):
-                raise BandMismatchError(
-                    f"terrafm with modality={modality!r} reads exactly {len(model_bands)} bands "
-                    f"{list(model_bands)}, but bands= names {len(requested)}: {requested}. "
-                    f"Pass bands={list(model_bands)} (any order; they are fed in the model order)."
-                )
-        if available is None:
-            raise BandMismatchError(
-                f"the input's bands are not named; name them with bands=[...] in the input's order "
-                f"(terrafm with modality={modality!r} needs {list(model_bands)})."
-            )
-        missing = [b for b in model_bands if b not in available]
-        if missing:
-            raise BandMismatchError(
-                f"terrafm with modality={modality!r} needs bands {list(model_bands)}; the input lacks {missing} "
-                f"(it has {available}). Add the missing bands"
-                + (" (all 12 Sentinel-2 bands except B10)" if scale == "reflectance" else "")
-                + " or choose another modality= ('s2', 's2_l1c' or 's1')."
-            )
-        return InputPlan(bands=model_bands, options=(("modality", modality), ("sensor", sensor), ("scale", scale)))
-
-    @staticmethod
-    def _modality(modality: str | None, names: list[str] | None) -> str:
+    def resolve_modality(self, modality: str | None, names: list[str] | None) -> str:
+        """The stem's modality: any case, TerraFM's own aliases; VV/VH alone mean ``"s1"``."""
         if modality is None:
-            if names is not None and names and set(names) <= set(S1_BANDS):
-                return "s1"
-            return "s2"
+            return "s1" if names and set(names) <= set(S1_BANDS) else "s2"
         text = str(modality).lower()
         text = {"sar": "s1", "optical": "s2", "l2a": "s2_l2a", "l1c": "s2_l1c"}.get(text, text)
         if text not in MODALITIES:
@@ -156,6 +124,36 @@ class TerraFM(ModelAdapter):
                 f"or 's1' (Sentinel-1 VV/VH), not {modality!r}."
             )
         return text
+
+    def choose_bands(self, req: BandRequest) -> list[str]:
+        # bands= only reorders: the input's band names must hold the modality's bands all the same.
+        if req.bands is not None:
+            self.check_bands(req)
+        if req.available is None:
+            wanted = list(self.bands_for(req.modality))
+            raise BandMismatchError(self.say(self.unnamed_message, modality=req.modality, wanted=wanted))
+        return self.select_bands(req)
+
+    def check_bands(self, req: BandRequest) -> list[str]:
+        """``bands=`` must name exactly the modality's bands (any order; they are fed in model order)."""
+        self.refuse_duplicates(req.bands)
+        wanted = self.bands_for(req.modality)
+        if len(req.bands) != len(wanted) or set(req.bands) != set(wanted):
+            raise BandMismatchError(
+                f"terrafm with modality={req.modality!r} reads exactly {len(wanted)} bands "
+                f"{list(wanted)}, but bands= names {len(req.bands)}: {req.bands}. "
+                f"Pass bands={list(wanted)} (any order; they are fed in the model order)."
+            )
+        return list(wanted)
+
+    def missing_text(self, req: BandRequest, wanted, missing: list[str]) -> str:
+        hint = " (all 12 Sentinel-2 bands except B10)" if req.modality != "s1" else ""
+        return self.say(self.missing_message, modality=req.modality, wanted=list(wanted), missing=missing,
+                        available=req.available, hint=hint)
+
+    def plan_options(self, chosen: list[str], req: BandRequest) -> tuple[tuple[str, Any], ...]:
+        sensor, _, scale = MODALITIES[req.modality]
+        return (("modality", req.modality), ("sensor", sensor), ("scale", scale))
 
     def describe_extra(self) -> dict[str, Any]:
         return {
