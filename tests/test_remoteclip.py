@@ -13,7 +13,7 @@ import xrembed.embedding
 from xrembed import errors
 from xrembed.models.remoteclip import CLIP_MEAN, CLIP_STD, DEFAULT_BANDS, RemoteCLIP
 from xrembed.models.weights import WeightsSource, load_module
-from xrembed.testing import synthetic_raster
+from xrembed.testing import synthetic_raster, write_official_checkpoint
 
 from oracles import import_torchvision_cpu_safe
 
@@ -137,25 +137,14 @@ def test_open_clip_builds_exact_gelu():
 # -- weights and key clean-up (no open_clip needed) ---------------------------------------------
 
 
-def write_official_layout(path, variant="vit_b32", seed=0, text_width=512, text_layers=2, mutate=None):
-    """A whole-CLIP state dict in open_clip's layout: ``visual.*`` plus text-tower keys and logit_scale."""
-    adapter = RemoteCLIP(variant)
-    with torch.random.fork_rng(devices=[]):
-        torch.manual_seed(seed)
-        module = adapter.build_module().eval()
-    state = {f"visual.{k}": v.clone() for k, v in module.state_dict().items()}
-    state["token_embedding.weight"] = torch.zeros(49408, text_width)
-    state["positional_embedding"] = torch.zeros(77, text_width)
-    for i in range(text_layers):
-        state[f"transformer.resblocks.{i}.attn.in_proj_weight"] = torch.zeros(3 * text_width, text_width)
-        state[f"transformer.resblocks.{i}.mlp.c_fc.weight"] = torch.zeros(4 * text_width, text_width)
-    state["ln_final.weight"] = torch.ones(text_width)
-    state["ln_final.bias"] = torch.zeros(text_width)
-    state["text_projection"] = torch.zeros(text_width, adapter.pooled_dim)
-    state["logit_scale"] = torch.tensor(4.6052)
+def write_official_layout(path, variant="vit_b32", seed=0, mutate=None):
+    """A whole-CLIP state dict in open_clip's layout (``visual.*``, text tower, logit_scale), through
+    ``xrembed.testing.write_official_checkpoint``; ``mutate`` edits the state dict before it is saved."""
+    module = write_official_checkpoint(path, "remoteclip", variant, seed=seed)
     if mutate is not None:
+        state = torch.load(path, weights_only=True)
         mutate(state)
-    torch.save(state, path)
+        torch.save(state, path)
     return module
 
 
