@@ -9,7 +9,7 @@ none of the family names: it calls the methods below.
 from __future__ import annotations
 
 import copy
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, ClassVar
 
@@ -184,6 +184,9 @@ class ModelAdapter:
     )
     #: The ``scale`` option of the plan (which value check and normalisation apply).
     scale: ClassVar[str] = "reflectance"
+    #: The ``checks.py`` function run on the pixels of each plan ``scale``, called as ``f(pixels, model_id)``
+    #: (a plan without a ``scale`` option is checked as ``scale``); a scale not listed is not checked.
+    value_checks: ClassVar[Mapping[str, Callable[[np.ndarray, str], None]]] = {}
 
     def __init__(self, variant: str | None = None) -> None:
         from ..errors import UnknownModelError
@@ -370,6 +373,9 @@ class ModelAdapter:
     # -- run time ----------------------------------------------------------------------------
     def check_values(self, pixels: np.ndarray, plan: InputPlan) -> None:
         """Raise :class:`~xrembed.errors.InputRangeError` if valid pixels are on the wrong scale."""
+        check = self.value_checks.get(plan.option("scale", self.scale))
+        if check is not None:
+            check(pixels, self.model_id)
 
     def normalise(self, pixels: torch.Tensor, plan: InputPlan) -> torch.Tensor:
         """Map raw values ``(B, C, H, W)`` to what the network expects. NaNs may pass through."""

@@ -33,10 +33,8 @@ from __future__ import annotations
 
 from typing import Any
 
-import numpy as np
-
 from ..errors import BandMismatchError
-from .base import BandRequest, Checkpoint, InputPlan, ModelAdapter, Variant
+from .base import BandRequest, Checkpoint, ModelAdapter, Variant
 from .band_sets import S1_BANDS, S2_RGB_BANDS
 from .checks import check_raw_reflectance
 from .normalise import REFLECTANCE_SCALE, unit_reflectance
@@ -101,6 +99,8 @@ class DOFACLIP(ModelAdapter):
         "mean": SIGLIP_MEAN,
         "std": SIGLIP_STD,
     }
+
+    value_checks = {"reflectance": check_raw_reflectance}
 
     # -- contract (plan_inputs is the base's, from this data and the hooks below) ----------------
     accepted_modalities = (None, "s2", "optical", "rgb", "multispectral")
@@ -175,9 +175,6 @@ class DOFACLIP(ModelAdapter):
         return cleaned
 
     # -- run time ----------------------------------------------------------------------------
-    def check_values(self, pixels: np.ndarray, plan: InputPlan) -> None:
-        check_raw_reflectance(pixels, self.model_id)
-
     def normalise(self, pixels, plan):
         return (unit_reflectance(pixels) - SIGLIP_MEAN) / SIGLIP_STD
 

@@ -31,10 +31,8 @@ from __future__ import annotations
 
 from typing import Any
 
-import numpy as np
-
 from ..errors import BandMismatchError
-from .base import BandRequest, Checkpoint, InputPlan, ModelAdapter, Variant
+from .base import BandRequest, Checkpoint, ModelAdapter, Variant
 from .band_sets import S1_BANDS, S2_RGB_BANDS
 from .checks import check_raw_reflectance
 from .normalise import standardise, unit_reflectance
@@ -94,6 +92,8 @@ class RemoteCLIP(ModelAdapter):
     def pooled_dim(self) -> int:
         """Size of the pooled vector (the joint image-text space), which differs from the grid's ``embed_dim``."""
         return int(dict(self.variant.extra)["output_dim"])
+
+    value_checks = {"reflectance": check_raw_reflectance}
 
     # -- contract (plan_inputs is the base's, from this data and the hooks below) ----------------
     accepted_modalities = (None, "s2", "optical", "rgb")
@@ -165,9 +165,6 @@ class RemoteCLIP(ModelAdapter):
         return cleaned
 
     # -- run time ----------------------------------------------------------------------------
-    def check_values(self, pixels: np.ndarray, plan: InputPlan) -> None:
-        check_raw_reflectance(pixels, self.model_id)
-
     def normalise(self, pixels, plan):
         import torch
 

@@ -26,8 +26,6 @@ from __future__ import annotations
 
 from typing import Any, ClassVar
 
-import numpy as np
-
 from ..errors import BandMismatchError
 from .base import BandRequest, InputContext, InputPlan, ModelAdapter, UrlCheckpoint, Variant
 from .band_sets import S1_BANDS, S2_RGB_BANDS
@@ -63,6 +61,8 @@ class RGBViTAdapter(ModelAdapter):
     std: ClassVar[tuple[float, float, float]]
     #: Checkpoint keys (prefixes) dropped before the strict load.
     dropped_keys: ClassVar[tuple[str, ...]] = ()
+
+    value_checks = {"reflectance": check_raw_reflectance}
 
     # -- contract (plan_inputs is the base's, from this data and the hooks below) ----------------
     accepted_modalities = (None, "s2", "optical", "rgb")
@@ -128,9 +128,6 @@ class RGBViTAdapter(ModelAdapter):
         return {k: v for k, v in state_dict.items() if not k.startswith(self.dropped_keys)}
 
     # -- run time ----------------------------------------------------------------------------
-    def check_values(self, pixels: np.ndarray, plan: InputPlan) -> None:
-        check_raw_reflectance(pixels, self.model_id)
-
     def normalise(self, pixels, plan):
         return standardise(unit_reflectance(pixels), plan.option("mean"), plan.option("std"))
 
