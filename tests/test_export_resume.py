@@ -31,8 +31,15 @@ def _reference(out: Path, fmt: str, layout: str):
     return xrembed.load_export(out)
 
 
-def _run_child(out: Path, fmt: str, layout: str, resume: bool, kill_after: float | None, slow: float):
-    """Run the export in a child; SIGKILL it ``kill_after`` seconds after it starts exporting."""
+def _marks(state: Path) -> int:
+    return len(list((state / "marks").rglob("*.json"))) if state.exists() else 0
+
+
+def _run_child(out: Path, fmt: str, layout: str, resume: bool, kill_after: float | None, slow: float,
+               state: Path | None = None):
+    """Run the export in a child; SIGKILL it ``kill_after`` seconds after it starts exporting, or, with
+    ``state``, ``kill_after`` seconds after it next marks a unit done (so that a slow machine, where the
+    first unit takes longer than the random delay, is still killed in the middle)."""
     proc = subprocess.Popen(
         [sys.executable, str(CHILD), str(out), fmt, layout, "1" if resume else "0", str(slow)],
         stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env={**os.environ, "PYTHONWARNINGS": "ignore"},
@@ -42,6 +49,10 @@ def _run_child(out: Path, fmt: str, layout: str, resume: bool, kill_after: float
         _out_text, err = proc.communicate(timeout=300)
         assert proc.returncode == 0, err
         return proc.returncode
+    if state is not None:
+        before, deadline = _marks(state), time.monotonic() + 120
+        while _marks(state) <= before and proc.poll() is None and time.monotonic() < deadline:
+            time.sleep(0.02)
     time.sleep(kill_after)
     proc.send_signal(signal.SIGKILL)
     proc.communicate(timeout=60)
@@ -82,8 +93,10 @@ def test_sigkill_at_random_points_then_resume_is_identical(tmp_path, fmt, layout
     rng = random.Random(seed)
     interrupted_midway = 0
     for attempt in range(3):
-        code = _run_child(out, fmt, layout, resume=attempt > 0, kill_after=rng.uniform(0.5, 5.0), slow=0.05)
-        marked = len(list((state / "marks").rglob("*.json"))) if state.exists() else 0
+        # The first kill falls anywhere from the start; the others at a random moment after new progress.
+        code = _run_child(out, fmt, layout, resume=attempt > 0, slow=0.05, state=state if attempt else None,
+                          kill_after=rng.uniform(0.5, 5.0) if attempt == 0 else rng.uniform(0.0, 1.0))
+        marked = _marks(state)
         interrupted_midway += code == -signal.SIGKILL and 0 < marked < total
     assert interrupted_midway, "no run was killed in the middle of the export; the kill points missed it"
     _run_child(out, fmt, layout, resume=True, kill_after=None, slow=0.0)
