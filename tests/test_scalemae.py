@@ -12,6 +12,7 @@ from affine import Affine
 from torch import nn
 
 import xrembed
+import xrembed.testing
 from xrembed import errors
 from xrembed.models.base import InputContext, Variant
 from xrembed.models.registry import register_model
@@ -100,20 +101,7 @@ def test_official_mae_layout_loads_after_clean_up(tmp_path):
     """The GitHub release is the whole MAE (decoder, FPN/FCN heads) in ``{'model', 'args': Namespace}``."""
     ref = _reference(1.0)
     state = dict(ref.state_dict())
-    state.update(
-        {
-            "mask_token": torch.zeros(1, 1, 16),
-            "mask_token_decoder": torch.zeros(1, 1, 16),
-            "decoder_embed.weight": torch.zeros(16, 32),
-            "decoder_pos_embed": torch.zeros(1, 17, 16),
-            "decoder_blocks.0.norm1.weight": torch.ones(16),
-            "decoder_norm.weight": torch.ones(16),
-            "pos_emb_projection.weight": torch.zeros(16, 16),
-            "fpn.fpn1.0.weight": torch.zeros(16, 16, 2, 2),
-            "fcn_high.conv.weight": torch.zeros(3, 16, 1, 1),
-            "fcn_low.conv.weight": torch.zeros(3, 16, 1, 1),
-        }
-    )
+    state.update(xrembed.testing.scalemae_release_extras(32, 17))
     path = tmp_path / "scalemae-vitlarge-800.pth"
     torch.save({"model": state, "epoch": 799, "args": argparse.Namespace(base_resolution=2.5)}, path)
     module = load_module(SmallScaleMAE(), WeightsSource(str(path), "t"))

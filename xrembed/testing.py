@@ -216,20 +216,7 @@ def _official_layout(adapter, module, torch):
         # scalemae-vitlarge-800.pth: the whole MAE (decoder, FPN and FCN heads) in {'model', 'args'}.
         import argparse
 
-        state.update(
-            {
-                "mask_token": torch.zeros(1, 1, 16),
-                "mask_token_decoder": torch.zeros(1, 1, 16),
-                "decoder_embed.weight": torch.zeros(16, v.embed_dim),
-                "decoder_pos_embed": torch.zeros(1, tokens, 16),
-                "decoder_blocks.0.norm1.weight": torch.ones(16),
-                "decoder_norm.weight": torch.ones(16),
-                "pos_emb_projection.weight": torch.zeros(16, 16),
-                "fpn.fpn1.0.weight": torch.zeros(16, 16, 2, 2),
-                "fcn_high.conv.weight": torch.zeros(3, 16, 1, 1),
-                "fcn_low.conv.weight": torch.zeros(3, 16, 1, 1),
-            }
-        )
+        state.update(scalemae_release_extras(v.embed_dim, tokens))
         return {"model": state, "epoch": 799, "args": argparse.Namespace(base_resolution=2.5)}, "torch"
     if isinstance(adapter, SatMAE):
         # fmow_pretrain.pth: {'model', 'optimizer', 'epoch', 'scaler', 'args': Namespace}, the MAE's
@@ -282,3 +269,22 @@ def write_official_checkpoint(path: str | os.PathLike, model="dofa", variant: st
     # What the official loader leaves (e.g. DOFA's absent fc_norm at its default): the module as loaded.
     module.load_state_dict(adapter.clean_state_dict(strip_wrapper_prefixes(dict(state))), strict=True)
     return module
+
+
+def scalemae_release_extras(embed_dim: int, tokens: int) -> dict:
+    """Keys of ScaleMAE's release file beyond the encoder (decoder, FPN/FCN heads; dropped by the clean-up),
+    as small stand-ins: ``embed_dim`` of the encoder, ``tokens`` including the class token."""
+    import torch
+
+    return {
+        "mask_token": torch.zeros(1, 1, 16),
+        "mask_token_decoder": torch.zeros(1, 1, 16),
+        "decoder_embed.weight": torch.zeros(16, embed_dim),
+        "decoder_pos_embed": torch.zeros(1, tokens, 16),
+        "decoder_blocks.0.norm1.weight": torch.ones(16),
+        "decoder_norm.weight": torch.ones(16),
+        "pos_emb_projection.weight": torch.zeros(16, 16),
+        "fpn.fpn1.0.weight": torch.zeros(16, 16, 2, 2),
+        "fcn_high.conv.weight": torch.zeros(3, 16, 1, 1),
+        "fcn_low.conv.weight": torch.zeros(3, 16, 1, 1),
+    }

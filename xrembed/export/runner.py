@@ -21,6 +21,7 @@ from .. import batch
 from .._version import __version__
 from ..errors import ExportError, OptionError
 from ..models.registry import get_adapter
+from ..models.weights import check_weights
 from ..requests import POOLED, check_spatial, drop_single_time, embed_kwargs, product_result, source_request
 from ..sources.precomputed import is_product
 from ..specs import OutputSpec, TemporalSpec
@@ -126,8 +127,8 @@ def export_batch(
         )
     for r in requests:  # an unknown model, a typo'd or meaningless keyword fails here, before the target is touched
         if not is_product(r.name):
-            _check_weights_early(get_adapter(r.name, (r.model_config or {}).get("variant")),
-                                 (r.model_config or {}).get("weights"))
+            check_weights(get_adapter(r.name, (r.model_config or {}).get("variant")),
+                          (r.model_config or {}).get("weights"))
         batch.check_model_config(r.name, r.model_config, where=f"ExportModelRequest.configure({r.name!r}, ...)")
     fmt = config.format
     if fmt == "geotiff" and target.layout is ExportLayout.COMBINED:
@@ -310,20 +311,6 @@ def _finish_files(paths: ExportPaths, names, labels, marks: Marks, fps, touched:
         missing = not all(p.exists() for p in item_paths(paths.root, name, paths.fmt, list(present)))
         if present and (name in touched or missing):
             write_item(paths.root, name, present, paths.fmt)
-
-
-def _check_weights_early(adapter, weights) -> None:
-    """The weights errors knowable without downloading, raised before the target is touched."""
-    from ..errors import WeightsError
-    from ..models.weights import RANDOM
-
-    if weights is None and adapter.variant.checkpoint is None:
-        raise WeightsError(f"{adapter.model_id}/{adapter.variant.name} has no official checkpoint; pass "
-                           "weights='/path/to/file' in ExportModelRequest.configure(..., weights=...).")
-    if isinstance(weights, (str, os.PathLike)) and str(weights).lower() != RANDOM:
-        if not Path(weights).expanduser().is_file():
-            raise WeightsError(f"weights file {os.fspath(weights)!r} does not exist; pass the path of a downloaded "
-                               "checkpoint.")
 
 
 def _claim_target(paths: ExportPaths, names, labels, config: ExportConfig) -> None:

@@ -47,8 +47,24 @@ class WeightsSource:
         return self.path is None
 
 
+def check_weights(adapter: ModelAdapter, weights: str | os.PathLike | None) -> None:
+    """Raise the :class:`WeightsError` that ``weights=`` earns without any download: a local file that does
+    not exist, or the official weights of a variant that has none."""
+    if isinstance(weights, str) and weights.lower() == RANDOM:
+        return
+    if weights is not None:
+        path = Path(weights).expanduser()
+        if not path.is_file():
+            raise WeightsError(f"weights file {str(path)!r} does not exist; pass the path of a downloaded checkpoint.")
+    elif adapter.variant.checkpoint is None:
+        raise WeightsError(
+            f"{adapter.model_id}/{adapter.variant.name} has no official checkpoint; pass weights='/path/to/file'."
+        )
+
+
 def resolve_weights(adapter: ModelAdapter, weights: str | os.PathLike | None) -> WeightsSource:
     """Turn the ``weights=`` argument into a local file (downloading the official one if needed)."""
+    check_weights(adapter, weights)
     if isinstance(weights, str) and weights.lower() == RANDOM:
         warnings.warn(
             f"{adapter.model_id}/{adapter.variant.name} runs with random weights (seed {RANDOM_SEED}): "
@@ -58,10 +74,8 @@ def resolve_weights(adapter: ModelAdapter, weights: str | os.PathLike | None) ->
         )
         return WeightsSource(None, f"random(seed={RANDOM_SEED})")
     if weights is not None:
-        path = Path(weights).expanduser()
-        if not path.is_file():
-            raise WeightsError(f"weights file {str(path)!r} does not exist; pass the path of a downloaded checkpoint.")
-        return WeightsSource(str(path.resolve()), f"file://{path.resolve()}")
+        path = Path(weights).expanduser().resolve()
+        return WeightsSource(str(path), f"file://{path}")
     return _download_official(adapter)
 
 
@@ -77,11 +91,7 @@ def _user_stacklevel() -> int:
 
 
 def _download_official(adapter: ModelAdapter) -> WeightsSource:
-    checkpoint = adapter.variant.checkpoint
-    if checkpoint is None:
-        raise WeightsError(
-            f"{adapter.model_id}/{adapter.variant.name} has no official checkpoint; pass weights='/path/to/file'."
-        )
+    checkpoint = adapter.variant.checkpoint  # not None: check_weights refused that case
     if isinstance(checkpoint, UrlCheckpoint):
         return _download_url(adapter, checkpoint)
     def failure(why: str) -> WeightsError:
