@@ -8,10 +8,11 @@ size and modification time of every file in them.
 
 from __future__ import annotations
 
-import hashlib
 import os
 from pathlib import Path
 from typing import Any
+
+from ..cache import sha256_of
 
 _HASHES: dict[tuple[str, int, int], str] = {}
 
@@ -22,11 +23,7 @@ def file_sha256(path: str | os.PathLike) -> str:
     stat = path.stat()
     key = (str(path), stat.st_size, stat.st_mtime_ns)
     if key not in _HASHES:
-        digest = hashlib.sha256()
-        with open(path, "rb") as f:
-            for block in iter(lambda: f.read(4 * 2**20), b""):
-                digest.update(block)
-        _HASHES[key] = digest.hexdigest()
+        _HASHES[key] = sha256_of(path)
     return _HASHES[key]
 
 
