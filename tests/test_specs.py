@@ -80,3 +80,91 @@ def test_specs_drive_embed():
 def test_specs_exported_at_top_level():
     for name in ("BBox", "PointBuffer", "TemporalSpec", "SensorSpec", "FetchSpec", "OutputSpec", "InputPrepSpec"):
         assert getattr(xrembed, name) is getattr(xrembed.specs, name)
+
+
+# -- rs-embed's validate(), OutputSpec(scale_m) and InputPrepSpec tile sizes ------------------------------------
+
+VALID_SPECS = [
+    BBox(-9.9, 24.9, -9.5, 25.2),
+    PointBuffer(-9.5, 25.0, 500),
+    TemporalSpec.year(2022),
+    TemporalSpec.range("2022-06-01", "2022-09-01"),
+    SensorSpec("COPERNICUS/S2_SR_HARMONIZED", ("B4", "B3", "B2")),
+    FetchSpec(scale_m=20, cloudy_pct=10),
+    OutputSpec.grid(),
+    OutputSpec.pooled(),
+    InputPrepSpec.tile(tile_size=224),
+]
+
+
+@pytest.mark.parametrize("spec", VALID_SPECS, ids=lambda s: type(s).__name__)
+def test_validate_returns_the_spec_unchanged(spec):
+    before = repr(spec)
+    assert spec.validate() is spec
+    assert repr(spec) == before  # validate() of a valid spec normalises nothing further
+
+
+@pytest.mark.parametrize(
+    "spec, field, bad, fix",
+    [
+        (BBox(0, 0, 1, 1), "maxlon", -1, "inverted"),
+        (PointBuffer(0, 0, 100), "buffer_m", 0, "positive"),
+        (TemporalSpec.year(2022), "year", "2022", "four-digit"),
+        (SensorSpec("COPERNICUS/S2_SR_HARMONIZED", ("B4",)), "composite", "max", "median"),
+        (FetchSpec(), "scale_m", -10, "positive"),
+        (OutputSpec.grid(), "mode", "patch", "grid"),
+        (InputPrepSpec.tile(), "tile_size", -5, "positive number of pixels"),
+    ],
+    ids=lambda v: type(v).__name__ if hasattr(v, "validate") else None,
+)
+def test_validate_rechecks_a_spec_altered_after_construction(spec, field, bad, fix):
+    object.__setattr__(spec, field, bad)  # what a frozen dataclass still allows
+    with pytest.raises(errors.SpecError, match=fix):
+        spec.validate()
+
+
+def test_output_spec_scale_m_names_fetch_spec():
+    """rs-embed's README shows OutputSpec.grid(scale_m=10); rs-embed itself now refuses it with SpecError."""
+    with pytest.raises(errors.SpecError, match=r"fetch=FetchSpec\(scale_m=10\)"):
+        OutputSpec.grid(scale_m=10)
+    with pytest.raises(errors.SpecError, match=r"FetchSpec\(scale_m=30\)"):
+        OutputSpec.pooled(scale_m=30)
+    with pytest.raises(errors.SpecError, match="unknown keywords"):
+        OutputSpec.grid(orientation="native")
+
+
+def test_input_prep_spec_tile_sizes():
+    from xrembed.tiling import check_input_prep
+
+    spec = InputPrepSpec.tile(tile_size=224)
+    assert (spec.mode, spec.tile_size, spec.tile_stride) == ("tile", 224, None)
+    check_input_prep("dofa", spec)  # DOFA's own size: today's behaviour
+    check_input_prep("dofa", InputPrepSpec.tile(tile_size=224, tile_stride=224))
+    check_input_prep("dofa", "tile")
+    check_input_prep("tessera", InputPrepSpec.tile(tile_size=7))  # products have no tiles
+    with pytest.raises(errors.SpecError, match="gaps"):
+        InputPrepSpec.tile(tile_size=224, tile_stride=300)
+    with pytest.raises(errors.SpecError, match="positive number of pixels"):
+        InputPrepSpec.tile(tile_size=0)
+    with pytest.raises(errors.OptionError, match="multiple of 16"):
+        check_input_prep("dofa", InputPrepSpec.tile(tile_size=100))
+    with pytest.raises(errors.OptionError, match="tile_size=224"):
+        check_input_prep("dofa", InputPrepSpec.tile(tile_size=448))
+    with pytest.raises(errors.OptionError, match="overlapping"):
+        check_input_prep("dofa", InputPrepSpec.tile(tile_stride=112))
+    with pytest.raises(errors.OptionError, match="multiple of 8"):  # dofa-tiny: patch 8, 32 px
+        check_input_prep("dofa-tiny", InputPrepSpec.tile(tile_size=36))
+
+
+def test_unrunnable_tile_size_is_refused_before_any_pixel_is_read(tmp_path):
+    """The check runs in get_embedding and export_batch before a source is opened."""
+    pb = PointBuffer(-9.5, 25.0, 500)
+    with pytest.raises(errors.OptionError, match="tile_size"):
+        xrembed.get_embedding("dofa-tiny", spatial=pb, source=tmp_path / "missing.tif",
+                              input_prep=InputPrepSpec.tile(tile_size=64), weights="random")
+    with pytest.raises(errors.OptionError, match="tile_size"):
+        xrembed.export_batch(spatials=[pb], temporal=None, source=tmp_path / "missing.tif",
+                             models=[xrembed.ExportModelRequest.configure("dofa-tiny", weights="random")],
+                             target=xrembed.ExportTarget.combined(tmp_path / "e.zarr"),
+                             input_prep=InputPrepSpec.tile(tile_size=64))
+    assert not (tmp_path / "e.zarr").exists()

@@ -34,6 +34,8 @@ from . import batch
 from .catalog import describe_model, list_models
 from .errors import OptionError, SpecError
 from .geo import pixel_centres
+from .tiling import check_input_prep
+from .options import EmbedOptions
 
 # The request code the exporter shares lives below both; crop_to and resolve_backend stay importable here.
 from .requests import (
@@ -353,6 +355,7 @@ def get_embeddings_batch(
         check_product_options(model, sensor=sensor, fetch=fetch, modality=modality, device=device,
                               input_prep=input_prep, **model_kwargs)
         return [_product_embedding(model, s, req.temporal, source, output, lazy) for s in spatials]
+    check_input_prep(model, input_prep, model_kwargs.get("variant"))
     kwargs = {**req.embed_defaults(), **embed_kwargs(model, output, input_prep, device, modality, model_kwargs)}
     if lazy:  # no stacking: each ROI's own lazy graph, computed (or streamed) by the caller
         return [
@@ -417,6 +420,7 @@ def get_embeddings_batch_from_data(
         if not isinstance(d, UserData):
             raise SpecError(f"expected UserData items, got {type(d).__name__}; wrap arrays as UserData(array, ...).")
     output = OutputSpec(output) if isinstance(output, str) else output
+    check_input_prep(model, input_prep, model_kwargs.get("variant"))
     kwargs = embed_kwargs(model, output, input_prep, device, modality, model_kwargs)
     if batch_size is not None:
         kwargs["batch_size"] = batch_size
@@ -464,7 +468,7 @@ def inspect_model_input(
     kwargs = {"modality": modality, **model_kwargs} if modality is not None else dict(model_kwargs)
     report: dict[str, Any] = {"model": model, "backend": req.backend, "spatial": _spec_dict(spatial),
                               "temporal": _spec_dict(req.temporal), "issues": []}
-    prepared = embedding._prepare(obj, model, resolve=False, **kwargs)
+    prepared = embedding._prepare(obj, model, EmbedOptions.from_kwargs(kwargs, where="inspect_model_input"), resolve=False)
     data = prepared.data.load()
     values = np.asarray(data.values, dtype=np.float64)
     values = engine.mask_nodata(values, prepared.nodata)  # nodata is per band

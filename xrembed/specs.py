@@ -36,6 +36,22 @@ COMPOSITES = ("median", "mosaic")
 MAX_BUFFER_M = 500_000.0
 
 
+class _Validated:
+    """``validate()`` as in rs-embed: xrembed specs check themselves on construction already, so this re-runs
+    the same checks (catching a spec altered after construction) and returns the spec, for chaining."""
+
+    def validate(self):
+        """Re-check the spec; return it, or raise :class:`~xrembed.errors.SpecError` naming the fix.
+
+        Examples
+        --------
+        >>> BBox(-9.9, 24.9, -9.5, 25.2).validate()
+        BBox(minlon=-9.9, minlat=24.9, maxlon=-9.5, maxlat=25.2, crs='EPSG:4326')
+        """
+        self.__post_init__()
+        return self
+
+
 def _is_number(value) -> bool:
     """A finite real number (numpy scalars included; ``bool`` is not a coordinate)."""
     return isinstance(value, numbers.Real) and not isinstance(value, bool) and math.isfinite(value)
@@ -49,7 +65,7 @@ def _crs(value) -> CRS:
 
 
 @dataclass(frozen=True)
-class BBox:
+class BBox(_Validated):
     """A rectangle ``(minlon, minlat, maxlon, maxlat)``; in EPSG:4326 unless ``crs`` says otherwise.
 
     Examples
@@ -98,7 +114,7 @@ class BBox:
 
 
 @dataclass(frozen=True)
-class PointBuffer:
+class PointBuffer(_Validated):
     """A square of half-side ``buffer_m`` **ground metres** around (``lon``, ``lat``).
 
     The square is laid out in the point's UTM zone, so 1000 m is 1000 m on the ground at any latitude
@@ -161,7 +177,7 @@ def _date(value, name: str) -> _dt.date:
 
 
 @dataclass(frozen=True)
-class TemporalSpec:
+class TemporalSpec(_Validated):
     """A time window: a calendar year or a half-open range ``[start, end)``.
 
     Examples
@@ -231,7 +247,7 @@ def _check_composite(value, name: str, allow_none: bool) -> None:
 
 
 @dataclass(frozen=True)
-class SensorSpec:
+class SensorSpec(_Validated):
     """Which image collection and bands to fetch, at what scale, and how to composite (rs-embed fields)."""
 
     collection: str
@@ -264,7 +280,7 @@ class SensorSpec:
 
 
 @dataclass(frozen=True)
-class FetchSpec:
+class FetchSpec(_Validated):
     """Overrides on a model's default sensor (cannot be combined with a full ``SensorSpec``)."""
 
     scale_m: float | None = None
@@ -279,7 +295,7 @@ class FetchSpec:
 
 
 @dataclass(frozen=True)
-class OutputSpec:
+class OutputSpec(_Validated):
     """``grid`` (a georeferenced token grid) or ``pooled`` (one vector)."""
 
     mode: str = "grid"
@@ -295,17 +311,50 @@ class OutputSpec:
             raise SpecError(f"OutputSpec.grid_orientation must be 'north_up' or 'native', got {self.grid_orientation!r}.")
 
     @classmethod
-    def grid(cls, grid_orientation: str = "north_up") -> OutputSpec:
+    def grid(cls, grid_orientation: str = "north_up", **kwargs) -> OutputSpec:
+        """A georeferenced ``(embedding, y, x)`` grid.
+
+        ``scale_m=`` is refused as in rs-embed: the sampling resolution is a fetch setting.
+
+        Examples
+        --------
+        >>> OutputSpec.grid().mode
+        'grid'
+        """
+        _no_output_scale(kwargs)
         return cls("grid", grid_orientation=grid_orientation)
 
     @classmethod
-    def pooled(cls, pooling: str = "mean") -> OutputSpec:
+    def pooled(cls, pooling: str = "mean", **kwargs) -> OutputSpec:
+        """One ``(embedding,)`` vector for the whole ROI (``pooling="mean"``)."""
+        _no_output_scale(kwargs)
         return cls("pooled", pooling=pooling)
 
 
+def _no_output_scale(kwargs: dict) -> None:
+    """rs-embed moved the sampling resolution off ``OutputSpec``; it raises ``SpecError`` there too."""
+    if "scale_m" in kwargs:
+        raise SpecError(
+            f"OutputSpec takes no scale_m (got scale_m={kwargs['scale_m']!r}): the sampling resolution is set "
+            f"when fetching; pass fetch=FetchSpec(scale_m={kwargs['scale_m']!r}) to get_embedding/export_batch."
+        )
+    if kwargs:
+        raise SpecError(f"OutputSpec.grid()/pooled() got unknown keywords {sorted(kwargs)}.")
+
+
 @dataclass(frozen=True)
-class InputPrepSpec:
-    """How a raster becomes model inputs: ``tile``, ``resize`` or ``auto`` (see the usage docs)."""
+class InputPrepSpec(_Validated):
+    """How a raster becomes model inputs: ``tile``, ``resize`` or ``auto`` (see the usage docs).
+
+    ``tile_size`` is in pixels; ``None`` means the model's own input size. ``tile_stride`` (pixels,
+    ``None`` = ``tile_size``) may not exceed ``tile_size`` (that would leave gaps). Whether a model can
+    take the size is checked when the model is known (:meth:`check_model`).
+
+    Examples
+    --------
+    >>> InputPrepSpec.tile(tile_size=224).tile_size
+    224
+    """
 
     mode: str = "tile"
     tile_size: int | None = None
@@ -319,22 +368,60 @@ class InputPrepSpec:
     def __post_init__(self) -> None:
         if self.mode not in ("tile", "resize", "auto"):
             raise SpecError(f"InputPrepSpec.mode must be 'tile', 'resize' or 'auto', got {self.mode!r}.")
-        if self.tile_stride is not None and self.tile_stride != self.tile_size:
-            raise SpecError("InputPrepSpec.tile_stride must equal tile_size (overlapping tiles are not supported).")
-        if self.tile_size is not None:
+        for name in ("tile_size", "tile_stride"):
+            value = getattr(self, name)
+            if value is not None and (isinstance(value, bool) or not isinstance(value, numbers.Integral) or value < 1):
+                raise SpecError(f"InputPrepSpec.{name} must be None or a positive number of pixels, got {value!r}.")
+        if self.tile_stride is not None and self.tile_size is not None and self.tile_stride > self.tile_size:
             raise SpecError(
-                "InputPrepSpec.tile_size: xrembed tiles at each model's own input size on its patch lattice; "
-                "leave tile_size=None."
+                f"InputPrepSpec.tile_stride={self.tile_stride} is larger than tile_size={self.tile_size}: the tiles "
+                "would leave gaps; pass tile_stride <= tile_size (or None)."
+            )
+        for name in ("max_tiles", "max_tiles_hard"):
+            value = getattr(self, name)
+            if isinstance(value, bool) or not isinstance(value, numbers.Integral) or value < 1:
+                raise SpecError(f"InputPrepSpec.{name} must be a positive integer, got {value!r}.")
+
+    def check_model(self, model: str, *, patch_size: int, image_size: int) -> None:
+        """Raise :class:`~xrembed.errors.OptionError` unless ``model`` can run these tiles.
+
+        xrembed runs each model at its pretraining size on its patch lattice: ``tile_size`` equal to
+        ``image_size`` (or ``None``) and a stride equal to the tile size are what it does.
+        """
+        from .errors import OptionError
+
+        if self.mode == "resize":
+            return
+        size = self.tile_size if self.tile_size is not None else image_size
+        if size % patch_size:
+            raise OptionError(
+                f"InputPrepSpec.tile(tile_size={size}): tiles of {model!r} must be a whole number of its "
+                f"{patch_size} px patches; pass tile_size=None (its own {image_size} px) or a multiple of {patch_size}."
+            )
+        if size != image_size:
+            raise OptionError(
+                f"InputPrepSpec.tile(tile_size={size}): {model!r} runs on its pretraining size of {image_size} px; "
+                "running it at another size (with an interpolated position embedding) is not available yet. "
+                f"Pass tile_size=None or tile_size={image_size}."
+            )
+        stride = self.tile_stride if self.tile_stride is not None else size
+        if stride != size:
+            raise OptionError(
+                f"InputPrepSpec.tile(tile_stride={stride}): overlapping tiles are not available yet; xrembed's "
+                f"tiles abut on the global patch lattice. Pass tile_stride=None (= tile_size={size})."
             )
 
     @classmethod
-    def tile(cls, **kwargs) -> InputPrepSpec:
-        return cls("tile", **kwargs)
+    def tile(cls, tile_size: int | None = None, tile_stride: int | None = None, **kwargs) -> InputPrepSpec:
+        """Tiles of ``tile_size`` pixels (default: the model's input size)."""
+        return cls("tile", tile_size=tile_size, tile_stride=tile_stride, **kwargs)
 
     @classmethod
     def resize(cls) -> InputPrepSpec:
+        """The whole ROI resized onto one model input."""
         return cls("resize")
 
     @classmethod
     def auto(cls, **kwargs) -> InputPrepSpec:
+        """Tiles for grids, one resized input for a pooled ROI that fits in a few tiles."""
         return cls("auto", **kwargs)

@@ -82,3 +82,29 @@ def pixel_chunks(token_chunks: tuple[int, ...], pixels: int, patch_size: int) ->
     sizes = [t * patch_size for t in token_chunks]
     sizes[-1] = pixels - sum(sizes[:-1])
     return tuple(sizes)
+
+
+def check_input_prep(model: str, input_prep, variant: str | None = None) -> None:
+    """Refuse, before any pixel is read, an ``InputPrepSpec`` whose tile size or stride ``model`` cannot run.
+
+    Strings (``"tile"``, ``"resize"``, ``"auto"``) and ``None`` always pass; products have no tiles.
+
+    Examples
+    --------
+    >>> from xrembed.specs import InputPrepSpec
+    >>> check_input_prep("dofa", InputPrepSpec.tile(tile_size=224))
+    >>> check_input_prep("dofa", InputPrepSpec.tile(tile_size=100))
+    Traceback (most recent call last):
+    ...
+    xrembed.errors.OptionError: InputPrepSpec.tile(tile_size=100): tiles of 'dofa' must be a whole number of its 16 px patches; pass tile_size=None (its own 224 px) or a multiple of 16.
+    """
+    check = getattr(input_prep, "check_model", None)
+    if check is None or (input_prep.tile_size is None and input_prep.tile_stride is None):
+        return
+    from .models.registry import get_adapter
+    from .sources.precomputed import is_product
+
+    if is_product(model):
+        return
+    v = get_adapter(model, variant).variant
+    check(model, patch_size=v.patch_size, image_size=v.image_size)

@@ -25,6 +25,7 @@ from ..models.weights import check_weights
 from ..requests import POOLED, check_spatial, drop_single_time, embed_kwargs, product_result, source_request
 from ..sources.precomputed import is_product
 from ..specs import OutputSpec, TemporalSpec
+from ..tiling import check_input_prep
 from . import ownership, store
 from .formats import item_paths, read_combined, write_combined, write_item
 from .identity import path_identity
@@ -130,6 +131,9 @@ def export_batch(
             check_weights(get_adapter(r.name, (r.model_config or {}).get("variant")),
                           (r.model_config or {}).get("weights"))
         batch.check_model_config(r.name, r.model_config, where=f"ExportModelRequest.configure({r.name!r}, ...)")
+        check_input_prep(r.name, (r.model_config or {}).get("input_prep", input_prep if input_prep is not None
+                                                              else config.input_prep),
+                         (r.model_config or {}).get("variant"))
     fmt = config.format
     if fmt == "geotiff" and target.layout is ExportLayout.COMBINED:
         raise OptionError("GeoTIFF holds one grid per file: use ExportTarget.per_item(...) for GeoTIFF, or format='zarr'.")
