@@ -106,9 +106,11 @@ def test_undeclared_nodata_attribute_that_is_not_a_number_is_refused(raster):
 
 def test_nodata_is_per_band_in_the_batch_signature(raster):
     from xrembed import embedding
+    from xrembed.options import EmbedOptions
 
-    a = embedding._prepare(raster, "dofa-tiny", nodata=[0] + [None] * (len(DEFAULT_BANDS) - 1), weights="random")
-    b = embedding._prepare(raster, "dofa-tiny", nodata=0, weights="random")
+    per_band = EmbedOptions(nodata=[0] + [None] * (len(DEFAULT_BANDS) - 1), weights="random")
+    a = embedding._prepare(raster, "dofa-tiny", per_band)
+    b = embedding._prepare(raster, "dofa-tiny", per_band.replace(nodata=0))
     assert a.signature() != b.signature()
     hash(a.signature())
 
@@ -119,8 +121,10 @@ def test_temporal_model_masks_each_frame_per_band():
     # Prithvi reads time as channels; band 0's fill must mask band 0 of every frame, not channel 0 only.
     da = synthetic_raster((32, 32), bands=HLS, times=2, seed=1)
     da[1, 0, :16, :16] = -1
+    from xrembed.options import EmbedOptions
+
     prepared = __import__("xrembed").embedding._prepare(
-        da, "prithvi", nodata=[-1, None, None, None, None, None], resolve=False
+        da, "prithvi", EmbedOptions(nodata=[-1, None, None, None, None, None]), resolve=False
     )
     from xrembed import engine
 

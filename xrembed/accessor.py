@@ -6,13 +6,12 @@ every check happens in the method call.
 
 from __future__ import annotations
 
-import os
-from collections.abc import Sequence
+from typing import Unpack
 
 import xarray as xr
 
 from .embedding import embed as _embed
-from .options import InputPrep, Output, Precision
+from .options import EmbedKwargs
 
 
 class RSEmbedAccessor:
@@ -21,27 +20,7 @@ class RSEmbedAccessor:
     def __init__(self, xarray_obj: xr.DataArray | xr.Dataset) -> None:
         self._obj = xarray_obj
 
-    def embed(
-        self,
-        model: str,
-        *,
-        output: Output = "grid",
-        input_prep: InputPrep = "auto",
-        bands: Sequence[str] | None = None,
-        wavelengths: Sequence[float] | None = None,
-        modality: str | None = None,
-        variant: str | None = None,
-        weights: str | os.PathLike | None = None,
-        device: str = "auto",
-        batch_size: int | None = None,
-        precision: Precision = "fp32",
-        nodata: float | None = None,
-        tiles_per_chunk: int = 4,
-        temporal=None,
-        source=None,
-        patch_size: int | None = None,
-        like: xr.DataArray | xr.Dataset | None = None,
-    ) -> xr.DataArray:
+    def embed(self, model: str, **options: Unpack[EmbedKwargs]) -> xr.DataArray:
         """Embed this raster with ``model``; lazy for dask-backed input, reads no pixels.
 
         Parameters
@@ -107,26 +86,7 @@ class RSEmbedAccessor:
         >>> emb.rio.crs, emb.sizes                                            # doctest: +SKIP
         (CRS.from_epsg(32629), Frozen({'embedding': 768, 'y': 35, 'x': 35}))
         """
-        return _embed(
-            self._obj,
-            model,
-            output=output,
-            input_prep=input_prep,
-            bands=bands,
-            wavelengths=wavelengths,
-            modality=modality,
-            variant=variant,
-            weights=weights,
-            device=device,
-            batch_size=batch_size,
-            precision=precision,
-            nodata=nodata,
-            tiles_per_chunk=tiles_per_chunk,
-            temporal=temporal,
-            source=source,
-            patch_size=patch_size,
-            like=like,
-        )
+        return _embed(self._obj, model, **options)
 
 
 @xr.register_dataarray_accessor("rsembed")

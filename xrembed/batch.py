@@ -23,7 +23,6 @@ from __future__ import annotations
 
 import difflib
 import errno
-import inspect
 import math
 import re
 import socket
@@ -39,6 +38,7 @@ import xarray as xr
 
 from . import embedding, engine
 from .errors import OptionError, SourceError, XrembedError
+from .options import EmbedOptions
 
 #: Inputs above this many pixels (per band and time step) stay lazy and stream chunk by chunk.
 MAX_STACK_PX = 2048 * 2048
@@ -123,18 +123,15 @@ def _status_code(error: BaseException) -> int | None:
     return None
 
 
-#: ``.rsembed.embed`` keywords that each raster of a batch is prepared with (``embedding._prepare``'s own).
-EMBED_KEYWORDS = tuple(
-    name for name in inspect.signature(embedding._prepare).parameters
-    if name not in ("obj", "model", "resolve", "weights_source")
-)
-_PRODUCT_KEYWORDS = ("temporal", "source", "patch_size")
+#: The model keywords of ``embed()`` (the product-only ones are refused with their own message).
+EMBED_KEYWORDS = tuple(EmbedOptions().model_keywords())
+_PRODUCT_KEYWORDS = EmbedOptions.PRODUCT_ONLY
 
 
 def check_embed_keywords(kwargs: Mapping[str, Any], *, extra: Sequence[str] = (), where: str = "embed") -> None:
     """Refuse keywords that ``embed()`` would not take, naming the closest one, before anything is fetched
     (a typo such as ``batchsize=`` would otherwise fail as a ``TypeError`` inside each raster's fetch)."""
-    allowed = (*EMBED_KEYWORDS, "tiles_per_chunk", *extra)
+    allowed = (*EMBED_KEYWORDS, *extra)
     for name in kwargs:
         if name in allowed:
             continue
@@ -220,11 +217,11 @@ def iter_embed(
     from .models.registry import get_adapter
     from .models.weights import resolve_weights
 
-    weights = resolve_weights(get_adapter(model, embed_kwargs.get("variant")), embed_kwargs.get("weights"))
-    embed_kwargs = {**embed_kwargs, "weights_source": weights}
+    options = EmbedOptions.from_kwargs(embed_kwargs, where="embed_many/iter_embed")
+    weights = resolve_weights(get_adapter(model, options.variant), options.weights)
     prefetch = prefetch or max(2 * num_workers, 8)
     max_stack_px = MAX_STACK_PX if max_stack_px is None else max_stack_px
-    fetch = _Fetcher(model, embed_kwargs, max_retries, retry_backoff_s, max_stack_px)
+    fetch = _Fetcher(model, options, weights, max_retries, retry_backoff_s, max_stack_px)
     buckets: dict[tuple, list[_Fetched]] = {}
 
     with ThreadPoolExecutor(max_workers=num_workers, thread_name_prefix="xrembed-fetch") as pool:
@@ -284,8 +281,8 @@ def embed_many(openers, model: str, *, continue_on_error: bool = False, **kwargs
 class _Fetcher:
     """Open, validate and read one raster, with retries (runs in a worker thread)."""
 
-    def __init__(self, model, embed_kwargs, max_retries, retry_backoff_s, max_stack_px) -> None:
-        self.model, self.embed_kwargs = model, embed_kwargs
+    def __init__(self, model, options, weights, max_retries, retry_backoff_s, max_stack_px) -> None:
+        self.model, self.options, self.weights = model, options, weights
         self.max_retries, self.retry_backoff_s, self.max_stack_px = max_retries, retry_backoff_s, max_stack_px
 
     def __call__(self, index: int, opener) -> _Fetched | ItemOutcome:
@@ -294,7 +291,7 @@ class _Fetcher:
             attempts += 1
             try:
                 obj = opener() if callable(opener) else opener
-                request = embedding._prepare(obj, self.model, **self.embed_kwargs)
+                request = embedding._prepare(obj, self.model, self.options, weights_source=self.weights)
                 data = request.data
                 if data.sizes["y"] * data.sizes["x"] > self.max_stack_px:
                     return _Fetched(index, request, attempts, lazy=True)

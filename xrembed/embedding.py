@@ -27,10 +27,9 @@ from __future__ import annotations
 
 import math
 import numbers
-import os
 from collections.abc import Hashable, Mapping, Sequence
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, Unpack
 
 import numpy as np
 import xarray as xr
@@ -41,9 +40,8 @@ from .errors import BandMismatchError, OptionError, SpatialDimensionError
 from .geo import Grid, assign_grid, metres_per_unit, spatial_dims
 from .models.base import InputContext
 from .models.checks import check_dtype
-from .options import check_pooling
 from .models.registry import get_adapter
-from .options import INPUT_PREPS, OUTPUTS, PRECISIONS, InputPrep, Output, Precision
+from .options import INPUT_PREPS, OUTPUTS, PRECISIONS, EmbedKwargs, EmbedOptions, check_pooling, choice, positive_int
 from .models.weights import resolve_weights
 
 BAND_DIM = "band"
@@ -52,48 +50,27 @@ TIME_DIM = "time"
 AUTO_RESIZE_MAX_TILES = 4
 
 
-def embed(
-    obj: xr.DataArray | xr.Dataset,
-    model: str,
-    *,
-    output: Output = "grid",
-    input_prep: InputPrep = "auto",
-    bands: Sequence[str] | None = None,
-    wavelengths: Sequence[float] | None = None,
-    modality: str | None = None,
-    variant: str | None = None,
-    weights: str | os.PathLike | None = None,
-    device: str = "auto",
-    batch_size: int | None = None,
-    precision: Precision = "fp32",
-    nodata: float | Sequence[float | None] | Mapping[str, float | None] | None = None,
-    tiles_per_chunk: int = 4,
-    temporal=None,
-    source=None,
-    patch_size: int | None = None,
-    like: xr.DataArray | xr.Dataset | None = None,
-) -> xr.DataArray:
+def embed(obj: xr.DataArray | xr.Dataset, model: str, **options: Unpack[EmbedKwargs]) -> xr.DataArray:
     """Embed a georeferenced raster with a foundation model. See :meth:`RSEmbedAccessor.embed`."""
+    return embed_with(obj, model, EmbedOptions.from_kwargs(options))
+
+
+def embed_with(obj: xr.DataArray | xr.Dataset, model: str, opts: EmbedOptions) -> xr.DataArray:
+    """:func:`embed` with its keywords already gathered into an :class:`~xrembed.options.EmbedOptions`."""
     from .sources.precomputed import embed_product, is_product
 
-    if is_product(model):
-        return embed_product(  # the model keywords go along, to be refused unless at their defaults
-            obj, model, temporal=temporal, source=source, patch_size=patch_size, like=like, output=output,
-            input_prep=input_prep, bands=bands, wavelengths=wavelengths, modality=modality, variant=variant,
-            weights=weights, device=device, batch_size=batch_size, precision=precision, nodata=nodata,
-            tiles_per_chunk=tiles_per_chunk,
+    if is_product(model):  # the model keywords go along, to be refused unless at their defaults
+        return embed_product(
+            obj, model, temporal=opts.temporal, source=opts.source, patch_size=opts.patch_size, like=opts.like,
+            **opts.model_keywords(),
         )
-    if temporal is not None or source is not None or patch_size is not None or like is not None:
+    if opts.product_keywords_given():
         raise OptionError(
             "temporal=, source=, patch_size= and like= apply to precomputed products (tessera, gse, "
             f"copernicus_embed); {model!r} embeds the pixels it is given."
         )
-    tiles_per_chunk = _positive_int("tiles_per_chunk", tiles_per_chunk)
-    req = _prepare(
-        obj, model, output=output, input_prep=input_prep, bands=bands, wavelengths=wavelengths, modality=modality,
-        variant=variant, weights=weights, device=device, batch_size=batch_size, precision=precision, nodata=nodata,
-    )
-    return _build(req, tiles_per_chunk)
+    tiles_per_chunk = positive_int("tiles_per_chunk", opts.tiles_per_chunk)
+    return _build(_prepare(obj, model, opts), tiles_per_chunk)
 
 
 @dataclass(frozen=True)
@@ -134,17 +111,15 @@ class _Request:
         )
 
 
-def _prepare(
-    obj, model, *, output="grid", input_prep="auto", bands=None, wavelengths=None, modality=None, variant=None,
-    weights=None, device="auto", batch_size=None, precision="fp32", nodata=None, resolve=True, weights_source=None,
-) -> _Request:
+def _prepare(obj, model, opts: EmbedOptions, *, resolve: bool = True, weights_source=None) -> _Request:
     """Validate a request from metadata. ``resolve=False`` skips locating the weights (for inspection);
     ``weights_source`` reuses weights already resolved (once for a batch of rasters)."""
+    output, input_prep, precision, batch_size = opts.output, opts.input_prep, opts.precision, opts.batch_size
     check_pooling(output)
-    output = _choice("output", getattr(output, "mode", output), OUTPUTS)
-    input_prep = _choice("input_prep", getattr(input_prep, "mode", input_prep), INPUT_PREPS)
-    precision = _choice("precision", precision, PRECISIONS)
-    adapter = get_adapter(model, variant)
+    output = choice("output", getattr(output, "mode", output), OUTPUTS)
+    input_prep = choice("input_prep", getattr(input_prep, "mode", input_prep), INPUT_PREPS)
+    precision = choice("precision", precision, PRECISIONS)
+    adapter = get_adapter(model, opts.variant)
     v = adapter.variant
 
     _check_not_empty(obj)
@@ -154,7 +129,7 @@ def _prepare(
     y_dim, x_dim = spatial_dims(obj)
     grid = Grid.from_xarray(obj)
     context = input_context(obj, grid)
-    data, plan, nodata = _select_bands(obj, adapter, bands, wavelengths, modality, nodata, context)
+    data, plan, nodata = _select_bands(obj, adapter, opts.bands, opts.wavelengths, opts.modality, opts.nodata, context)
     data = data.rename({y_dim: "y", x_dim: "x"}) if (y_dim, x_dim) != ("y", "x") else data
     extra = [d for d in data.dims if d not in (BAND_DIM, "y", "x")]
     # Temporal models read the whole series as one input: time goes into the channels, frame-major.
@@ -162,18 +137,18 @@ def _prepare(
     extra = [d for d in extra if d not in frames]
     data = data.transpose(*extra, *frames, BAND_DIM, "y", "x")
 
-    device = _resolve_device(device)
+    device = _resolve_device(opts.device)
     if precision == "fp16" and not device.startswith("cuda"):
         raise OptionError("precision='fp16' needs a CUDA device; on CPU use precision='bf16' or 'fp32'.")
     if batch_size is None:
         batch_size = 32 if device.startswith("cuda") else 8
-    batch_size = _positive_int("batch_size", batch_size)
+    batch_size = positive_int("batch_size", batch_size)
     if input_prep == "auto":
         fits = max(grid.shape) <= AUTO_RESIZE_MAX_TILES * v.image_size
         input_prep = "resize" if output == "pooled" and fits else "tile"
 
     if resolve:
-        source = weights_source if weights_source is not None else resolve_weights(adapter, weights)
+        source = weights_source if weights_source is not None else resolve_weights(adapter, opts.weights)
         path, label = source.path, source.label
     else:
         path, label = None, "unresolved"
@@ -250,20 +225,6 @@ def _fold_time_into_channels(array):
         nd = array.ndim
         array = array.rechunk({nd - 4: -1, nd - 3: -1})
     return array.reshape(array.shape[:-4] + (array.shape[-4] * array.shape[-3],) + array.shape[-2:])
-
-
-def _choice(name: str, value: Any, allowed: Sequence[str]) -> str:
-    text = str(value).lower()
-    if text not in allowed:
-        raise OptionError(f"{name}={value!r} is not one of {list(allowed)}.")
-    return text
-
-
-def _positive_int(name: str, value: Any) -> int:
-    """``value`` as an ``int`` if it is a positive integer (numpy integers too, bools not)."""
-    if isinstance(value, (bool, np.bool_)) or not isinstance(value, numbers.Integral) or value < 1:
-        raise OptionError(f"{name} must be a positive integer, got {value!r}.")
-    return int(value)
 
 
 def _resolve_device(device) -> str:
