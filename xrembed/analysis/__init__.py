@@ -22,8 +22,10 @@ _EXPORTS = {
     "to_rgb": "rgb",
     "similarity": "similarity",
     "query_vector": "similarity",
+    "cosine_map": "similarity",
     "kmeans": "kmeans",
     "fit_kmeans": "kmeans",
+    "FittedKMeans": "kmeans",
     "change": "change",
     # vector side
     "sample": "sample",

@@ -1,0 +1,80 @@
+"""What every raster analysis checks first: an ``(..., embedding, y, x)`` DataArray with a CRS, and the
+per-cell block functions' conventions (the embedding axis last, a cell is valid when all its values are finite)."""
+
+from __future__ import annotations
+
+import numpy as np
+import xarray as xr
+
+from ..errors import OptionError
+from ..geo import Grid, read_crs, spatial_dims
+
+__all__ = ["EMBEDDING_DIM", "embedding_grid", "valid_cells", "with_nan_nodata"]
+
+#: The dimension that holds the embedding vector, for every model and product.
+EMBEDDING_DIM = "embedding"
+
+
+def embedding_grid(obj: xr.DataArray | xr.Dataset, what: str, dim: str = EMBEDDING_DIM) -> xr.DataArray:
+    """``obj`` as the embedding DataArray ``(..., dim, y, x)``, checked (dims, CRS, regular grid).
+
+    A Dataset is accepted when it holds an ``embeddings`` variable (as written by ``emb.to_dataset()``) or a
+    single variable. Integer arrays become float32 (no cell of them can be NaN).
+
+    Raises
+    ------
+    OptionError
+        When the object is not an embedding grid (no ``dim`` dimension: pooled output, a band raster, ...).
+    xrembed.errors.SpatialDimensionError, xrembed.errors.MissingCRSError
+        When it has no ``y``/``x`` dimensions or no CRS.
+    """
+    if isinstance(obj, xr.Dataset):
+        names = list(obj.data_vars)
+        if "embeddings" in obj.data_vars:
+            obj = obj["embeddings"]
+        elif len(names) == 1:
+            obj = obj[names[0]]
+        else:
+            raise OptionError(
+                f"{what} needs one embedding DataArray, but the Dataset holds {names}; pick one, e.g. `ds[{names[0]!r}]`."
+            )
+    if not isinstance(obj, xr.DataArray):
+        raise OptionError(f"{what} needs an xarray DataArray (embedding, y, x), not {type(obj).__name__}.")
+    if dim not in obj.dims:
+        hint = (
+            "Embed with `output='grid'` (the default) to get one vector per cell."
+            if "y" not in obj.dims
+            else f"Embed it first, e.g. `emb = da.rsembed.embed('dofa')`, then call {what} on `emb`."
+        )
+        raise OptionError(f"{what} needs a grid with an {dim!r} dimension, but the input's dims are {tuple(obj.dims)}. {hint}")
+    spatial_dims(obj)  # raises SpatialDimensionError naming the fix
+    read_crs(obj)  # raises MissingCRSError naming the fix
+    if not np.issubdtype(obj.dtype, np.floating):
+        obj = obj.astype(np.float32)
+    return obj
+
+
+def grid_of(emb: xr.DataArray) -> Grid:
+    """The ``(y, x)`` grid of an embedding array (transform from its coordinates, never a stale attr)."""
+    return Grid.from_xarray(emb)
+
+
+def valid_cells(values: np.ndarray) -> np.ndarray:
+    """``True`` for the cells (rows of the last axis) whose values are all finite."""
+    return np.isfinite(values).all(axis=-1)
+
+
+def with_nan_nodata(out: xr.DataArray) -> xr.DataArray:
+    """``out`` declaring NaN as its nodata the way the embeddings do (``encoding["_FillValue"]``, read by
+    ``rio.nodata``), with no stale ``_FillValue`` in its attrs."""
+    out.attrs.pop("_FillValue", None)
+    out.encoding = {key: value for key, value in out.encoding.items() if key == "grid_mapping"}
+    out.encoding["_FillValue"] = np.nan
+    return out
+
+
+def output_order(emb: xr.DataArray, out: xr.DataArray, new_dim: str | None) -> xr.DataArray:
+    """``out`` with ``emb``'s dimension order, ``new_dim`` taking the embedding's place (or dropped when None)."""
+    order = [new_dim if d == EMBEDDING_DIM else d for d in emb.dims]
+    order = [d for d in order if d is not None and d in out.dims]
+    return out.transpose(*order)
