@@ -23,6 +23,7 @@ from affine import Affine
 
 from ...errors import OptionError, UnknownModelError
 from ...geo import Grid, assign_grid, metres_per_unit, north_up, spatial_dims
+from ...options import EmbedOptions
 
 #: product id -> "module:function" (modules in this package; imported on first use)
 _PRODUCTS = {
@@ -246,11 +247,11 @@ def _sample_block(window: np.ndarray, *, source: Grid, cells: Grid, same_crs: bo
 
 
 #: ``embed()`` keywords that only a model reads, with the values that mean "not set" (accepted for a product).
+#: Every model keyword of ``EmbedOptions`` is accepted at its default, so a keyword added there needs no
+#: entry here; the rest are the functional API's own (``sensor=``, ``fetch=``) and defaults it spells otherwise.
 _MODEL_ONLY: dict[str, tuple] = {
-    "bands": (None,), "wavelengths": (None,), "modality": (None,), "nodata": (None,),
-    "variant": (None,), "weights": (None,), "batch_size": (None,), "precision": ("fp32",),
-    "tiles_per_chunk": (4,), "device": (None, "auto"), "input_prep": (None, "auto", "tile"),
-    "sensor": (None,), "fetch": (None,),
+    **{name: (default,) for name, default in EmbedOptions().model_keywords().items() if name != "output"},
+    "device": (None, "auto"), "input_prep": (None, "auto", "tile"), "sensor": (None,), "fetch": (None,),
 }
 _WHY = {
     "bands": "a product's vectors are read as published; only the input's grid is used, never its pixels",
