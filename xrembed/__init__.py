@@ -22,8 +22,14 @@ from .api import (
     get_embedding_from_data,
     get_embeddings_batch,
     get_embeddings_batch_from_data,
+    get_embeddings_batch_from_inputs,
+    inspect_gee_patch,
     inspect_model_input,
+    inspect_provider_patch,
+    list_models_for_data,
+    reset_runtime,
 )
+from .api_model import Model
 from .embedding import embed
 from .export import (
     ExportConfig,
@@ -48,6 +54,7 @@ __all__ = [
     "ExportTarget",
     "FetchSpec",
     "InputPrepSpec",
+    "Model",
     "OutputSpec",
     "PointBuffer",
     "SensorSpec",
@@ -62,13 +69,18 @@ __all__ = [
     "get_embedding_from_data",
     "get_embeddings_batch",
     "get_embeddings_batch_from_data",
+    "get_embeddings_batch_from_inputs",
+    "inspect_gee_patch",
     "inspect_model_input",
+    "inspect_provider_patch",
     "list_models",
+    "list_models_for_data",
     "list_products",
     "load_export",
     "open_gee",
     "open_precomputed",
     "open_raster",
     "open_stac",
+    "reset_runtime",
     "sample_path",
 ]

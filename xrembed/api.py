@@ -67,8 +67,13 @@ __all__ = [
     "get_embedding_from_data",
     "get_embeddings_batch",
     "get_embeddings_batch_from_data",
+    "get_embeddings_batch_from_inputs",
+    "inspect_gee_patch",
     "inspect_model_input",
+    "inspect_provider_patch",
     "list_models",
+    "list_models_for_data",
+    "reset_runtime",
 ]
 
 
@@ -502,3 +507,244 @@ def inspect_model_input(
     if return_arrays:
         report["array"] = values
     return report
+
+
+def get_embeddings_batch_from_inputs(
+    model: str,
+    *,
+    spatials: Sequence[SpatialSpec],
+    input_chws: Sequence[Any],
+    temporal: TemporalSpec | None = None,
+    sensor: SensorSpec | None = None,
+    modality: str | None = None,
+    output: OutputSpec = POOLED,
+    backend: str = "tensor",
+    device: str = "auto",
+    input_prep: InputPrepSpec | str | None = None,
+    fetch_metas: Sequence[Any] | None = None,
+    **model_kwargs,
+) -> list[Embedding]:
+    """Embed ``(C, H, W)`` arrays the caller already has, each laid over its ROI (rs-embed's batched tensor path).
+
+    ``input_chws[i]`` is raw imagery (e.g. Sentinel-2 reflectance 0..10000, not normalised) covering
+    ``spatials[i]`` (a ``PointBuffer`` square in its UTM zone, a ``BBox`` in its own CRS); its channels are
+    ``sensor.bands``, or the model's default bands for ``modality``. Equal-sized arrays share forward
+    passes; grids come back georeferenced. ``backend`` and ``fetch_metas`` are accepted for rs-embed
+    compatibility (nothing is fetched).
+
+    Examples
+    --------
+    >>> import numpy as np, xrembed
+    >>> chws = [np.full((9, 64, 64), 1500.0), np.full((9, 64, 64), 900.0)]          # doctest: +SKIP
+    >>> embs = xrembed.get_embeddings_batch_from_inputs(                             # doctest: +SKIP
+    ...     "dofa", spatials=[xrembed.PointBuffer(-9.5, 25.0, 320)] * 2, input_chws=chws)
+    """
+    from .catalog import default_sensor
+
+    spatials, chws = list(spatials), list(input_chws)
+    if len(spatials) != len(chws):
+        raise SpecError(
+            f"get_embeddings_batch_from_inputs got {len(spatials)} spatials for {len(chws)} input_chws; give one "
+            "ROI per array."
+        )
+    for spatial in spatials:
+        check_spatial(spatial)
+    if sensor is not None:
+        bands = list(sensor.bands)
+    else:
+        bands = list(default_sensor(model, modality).bands)
+    datas = [
+        UserData(chw, collection=getattr(sensor, "collection", None), spatial=spatial, bands=bands, temporal=temporal)
+        for chw, spatial in zip(chws, spatials)
+    ]
+    if "bands" not in model_kwargs:
+        model_kwargs["bands"] = bands
+    for i, d in enumerate(datas):
+        shape = np.shape(d.data)
+        if len(shape) != 3 or shape[0] != len(bands):
+            raise SpecError(
+                f"input_chws[{i}] has shape {shape}; expected (C, H, W) with C = {len(bands)} channels for bands "
+                f"{bands} (pass sensor=SensorSpec(..., bands=...) naming the channels you have)."
+            )
+    return get_embeddings_batch_from_data(
+        model, datas, modality=modality, output=output, device=device, input_prep=input_prep, **model_kwargs
+    )
+
+
+def list_models_for_data(data: UserData) -> list[dict]:
+    """Which models can embed ``data``'s bands, and why not (rs-embed's ``list_models_for_data``).
+
+    One dict per model (``xrembed.list_models()``): ``model``, ``compatible``, ``bands_used`` (in model
+    order, for the first modality that fits), ``modality`` and ``reason`` (the error the model would raise,
+    naming the fix; ``None`` when compatible). A model that takes the data only when told which bands to read
+    (DOFA on RGB) is compatible with ``embed_kwargs={"bands": [...]}``, the keyword to pass. Nothing is
+    loaded or fetched.
+
+    Examples
+    --------
+    >>> import numpy as np, xrembed
+    >>> rgb = xrembed.UserData(np.zeros((3, 8, 8)), bands=["B04", "B03", "B02"],
+    ...                        spatial=xrembed.PointBuffer(-9.5, 25.0, 40))
+    >>> {r["model"]: r["compatible"] for r in xrembed.list_models_for_data(rgb)}["remoteclip"]
+    True
+    """
+    from .errors import XrembedError
+    from .models.registry import get_adapter
+
+    if not isinstance(data, UserData):
+        raise SpecError(f"list_models_for_data takes a UserData, got {type(data).__name__}; wrap arrays as UserData(...).")
+    shape = np.shape(data.data)
+    if len(shape) not in (3, 4):
+        raise SpecError(f"UserData.data must be (C, H, W) or (T, C, H, W), got shape {shape}.")
+    bands = list(data.bands) if data.bands is not None else _collection_bands(data.collection, shape[-3])
+    if bands is None and isinstance(data.data, xr.DataArray) and "band" in data.data.coords:
+        bands = [str(b) for b in data.data["band"].values]
+    context = None
+    try:
+        from .embedding import input_context
+        from .geo import Grid
+
+        da = data.to_xarray()
+        context = input_context(da, Grid.from_xarray(da))
+    except XrembedError:
+        pass  # no place on the ground: models that need one say so below
+    rows = []
+    for model in list_models():
+        adapter = get_adapter(model)
+        row = {"model": model, "compatible": False, "bands_used": None, "modality": None, "reason": None}
+        if bands is None:
+            row["reason"] = (
+                f"the {shape[-3]} channels are not named: pass UserData(..., bands=[...]) so each model can pick its "
+                "bands."
+            )
+            rows.append(row)
+            continue
+        first_error = None
+        # The model's own band choice first, then every band of the data named with bands= (DOFA-like
+        # models read any bands with known wavelengths).
+        attempts = [(m, None) for m in dict.fromkeys(type(adapter).accepted_modalities)] + [(None, bands)]
+        for modality, chosen in attempts:
+            try:
+                plan = adapter.plan_inputs(bands, bands=chosen, modality=modality, context=context)
+            except XrembedError as err:
+                first_error = first_error or err
+                continue
+            row.update(compatible=True, bands_used=list(plan.bands), modality=plan.option("modality", modality))
+            if chosen is not None:
+                row["embed_kwargs"] = {"bands": list(chosen)}
+            break
+        if not row["compatible"]:
+            row["reason"] = f"{type(first_error).__name__}: {first_error}"
+        rows.append(row)
+    return rows
+
+
+def inspect_provider_patch(
+    *,
+    spatial: SpatialSpec,
+    temporal: TemporalSpec | None = None,
+    sensor: SensorSpec,
+    backend: str = "gee",
+    name: str = "gee_patch",
+    value_range: tuple[float, float] | None = None,
+    return_array: bool = False,
+    source: Any = None,
+    ee_init_kwargs: Mapping[str, Any] | None = None,
+) -> dict:
+    """Fetch ``sensor``'s bands over ``spatial`` and report on them, without a model (rs-embed's
+    ``inspect_provider_patch``; ``inspect_gee_patch`` is the same function).
+
+    ``backend="gee"`` reads Earth Engine; ``backend="local"`` (or ``"auto"`` with ``source=``) reads a raster.
+    Returns ``ok``, ``issues`` (sentences naming the fix), ``input`` (shape, dims, bands, CRS, transform,
+    bounds, NaN fraction, per-band min/max/mean/std) and, with ``return_array=True``, ``array``: the
+    ``(band, [time,] y, x)`` numpy patch. Missing pixels are NaN (never ``fill_value``).
+
+    Examples
+    --------
+    >>> s2 = xrembed.SensorSpec("COPERNICUS/S2_SR_HARMONIZED", ("B4", "B3", "B2"))     # doctest: +SKIP
+    >>> xrembed.inspect_gee_patch(spatial=xrembed.PointBuffer(-9.5, 25.0, 320),        # doctest: +SKIP
+    ...                           temporal=xrembed.TemporalSpec.range("2022-06-01", "2022-09-01"), sensor=s2)["ok"]
+    True
+    """
+    from .catalog import open_gee
+    from .geo import Grid
+
+    check_spatial(spatial)
+    if not isinstance(sensor, SensorSpec):
+        raise SpecError(f"sensor must be a SensorSpec(collection, bands, ...), got {type(sensor).__name__}.")
+    if backend not in ("gee", "local", "auto"):
+        raise OptionError(f"backend={backend!r}: inspect_provider_patch reads 'gee' or 'local' (with source=).")
+    if backend == "local" and source is None:
+        raise OptionError("backend='local' needs source= (a raster file or folder).")
+    if temporal is not None and not isinstance(temporal, TemporalSpec):
+        raise SpecError(f"temporal must be a TemporalSpec, got {type(temporal).__name__}.")
+    if source is None:
+        obj = open_gee(sensor, spatial=spatial, temporal=temporal, ee_init_kwargs=ee_init_kwargs)
+    else:
+        from .requests import crop_to
+        from .sources.raster import open_raster
+
+        obj = crop_to(open_raster(source, bands=list(sensor.bands), resolution=sensor.scale_m), spatial)
+    da = obj.to_dataarray("band") if isinstance(obj, xr.Dataset) else obj
+    if "band" in da.dims:
+        da = da.transpose("band", ...)
+    grid = Grid.from_xarray(obj)
+    values = np.asarray(da.values, dtype=np.float64)
+    band_names = [str(b) for b in da["band"].values] if "band" in da.coords else list(sensor.bands)
+    per_band = values.reshape(values.shape[0], -1)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", RuntimeWarning)  # all-NaN bands
+        stats = {
+            b: {"min": float(np.nanmin(v)), "max": float(np.nanmax(v)), "mean": float(np.nanmean(v)),
+                "std": float(np.nanstd(v)), "nan_fraction": float(np.isnan(v).mean())}
+            for b, v in zip(band_names, per_band)
+        }
+    issues = []
+    if np.isnan(values).all():
+        issues.append("every pixel is missing: widen temporal= or relax the sensor's cloud filter (cloudy_pct=).")
+    else:
+        empty = [b for b, s in stats.items() if s["nan_fraction"] == 1.0]
+        if empty:
+            issues.append(f"bands {empty} have no valid pixel: check the band names against the collection.")
+        constant = [b for b, s in stats.items() if s["std"] == 0.0]
+        if constant:
+            issues.append(f"bands {constant} are constant over the patch: check the ROI and the collection.")
+    if value_range is not None:
+        lo, hi = value_range
+        outside = [b for b, s in stats.items() if s["min"] < lo or s["max"] > hi]
+        if outside:
+            issues.append(f"bands {outside} fall outside value_range={tuple(value_range)}.")
+    report = {
+        "name": name, "backend": "local" if source is not None else "gee", "spatial": _spec_dict(spatial),
+        "temporal": _spec_dict(temporal), "sensor": _spec_dict(sensor), "ok": not issues, "issues": issues,
+        "input": {
+            "shape": list(values.shape), "dims": [str(d) for d in da.dims], "bands": band_names,
+            "dtype": str(da.dtype), "crs": grid.crs.to_string(), "transform": list(grid.transform)[:6],
+            "bounds": list(grid.bounds), "nan_fraction": float(np.isnan(values).mean()), "band_stats": stats,
+        },
+    }
+    if return_array:
+        report["array"] = values
+    return report
+
+
+#: rs-embed's older name for :func:`inspect_provider_patch`.
+inspect_gee_patch = inspect_provider_patch
+
+
+def reset_runtime() -> dict[str, int]:
+    """Forget the models this process has loaded (rs-embed's ``reset_runtime``); returns what was cleared.
+
+    The next embedding loads its model again (from the local weights cache; nothing is downloaded twice).
+
+    Examples
+    --------
+    >>> import xrembed
+    >>> xrembed.reset_runtime()["models"] >= 0
+    True
+    """
+    from . import engine
+
+    count = engine.load_count()
+    engine.clear_runtimes()
+    return {"models": count}
