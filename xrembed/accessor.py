@@ -6,6 +6,8 @@ every check happens in the method call.
 
 from __future__ import annotations
 
+import os
+from collections.abc import Sequence
 from typing import Unpack
 
 import xarray as xr
@@ -58,6 +60,11 @@ class RSEmbedAccessor:
             always no data). Output cells with no valid pixel are NaN.
         tiles_per_chunk
             Tiles per dask chunk along each axis (memory per task grows with its square).
+        space
+            ``"tokens"`` (default): the model's grid tokens. ``"joint"`` (vision-language models: dofa_clip,
+            remoteclip): each cell's token mapped through the image head into the image-text space, so that
+            text queries and labels can be scored per cell (``attrs["space"] = "joint"``); an approximation of
+            the whole-image embedding, see ``docs/zero-shot.md``.
         temporal, source, patch_size
             Precomputed products only (``"tessera"``, ``"gse"``, ``"copernicus_embed"``): the product's
             year(s) (a ``TemporalSpec``), where to read it (path or URL; default: its public location), and
@@ -87,6 +94,126 @@ class RSEmbedAccessor:
         (CRS.from_epsg(32629), Frozen({'embedding': 768, 'y': 35, 'x': 35}))
         """
         return _embed(self._obj, model, **options)
+
+    def pca(self, n_components: int = 3, *, sample_size: int = 10_000, seed: int = 0) -> xr.DataArray:
+        """Lazy principal components ``(component, y, x)``, fitted on a seeded sample of valid cells;
+        see :func:`xrembed.analysis.pca`.
+
+        Examples
+        --------
+        >>> emb.rsembed.pca(n_components=3)                                  # doctest: +SKIP
+        """
+        from .analysis.pca import pca
+
+        return pca(self._obj, n_components, sample_size=sample_size, seed=seed)
+
+    def to_rgb(self, **options) -> xr.DataArray:
+        """RGB quicklook ``(band=[r, g, b], y, x)`` uint8, robust stretch, nodata 0 (``rio.to_raster`` ready);
+        see :func:`xrembed.analysis.to_rgb` for the options.
+
+        Examples
+        --------
+        >>> emb.rsembed.to_rgb().rio.to_raster("pca.tif")                    # doctest: +SKIP
+        """
+        from .analysis.rgb import to_rgb
+
+        return to_rgb(self._obj, **options)
+
+    def similarity(self, query, *, negatives=None, crs=None) -> xr.DataArray:
+        """Lazy cosine similarity ``(y, x)`` to a vector, point(s), polygons or text (``2 * mean(pos) -
+        mean(neg)`` with ``negatives``); see :func:`xrembed.analysis.similarity`.
+
+        Examples
+        --------
+        >>> emb.rsembed.similarity((-13.1, 25.0))                            # doctest: +SKIP
+        """
+        from .analysis.similarity import similarity
+
+        return similarity(self._obj, query, negatives=negatives, crs=crs)
+
+    def kmeans(self, k: int, **options) -> xr.DataArray:
+        """Lazy k-means label map ``(y, x)`` (fit on a seeded sample, predicted per chunk; NaN kept);
+        see :func:`xrembed.analysis.kmeans` for the options.
+
+        Examples
+        --------
+        >>> emb.rsembed.kmeans(5)                                            # doctest: +SKIP
+        """
+        from .analysis.kmeans import kmeans
+
+        return kmeans(self._obj, k, **options)
+
+    def sample(self, points, *, crs=None, outside: str = "raise", prefix: str = "e"):
+        """One row per point: the vector of the cell under it; see :func:`xrembed.analysis.sample`.
+
+        Examples
+        --------
+        >>> emb.rsembed.sample(gdf_points)                                   # doctest: +SKIP
+        """
+        from .analysis.sample import sample
+
+        return sample(self._obj, points, crs=crs, outside=outside, prefix=prefix)
+
+    def zonal(self, polygons, *, stats: Sequence[str] = ("mean",), crs=None, by=None):
+        """One row per polygon: valid-area-weighted mean vector, direction, area, cells, mean resultant
+        length; streamed over chunks. See :func:`xrembed.analysis.zonal`.
+
+        Examples
+        --------
+        >>> emb.rsembed.zonal(gdf_fields)                                    # doctest: +SKIP
+        """
+        from .analysis.zonal import zonal
+
+        return zonal(self._obj, polygons, stats=stats, crs=crs, by=by)
+
+
+    def classify(
+        self,
+        labels: Sequence[str],
+        *,
+        model: str,
+        template: str | Sequence[str] | None = None,
+        output: str = "grid",
+        tokenizer: str | os.PathLike | None = None,
+        **options,
+    ) -> xr.DataArray:
+        """Zero-shot probabilities of text ``labels`` with a vision-language model; lazy like :meth:`embed`.
+
+        Parameters
+        ----------
+        labels
+            Class names (distinct strings); they become the ``label`` coordinate.
+        model
+            A model with a text tower: ``"dofa_clip"`` or ``"remoteclip"``.
+        template
+            A prompt template with ``{}`` for the label (``"a satellite image of {}."``), or several,
+            averaged as CLIP does; default: the label alone.
+        output
+            ``"grid"``: ``(label, y, x)`` per cell of ``embed(model, space="joint")`` (tile mode), on the
+            model's output grid with the input's CRS. ``"pooled"``: ``(label,)`` per image, from the
+            whole-image embedding (``input_prep="resize"`` by default: the model's own recipe).
+        tokenizer
+            The tokenizer file (see :func:`xrembed.encode_text`).
+        **options
+            Other :meth:`embed` keywords (``bands=``, ``weights=``, ``variant=``, ``input_prep=``, ...).
+
+        Returns
+        -------
+        xarray.DataArray
+            Named ``probability``: DOFA-CLIP gives an independent sigmoid probability per label
+            (``sigmoid(cos * exp(logit_scale) + logit_bias)``), RemoteCLIP a softmax over the labels
+            (``exp(logit_scale) * cos``), with the scalars read from the checkpoint. NaN where the input
+            has no valid pixel. ``p.argmax("label")`` is the class map.
+
+        Examples
+        --------
+        >>> p = da.rsembed.classify(["water", "sand dunes", "a town"], model="dofa_clip",
+        ...                         template="a satellite image of {}.")          # doctest: +SKIP
+        >>> classes = p.argmax("label")                                          # doctest: +SKIP
+        """
+        from .text.classify import classify
+
+        return classify(self._obj, labels, model=model, template=template, output=output, tokenizer=tokenizer, **options)
 
 
 @xr.register_dataarray_accessor("rsembed")
