@@ -40,13 +40,17 @@ def embedding_grid(obj: xr.DataArray | xr.Dataset, what: str, dim: str = EMBEDDI
             )
     if not isinstance(obj, xr.DataArray):
         raise OptionError(f"{what} needs an xarray DataArray (embedding, y, x), not {type(obj).__name__}.")
-    if dim not in obj.dims:
-        hint = (
-            "Embed with `output='grid'` (the default) to get one vector per cell."
-            if "y" not in obj.dims
-            else f"Embed it first, e.g. `emb = da.rsembed.embed('dofa')`, then call {what} on `emb`."
+    has_space = any(y in obj.dims and x in obj.dims for y, x in (("y", "x"), ("lat", "lon")))
+    if dim in obj.dims and not has_space:
+        raise OptionError(
+            f"{what} needs a grid (embedding, y, x), but the input's dims are {tuple(obj.dims)}, a pooled vector: "
+            "embed with `output='grid'` (the default) to get one vector per cell."
         )
-        raise OptionError(f"{what} needs a grid with an {dim!r} dimension, but the input's dims are {tuple(obj.dims)}. {hint}")
+    if dim not in obj.dims:
+        raise OptionError(
+            f"{what} needs a grid with an {dim!r} dimension, but the input's dims are {tuple(obj.dims)}. Embed it "
+            f"first, e.g. `emb = da.rsembed.embed('dofa')`, then call {what} on `emb`."
+        )
     spatial_dims(obj)  # raises SpatialDimensionError naming the fix
     read_crs(obj)  # raises MissingCRSError naming the fix
     if not np.issubdtype(obj.dtype, np.floating):
