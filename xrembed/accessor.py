@@ -215,6 +215,22 @@ class RSEmbedAccessor:
 
         return classify(self._obj, labels, model=model, template=template, output=output, tokenizer=tokenizer, **options)
 
+    def to_zarr(self, store, *, resume: bool = True, overwrite: bool = False, show_progress: bool = True,
+                batch_regions: int | None = None):
+        """Stream this embedding grid to the Zarr store ``store`` region by region, kill-safe and resumable.
+
+        The same as ``xrembed.to_zarr(emb, store, ...)``; see :func:`xrembed.stream.to_zarr`.
+
+        Examples
+        --------
+        >>> emb = xrembed.open_raster("sample").rsembed.embed("dofa", weights="random")  # doctest: +SKIP
+        >>> emb.rsembed.to_zarr("emb.zarr")                                              # doctest: +SKIP
+        """
+        from .stream import to_zarr
+
+        return to_zarr(self._obj, store, resume=resume, overwrite=overwrite, show_progress=show_progress,
+                       batch_regions=batch_regions)
+
 
 @xr.register_dataarray_accessor("rsembed")
 class RSEmbedDataArrayAccessor(RSEmbedAccessor):

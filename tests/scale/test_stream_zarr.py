@@ -225,3 +225,12 @@ def test_bad_arguments_are_clear_errors(tmp_path):
         to_zarr(embeddings().to_dataset(), tmp_path / "x.zarr")
     with pytest.raises(xrembed.errors.OptionError, match="batch_regions"):
         to_zarr(embeddings(), tmp_path / "x.zarr", batch_regions=0)
+
+
+def test_the_accessor_streams_the_same_store(tmp_path):
+    emb = embeddings()
+    store = emb.rsembed.to_zarr(tmp_path / "emb.zarr", show_progress=False)
+    assert store == tmp_path / "emb.zarr"
+    np.testing.assert_array_equal(xr.open_zarr(store, consolidated=False)["embeddings"].values, emb.values)
+    with pytest.raises(stream.ResumeMismatchError, match="precision"):
+        embeddings(precision="bf16").rsembed.to_zarr(store, show_progress=False)
