@@ -2,7 +2,8 @@
 
 One module so that every download (model weights from the Hugging Face Hub or a plain URL, product indexes)
 honours the same cache folder and the same offline switch, and every file xrembed writes for later reading
-(manifests, marks, exported items, cached downloads) is written the same atomic way.
+(manifests, marks, exported items, cached downloads) is written the same atomic way, with its values made
+JSON-plain by one converter (:func:`jsonable`, also used for the attrs of every result).
 
 Environment variables (configuration through arguments everywhere else):
 
@@ -19,9 +20,13 @@ from __future__ import annotations
 import hashlib
 import os
 import uuid
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Mapping
 from contextlib import contextmanager
+from dataclasses import asdict, is_dataclass
 from pathlib import Path
+from typing import Any
+
+import numpy as np
 
 __all__ = [
     "NETWORK_PROBE_TIMEOUT_S",
@@ -33,6 +38,7 @@ __all__ = [
     "download_url",
     "hub_endpoint",
     "is_offline",
+    "jsonable",
     "offline_reason",
     "sha256_of",
 ]
@@ -46,6 +52,32 @@ _CHUNK = 1 << 20
 
 class ChecksumError(OSError):
     """A downloaded file does not have the sha256 its publisher gives (a corrupt or replaced file)."""
+
+
+# --------------------------------------------------------------------------------------------- JSON values
+
+
+def jsonable(value: Any) -> Any:
+    """A JSON-friendly rendering of specs, numpy scalars and arrays, paths and containers (tuples become lists).
+
+    The one converter for everything xrembed writes as JSON: manifests, marks, and the attrs of exported files.
+    """
+    if isinstance(value, np.ndarray) and value.ndim > 0:
+        return [jsonable(v) for v in value.tolist()]
+    if is_dataclass(value) and not isinstance(value, type):
+        fields = {k: jsonable(v) for k, v in asdict(value).items() if k != "extra"}
+        return {"type": type(value).__name__, **fields}
+    if isinstance(value, Mapping):
+        return {str(k): jsonable(v) for k, v in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [jsonable(v) for v in value]
+    if isinstance(value, os.PathLike):
+        return os.fspath(value)
+    if hasattr(value, "item") and getattr(value, "ndim", 1) == 0:  # numpy scalar
+        return value.item()
+    if value is None or isinstance(value, (str, int, float, bool)):
+        return value
+    return repr(value)
 
 
 # --------------------------------------------------------------------------------------------- folders

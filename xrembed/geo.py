@@ -17,7 +17,7 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass
-from typing import NamedTuple
+from typing import Any, NamedTuple
 
 import numpy as np
 import xarray as xr
@@ -307,6 +307,26 @@ class Grid:
     def from_geobox(cls, geobox) -> Grid:
         """The grid of an ``odc.geo.geobox.GeoBox`` (``odc.stac.load``'s output grid, for one)."""
         return cls((int(geobox.shape[0]), int(geobox.shape[1])), geobox.affine, CRS.from_wkt(geobox.crs.to_wkt()))
+
+
+def grid_provenance(grid: Grid) -> dict[str, Any]:
+    """The attr every embedding grid carries about its cells: ``gsd`` (cell size in metres along x, degrees
+    scaled at the grid's centre, as ``geoemb:gsd`` is written)."""
+    lat = 0.0
+    if grid.crs.is_geographic:
+        _, bottom, _, top = grid.bounds
+        lat = (bottom + top) / 2
+    return {"gsd": float(abs(grid.resolution[0]) * metres_per_unit(grid.crs, lat))}
+
+
+def with_nan_nodata(grid: xr.DataArray) -> xr.DataArray:
+    """``grid`` with NaN as its nodata where rioxarray reads it (``grid.rio.nodata``) and the writers write it:
+    ``encoding["_FillValue"]``, so that ``attrs`` hold no NaN (two equal results' attrs compare equal)."""
+    grid.attrs.pop("_FillValue", None)
+    if isinstance(grid.attrs.get("nodata"), str):  # "NaN", as GSE's attrs said before
+        grid.attrs.pop("nodata")
+    grid.encoding["_FillValue"] = np.nan
+    return grid
 
 
 def spatial_dims(obj: xr.DataArray | xr.Dataset) -> tuple[str, str]:

@@ -12,39 +12,13 @@ import datetime as _dt
 import hashlib
 import json
 import os
-from collections.abc import Mapping, Sequence
-from dataclasses import asdict, is_dataclass
+from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
-import numpy as np
-
-from ..cache import atomic_path
+from ..cache import atomic_path, jsonable  # jsonable: re-exported, the exporters import it from here
 
 MANIFEST_VERSION = 1
-
-
-def jsonable(value: Any) -> Any:
-    """A JSON-friendly rendering of specs, numpy scalars and arrays, paths and containers (tuples become lists).
-
-    The one converter for everything xrembed writes as JSON: manifests, marks, and the attrs of exported files.
-    """
-    if isinstance(value, np.ndarray) and value.ndim > 0:
-        return [jsonable(v) for v in value.tolist()]
-    if is_dataclass(value) and not isinstance(value, type):
-        fields = {k: jsonable(v) for k, v in asdict(value).items() if k != "extra"}
-        return {"type": type(value).__name__, **fields}
-    if isinstance(value, Mapping):
-        return {str(k): jsonable(v) for k, v in value.items()}
-    if isinstance(value, (list, tuple)):
-        return [jsonable(v) for v in value]
-    if isinstance(value, os.PathLike):
-        return os.fspath(value)
-    if hasattr(value, "item") and getattr(value, "ndim", 1) == 0:  # numpy scalar
-        return value.item()
-    if value is None or isinstance(value, (str, int, float, bool)):
-        return value
-    return repr(value)
 
 
 def fingerprint(**parts: Any) -> str:

@@ -21,8 +21,9 @@ import numpy as np
 import xarray as xr
 from affine import Affine
 
+from ...cache import jsonable
 from ...errors import OptionError, UnknownModelError
-from ...geo import Grid, assign_grid, metres_per_unit, north_up, spatial_dims
+from ...geo import Grid, assign_grid, grid_provenance, north_up, spatial_dims, with_nan_nodata
 from ...options import EmbedOptions
 
 #: product id -> "module:function" (modules in this package; imported on first use)
@@ -98,45 +99,14 @@ def open_precomputed(product: str, *, spatial=None, temporal=None, source=None, 
     return _with_provenance(out, key, Grid.from_xarray(out))
 
 
-def grid_provenance(grid: Grid) -> dict[str, Any]:
-    """The attr every embedding grid carries about its cells: ``gsd`` (cell size in metres along x, degrees
-    scaled at the grid's centre, as ``geoemb:gsd`` is written)."""
-    lat = 0.0
-    if grid.crs.is_geographic:
-        _, bottom, _, top = grid.bounds
-        lat = (bottom + top) / 2
-    return {"gsd": float(abs(grid.resolution[0]) * metres_per_unit(grid.crs, lat))}
-
-
-def with_nan_nodata(grid: xr.DataArray) -> xr.DataArray:
-    """``grid`` with NaN as its nodata where rioxarray reads it (``grid.rio.nodata``) and the writers write it:
-    ``encoding["_FillValue"]``, so that ``attrs`` hold no NaN (two equal results' attrs compare equal)."""
-    grid.attrs.pop("_FillValue", None)
-    if isinstance(grid.attrs.get("nodata"), str):  # "NaN", as GSE's attrs said before
-        grid.attrs.pop("nodata")
-    grid.encoding["_FillValue"] = np.nan
-    return grid
-
-
 def _with_provenance(out: xr.DataArray, key: str, grid: Grid | None) -> xr.DataArray:
     """``out`` with plain-JSON attrs, ``model`` = the product id and (for a grid) :func:`grid_provenance`."""
-    out.attrs = {name: _plain(value) for name, value in out.attrs.items()}
+    out.attrs = {name: jsonable(value) for name, value in out.attrs.items()}
     out.attrs["model"] = key
     if grid is not None:
         out.attrs.update(grid_provenance(grid), output="grid")
         out = with_nan_nodata(out)
     return out
-
-
-def _plain(value):
-    """A JSON value for an attr: numpy scalars as Python numbers, tuples and arrays as lists."""
-    if isinstance(value, np.ndarray):
-        return [_plain(v) for v in value.tolist()]
-    if isinstance(value, (list, tuple)):
-        return [_plain(v) for v in value]
-    if isinstance(value, np.generic):
-        return value.item()
-    return value
 
 
 def align_to_grid(product: xr.DataArray, grid: Grid) -> xr.DataArray:
