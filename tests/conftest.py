@@ -49,3 +49,20 @@ def _fresh_runtimes():
     engine.clear_runtimes()
     yield
     engine.clear_runtimes()
+
+
+@pytest.fixture
+def zenodo_adapter():
+    """A tiny DOFA-shaped family whose official checkpoint is a plain URL (as SatMAE's on Zenodo is)."""
+    from xrembed.models.base import UrlCheckpoint, Variant
+    from xrembed.models.dofa import DOFA
+
+    class Zenodo(DOFA):
+        model_id = "zenodo-test"
+        variants = {"v": Variant(
+            name="v", embed_dim=32, depth=2, num_heads=2, patch_size=8, image_size=32,
+            checkpoint=UrlCheckpoint(url="https://zenodo.org/x/w.pth", filename="w.pth"),
+        )}
+        default_variant = "v"
+
+    return Zenodo()

@@ -80,22 +80,12 @@ def test_mae_style_checkpoint_with_namespace_loads(tmp_path):
     assert np.isfinite(emb.values).all()
 
 
-def test_url_checkpoint_offline_error_and_cache(tmp_path, monkeypatch):
-    from xrembed.models.base import UrlCheckpoint, Variant
-    from xrembed.models.dofa import DOFA
+def test_url_checkpoint_offline_error_and_cache(tmp_path, monkeypatch, zenodo_adapter):
     from xrembed.models.weights import cache_dir
-
-    class Zenodo(DOFA):
-        model_id = "zenodo-test"
-        variants = {"v": Variant(
-            name="v", embed_dim=32, depth=2, num_heads=2, patch_size=8, image_size=32,
-            checkpoint=UrlCheckpoint(url="https://zenodo.org/x/w.pth", filename="w.pth"),
-        )}
-        default_variant = "v"
 
     monkeypatch.setenv("XREMBED_CACHE", str(tmp_path))
     with pytest.raises(errors.WeightsError, match="weights='/path/to/w.pth'"):
-        resolve_weights(Zenodo(), None)  # HF_HUB_OFFLINE=1 in tests: no download attempted
+        resolve_weights(zenodo_adapter, None)  # HF_HUB_OFFLINE=1 in tests: no download attempted
     assert not list(tmp_path.rglob("*.part"))
     write_official_checkpoint(cache_dir() / "w.pth", "dofa-tiny")  # a cached file is used as is
-    assert resolve_weights(Zenodo(), None).path == str(cache_dir() / "w.pth")
+    assert resolve_weights(zenodo_adapter, None).path == str(cache_dir() / "w.pth")

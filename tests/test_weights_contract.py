@@ -87,24 +87,13 @@ def test_offline_switch_skips_the_network_entirely(online_mode, monkeypatch):
     assert download.call_count == 1
 
 
-def test_url_checkpoints_take_the_same_quick_offline_path(online_mode):
-    from xrembed.models.base import UrlCheckpoint, Variant
-    from xrembed.models.dofa import DOFA
-
-    class Zenodo(DOFA):
-        model_id = "zenodo-test"
-        variants = {"v": Variant(
-            name="v", embed_dim=32, depth=2, num_heads=2, patch_size=8, image_size=32,
-            checkpoint=UrlCheckpoint(url="https://zenodo.org/x/w.pth", filename="w.pth"),
-        )}
-        default_variant = "v"
-
+def test_url_checkpoints_take_the_same_quick_offline_path(online_mode, zenodo_adapter):
     with (
         mock.patch("urllib.request.urlopen", side_effect=AssertionError("no download without network")),
         mock.patch("socket.create_connection", side_effect=_no_dns) as connect,
         pytest.raises(errors.WeightsError, match="no network.*zenodo.org.*weights='/path/to/w.pth'"),
     ):
-        resolve_weights(Zenodo(), None)
+        resolve_weights(zenodo_adapter, None)
     assert connect.call_count == 1
 
 
