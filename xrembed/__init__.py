@@ -30,6 +30,7 @@ from .api import (
     reset_runtime,
 )
 from .api_model import Model
+from .analysis.change import change  # light: numpy and xarray only
 from .embedding import embed
 from .export import (
     ExportConfig,
@@ -62,6 +63,7 @@ __all__ = [
     "UserData",
     "__version__",
     "describe_model",
+    "change",
     "embed",
     "errors",
     "export_batch",
@@ -81,6 +83,18 @@ __all__ = [
     "open_precomputed",
     "open_raster",
     "open_stac",
+    "plot",
     "reset_runtime",
     "sample_path",
 ]
+
+#: Submodules imported on first attribute access, so ``import xrembed`` loads no matplotlib (``xrembed.plot``).
+_LAZY_SUBMODULES = ("plot",)
+
+
+def __getattr__(name: str):
+    if name in _LAZY_SUBMODULES:
+        import importlib
+
+        return importlib.import_module(f".{name}", __name__)
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
