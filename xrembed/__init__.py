@@ -32,6 +32,7 @@ from .api import (
 from .api_model import Model
 from .analysis.change import change  # light: numpy and xarray only
 from .embedding import embed
+from .text.encode import encode_text  # light: torch and the tokenizers load on first use
 from .export import (
     ExportConfig,
     ExportModelRequest,
@@ -65,6 +66,7 @@ __all__ = [
     "describe_model",
     "change",
     "embed",
+    "encode_text",
     "errors",
     "export_batch",
     "get_embedding",

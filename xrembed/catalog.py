@@ -43,6 +43,7 @@ def describe_model(model: str, *, variant: str | None = None) -> dict[str, Any]:
         return describe_product(model)
     adapter = get_adapter(model, variant)
     info = adapter.describe()
+    info.setdefault("text", None)  # the text tower (encode_text, classify), or None for image-only models
     info["default_sensors"] = {
         modality: {k: v for k, v in asdict(sensor).items() if k in _SENSOR_FIELDS}
         for modality, sensor in type(adapter).sensors.items()

@@ -37,11 +37,11 @@ import xarray as xr
 from . import engine, tiling
 from .bands import canonical_band_name, canonical_band_names, find_bands
 from .errors import BandMismatchError, OptionError, SpatialDimensionError
-from .geo import Grid, assign_grid, metres_per_unit, spatial_dims
+from .geo import Grid, assign_grid, grid_provenance, metres_per_unit, spatial_dims, with_nan_nodata
 from .models.base import InputContext
 from .models.checks import check_dtype
 from .models.registry import get_adapter
-from .options import INPUT_PREPS, OUTPUTS, PRECISIONS, EmbedKwargs, EmbedOptions, check_pooling, choice, positive_int
+from .options import INPUT_PREPS, OUTPUTS, PRECISIONS, SPACES, EmbedKwargs, EmbedOptions, check_pooling, choice, positive_int
 from .models.weights import resolve_weights
 
 BAND_DIM = "band"
@@ -91,6 +91,8 @@ class _Request:
     key: engine.ModelKey
     batch_size: int
     weights_label: str
+    #: ``"tokens"`` or ``"joint"`` (each grid cell mapped into the image-text space, :mod:`xrembed.text.joint`).
+    space: str = "tokens"
 
     def signature(self) -> tuple:
         """A hashable key: inputs with equal keys can be stacked and embedded in the same forward passes.
@@ -121,6 +123,11 @@ def _prepare(obj, model, opts: EmbedOptions, *, resolve: bool = True, weights_so
     precision = choice("precision", precision, PRECISIONS)
     adapter = get_adapter(model, opts.variant)
     v = adapter.variant
+    space = choice("space", opts.space, SPACES)
+    if space == "joint":  # only vision-language models have a joint space: refused at call time
+        from .text.encode import text_adapter
+
+        text_adapter(model, opts.variant)
 
     _check_not_empty(obj)
     from .geo import north_up
@@ -156,7 +163,7 @@ def _prepare(obj, model, opts: EmbedOptions, *, resolve: bool = True, weights_so
     return _Request(
         adapter=adapter, data=data, extra=tuple(extra), frames=tuple(frames), grid=grid, plan=plan, nodata=nodata,
         output=output, input_prep=input_prep, precision=precision, key=key, batch_size=batch_size,
-        weights_label=label,
+        weights_label=label, space=space,
     )
 
 
@@ -197,9 +204,12 @@ def _wrap(req: _Request, result) -> xr.DataArray:
         out = assign_grid(out, out_grid)
     out.attrs = _attrs(adapter, req.weights_label, req.plan, req.input_prep, req.precision, output, grid, out_grid)
     if output == "grid":
-        from .sources.precomputed import with_nan_nodata
 
         out = with_nan_nodata(out)  # NaN where rio.nodata reads it (encoding), as for every grid
+    if req.space == "joint":
+        from .text.joint import to_joint
+
+        out = to_joint(out, req.key, req.plan, adapter.pooled_dim)
     return out
 
 
@@ -579,7 +589,6 @@ def _attrs(adapter, weights_label, plan, input_prep, precision, output, grid: Gr
     if waves is not None:
         attrs["wavelengths_um"] = [float(w) for w in waves]
     if output == "grid":
-        from .sources.precomputed import grid_provenance
 
         attrs["cell_size"] = [float(abs(out_grid.resolution[0])), float(abs(out_grid.resolution[1]))]
         attrs.update(grid_provenance(out_grid))  # gsd (metres), as geoemb:gsd

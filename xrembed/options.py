@@ -25,13 +25,16 @@ Output = Literal["grid", "pooled"]
 InputPrep = Literal["tile", "resize", "auto"]
 #: ``precision=``: full precision, or autocast to bfloat16 / float16 (CUDA only).
 Precision = Literal["fp32", "bf16", "fp16"]
+#: ``space=``: the model's own grid tokens, or each cell mapped into the image-text space (CLIP models).
+Space = Literal["tokens", "joint"]
 
 OUTPUTS: tuple[str, ...] = get_args(Output)
 INPUT_PREPS: tuple[str, ...] = get_args(InputPrep)
 PRECISIONS: tuple[str, ...] = get_args(Precision)
+SPACES: tuple[str, ...] = get_args(Space)
 
 __all__ = [
-    "INPUT_PREPS", "OUTPUTS", "PRECISIONS", "EmbedKwargs", "EmbedOptions", "InputPrep", "Output", "Precision",
+    "INPUT_PREPS", "OUTPUTS", "PRECISIONS", "SPACES", "EmbedKwargs", "EmbedOptions", "InputPrep", "Output", "Precision", "Space",
     "check_pooling", "choice", "positive_int",
 ]
 
@@ -56,6 +59,7 @@ class EmbedKwargs(TypedDict, total=False):
     precision: Precision
     nodata: NodataOption
     tiles_per_chunk: int
+    space: Space
     temporal: Any
     source: Any
     patch_size: int | None
@@ -84,6 +88,7 @@ class EmbedOptions:
     precision: str = "fp32"
     nodata: NodataOption = None
     tiles_per_chunk: int = 4
+    space: str = "tokens"
     # Precomputed products only (models refuse them; products refuse the model keywords above).
     temporal: Any = None
     source: Any = None

@@ -34,6 +34,7 @@ from __future__ import annotations
 from typing import Any
 
 from ..errors import BandMismatchError
+from ..text.config import siglip_text
 from .base import BandRequest, Checkpoint, ModelAdapter, Variant
 from .band_sets import S1_BANDS, S2_RGB_BANDS
 from .checks import check_raw_reflectance
@@ -63,12 +64,15 @@ class DOFACLIP(ModelAdapter):
             checkpoint=Checkpoint(
                 repo_id="earthflow/GeoLB-ViT-14-SigLIP-so400m-384-EO", filename="open_clip_model.safetensors"
             ),
-            extra=(("mlp_ratio", 3.7362),),
+            extra=(
+                ("mlp_ratio", 3.7362),
+                ("text", siglip_text(1152, 27, 16, 3.7362, repos=("earthflow/GeoLB-ViT-14-SigLIP-so400m-384-EO",))),
+            ),
         ),
         "b16": Variant(
             name="b16", embed_dim=768, depth=12, num_heads=12, patch_size=16, image_size=224,
             checkpoint=Checkpoint(repo_id="XShadow/GeoLB-ViT-B-16-SigLIP", filename="open_clip_model.safetensors"),
-            extra=(("mlp_ratio", 4.0),),
+            extra=(("mlp_ratio", 4.0), ("text", siglip_text(768, 12, 12, 4.0, repos=("XShadow/GeoLB-ViT-B-16-SigLIP",)))),
         ),
     }
     default_variant = "so400m"
@@ -78,8 +82,8 @@ class DOFACLIP(ModelAdapter):
         "parity goldens from scripts/goldens_dofa_clip.py)"
     )
     licence = (
-        "code: README says MIT, LICENSE file says Apache-2.0; weights: model-card licence not verified "
-        "(Hub unreachable offline)"
+        "code: README says MIT, LICENSE file says Apache-2.0; weights: the B/16 Hub repo "
+        "(earthflow/GeoLB-ViT-B-16-SigLIP) says CC BY-NC 4.0 (non-commercial); so400m model card not verified"
     )
     outputs = {
         "grid": "final-norm patch tokens (the attention pool's input), one per patch; no class token",
@@ -144,8 +148,10 @@ class DOFACLIP(ModelAdapter):
             "class_token": False,
             "patch_conv_padding": 0,
             "ignored_pixels_per_tile": v.image_size - v.tile_tokens * v.patch_size,
-            "weights_keys": f"only '{TRUNK_PREFIX}*' is loaded (prefix stripped); text tower, logit_scale/bias "
-            "and translators.* are dropped",
+            "text": self.text_description(),
+            "weights_keys": f"image: '{TRUNK_PREFIX}*' (prefix stripped); text (encode_text, classify): "
+            "'text.*' (prefix stripped) with logit_scale and logit_bias, each loaded strictly; translators.* "
+            "(distillation heads) are dropped",
         }
 
     # -- weights -----------------------------------------------------------------------------
@@ -172,6 +178,21 @@ class DOFACLIP(ModelAdapter):
                 cleaned[key[len(TRUNK_PREFIX) :]] = value
             elif not key.startswith(_NON_VISUAL_PREFIXES):
                 cleaned[key] = value
+        return cleaned
+
+    def text_description(self):
+        """``describe_model()["text"]``: the variant's text tower, or ``None``."""
+        cfg = dict(self.variant.extra).get("text")
+        return cfg.describe() if cfg is not None else None
+
+    def clean_text_state_dict(self, state_dict):
+        """The text tower and zero-shot scalars of a whole open_clip checkpoint: ``text.*`` (prefix
+        stripped), ``logit_scale`` and ``logit_bias``; everything else (image trunk, translators) is left
+        out. A file without any ``text.`` key has no text tower: an empty dict."""
+        if not any(k.startswith("text.") for k in state_dict):
+            return {}
+        cleaned = {k[len("text.") :]: v for k, v in state_dict.items() if k.startswith("text.")}
+        cleaned.update({k: v for k, v in state_dict.items() if k in ("logit_scale", "logit_bias")})
         return cleaned
 
     # -- run time ----------------------------------------------------------------------------

@@ -7,9 +7,11 @@ reference our parity test compares against.
 
 Choices made here, each deliberate:
 
-* **Image tower only.** The checkpoint is a whole CLIP (image and text towers). :meth:`clean_state_dict`
-  keeps ``visual.*`` (prefix stripped) and drops the *known* text-tower keys; anything else stays and
-  makes the strict load fail.
+* **Two strict loads from one file.** The checkpoint is a whole CLIP (image and text towers).
+  :meth:`clean_state_dict` keeps ``visual.*`` (prefix stripped) for the image tower and drops the *known*
+  text-tower keys; :meth:`clean_text_state_dict` keeps the text tower and ``logit_scale`` for
+  :mod:`xrembed.text` (``encode_text``, ``classify``). Anything else stays in both and makes the strict
+  loads fail.
 * **Activation.** open_clip's ``ViT-B-32``/``ViT-L-14`` configs (without ``-quickgelu``), which the official
   loading code uses, build exact ``nn.GELU``; we do the same (not OpenAI's QuickGELU).
 * **Pooled output** is the CLIP image embedding ``ln_post(CLS) @ proj`` (512-d for B/32, 768-d for L/14),
@@ -32,6 +34,7 @@ from __future__ import annotations
 from typing import Any
 
 from ..errors import BandMismatchError
+from ..text.config import clip_text
 from .base import BandRequest, Checkpoint, ModelAdapter, Variant
 from .band_sets import S1_BANDS, S2_RGB_BANDS
 from .checks import check_raw_reflectance
@@ -60,11 +63,11 @@ class RemoteCLIP(ModelAdapter):
     variants = {
         "vit_b32": Variant(
             name="vit_b32", embed_dim=768, depth=12, num_heads=12, patch_size=32, image_size=224,
-            checkpoint=Checkpoint(repo_id=_HF_REPO, filename="RemoteCLIP-ViT-B-32.pt"), extra=(("output_dim", 512),),
+            checkpoint=Checkpoint(repo_id=_HF_REPO, filename="RemoteCLIP-ViT-B-32.pt"), extra=(("output_dim", 512), ("text", clip_text(512, 8, 512))),
         ),
         "vit_l14": Variant(
             name="vit_l14", embed_dim=1024, depth=24, num_heads=16, patch_size=14, image_size=224,
-            checkpoint=Checkpoint(repo_id=_HF_REPO, filename="RemoteCLIP-ViT-L-14.pt"), extra=(("output_dim", 768),),
+            checkpoint=Checkpoint(repo_id=_HF_REPO, filename="RemoteCLIP-ViT-L-14.pt"), extra=(("output_dim", 768), ("text", clip_text(768, 12, 768))),
         ),
     }
     default_variant = "vit_b32"
@@ -135,7 +138,10 @@ class RemoteCLIP(ModelAdapter):
 
     def describe_extra(self) -> dict[str, Any]:
         v = self.variant
-        return {"wavelengths_used": False, "pooled_dim": self.pooled_dim, "depth": v.depth, "num_heads": v.num_heads}
+        return {
+            "wavelengths_used": False, "pooled_dim": self.pooled_dim, "depth": v.depth, "num_heads": v.num_heads,
+            "text": self.text_description(),
+        }
 
     # -- weights -----------------------------------------------------------------------------
     def build_module(self):
@@ -163,6 +169,21 @@ class RemoteCLIP(ModelAdapter):
             else:
                 cleaned[key] = value
         return cleaned
+
+    def text_description(self):
+        """``describe_model()["text"]``: the variant's text tower, or ``None``."""
+        cfg = dict(self.variant.extra).get("text")
+        return cfg.describe() if cfg is not None else None
+
+    def clean_text_state_dict(self, state_dict):
+        """The text tower and ``logit_scale`` of a whole open_clip CLIP state dict (top-level keys
+        ``token_embedding``, ``positional_embedding``, ``transformer.*``, ``ln_final``, ``text_projection``);
+        the non-persistent ``attn_mask`` is tolerated and dropped, ``visual.*`` left out, and any other key
+        kept so the strict load reports it. A file without ``token_embedding.weight`` has no text tower:
+        an empty dict."""
+        if "token_embedding.weight" not in state_dict:
+            return {}
+        return {k: v for k, v in state_dict.items() if not k.startswith("visual.") and k != "attn_mask"}
 
     # -- run time ----------------------------------------------------------------------------
     def normalise(self, pixels, plan):
