@@ -44,3 +44,15 @@ def torchgeo_dofa():
     except Exception as err:  # pragma: no cover - depends on the test environment
         pytest.skip(f"torchgeo reference unavailable: {err}")
     return dofa
+
+
+def torchgeo_croma():
+    """torchgeo's CROMA module (``torchgeo.models.croma``), or skip the test if it cannot be imported."""
+    import pytest
+
+    try:
+        import_torchvision_cpu_safe()
+        from torchgeo.models import croma
+    except Exception as err:  # pragma: no cover - depends on the test environment
+        pytest.skip(f"torchgeo reference unavailable: {err}")
+    return croma

@@ -26,6 +26,8 @@ GEE_TABLE = {
     "terrafm": SensorSpec(_S2_SR, _S2_12, scale_m=10, modality="s2"),
     "terrafm:s2_l1c": SensorSpec(_S2_TOA, _S2_12, scale_m=10, modality="s2_l1c"),
     "terrafm:s1": SensorSpec(_S1_LINEAR, ("VV", "VH"), scale_m=10, cloudy_pct=None, modality="s1", use_float_linear=True),
+    "croma": SensorSpec(_S2_SR, _S2_12, scale_m=10, modality="s2"),
+    "croma:s1": SensorSpec(_S1_DB, ("VV", "VH"), scale_m=10, cloudy_pct=None, modality="s1", use_float_linear=False),
 }
 
 

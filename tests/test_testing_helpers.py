@@ -11,6 +11,7 @@ import torch
 
 import xrembed
 from xrembed.models.base import Variant
+from xrembed.models.croma import CROMA
 from xrembed.models.dofa_clip import DOFACLIP
 from xrembed.models.prithvi import Prithvi
 from xrembed.models.registry import _REGISTRY, get_adapter, register_model
@@ -58,6 +59,11 @@ class HelperTerraFM(TerraFM):
     variants = _variant(patch=16)
 
 
+class HelperCROMA(CROMA):
+    model_id, aliases, default_variant = "helpers-croma", (), "tiny"
+    variants = {"tiny": Variant(name="tiny", embed_dim=32, depth=2, num_heads=16, patch_size=8, image_size=32)}
+
+
 TINY = {
     "dofa": TinyDOFA,
     "dofa_clip": HelperDOFACLIP,
@@ -66,6 +72,7 @@ TINY = {
     "satmae": HelperSatMAE,
     "scalemae": HelperScaleMAE,
     "terrafm": HelperTerraFM,
+    "croma": HelperCROMA,
 }
 SUFFIX = {"dofa_clip": ".safetensors"}
 
@@ -86,8 +93,9 @@ def test_official_layout_loads_strictly_and_equals_what_was_written(family, tmp_
     raw = strip_wrapper_prefixes(read_state_dict(str(path)))
     cleaned = adapter.clean_state_dict(dict(raw))
     dropped = set(raw) - set(cleaned)
-    # TerraFM-B.pth is the reference module's flat state dict; every other release holds keys we drop
-    assert bool(dropped) == (family != "terrafm"), (family, dropped)
+    # TerraFM-B.pth is the reference module's flat state dict and CROMA's release holds exactly its five parts
+    # (read_state_dict flattens them); every other release holds keys we drop
+    assert bool(dropped) == (family not in ("terrafm", "croma")), (family, dropped)
 
     loaded = load_module(TINY[family](), WeightsSource(str(path), "test"))  # strict: raises on any mismatch
     state = loaded.state_dict()

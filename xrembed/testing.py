@@ -232,6 +232,15 @@ def _official_layout(adapter, module, torch):
     if isinstance(adapter, TerraFM):
         # TerraFM-B.pth: the reference module's flat state dict.
         return state, "torch"
+    from .models.croma import CROMA
+
+    if isinstance(adapter, CROMA):
+        # CROMA_base.pt: one state dict per part, {s1_encoder, s1_GAP_FFN, s2_encoder, s2_GAP_FFN, joint_encoder}.
+        parts: dict = {}
+        for key, tensor in state.items():
+            part, _, inner = key.partition(".")
+            parts.setdefault(part, {})[inner] = tensor
+        return parts, "torch"
     raise NotImplementedError(f"no official checkpoint layout known for {adapter.model_id!r} ({type(adapter).__name__})")
 
 
@@ -244,8 +253,8 @@ def write_official_checkpoint(path: str | os.PathLike, model="dofa", variant: st
     ``visual.trunk.*``, text tower, ``logit_scale``/``logit_bias``, ``translators.*``; safetensors when
     ``path`` ends in ``.safetensors``), Prithvi (``encoder.*``/``decoder.*``), RemoteCLIP (``visual.*`` and
     the text tower), SatMAE and ScaleMAE (``{'model': ..., 'args': Namespace}`` with the MAE decoder),
-    TerraFM (flat). Returns the module as xrembed loads that file (strictly, after the clean-up), so a
-    test can compare against it.
+    TerraFM (flat), CROMA (nested: one state dict per encoder and head). Returns the module as xrembed
+    loads that file (strictly, after the clean-up), so a test can compare against it.
     """
     import torch
 

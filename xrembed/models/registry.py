@@ -9,6 +9,7 @@ from __future__ import annotations
 
 from ..errors import UnknownModelError
 from .base import ModelAdapter
+from .croma import CROMA
 from .dofa import DOFA
 from .dofa_clip import DOFACLIP
 from .prithvi import Prithvi
@@ -17,7 +18,7 @@ from .satmae import SatMAE
 from .scalemae import ScaleMAE
 from .terrafm import TerraFM
 
-_FAMILIES: tuple[type[ModelAdapter], ...] = (DOFA, DOFACLIP, Prithvi, RemoteCLIP, SatMAE, ScaleMAE, TerraFM)
+_FAMILIES: tuple[type[ModelAdapter], ...] = (DOFA, DOFACLIP, Prithvi, RemoteCLIP, SatMAE, ScaleMAE, TerraFM, CROMA)
 
 _REGISTRY: dict[str, type[ModelAdapter]] = {}
 _ALIASES: dict[str, str] = {}

@@ -189,9 +189,24 @@ def read_state_dict(path: str):
         if isinstance(obj, dict) and key in obj and isinstance(obj[key], dict):
             obj = obj[key]
             break
+    obj = _flatten_parts(obj)
     if not isinstance(obj, dict) or not all(hasattr(v, "shape") for v in obj.values()):
         raise WeightsError(f"{path!r} holds no state dict of tensors; pass the model checkpoint file.")
     return obj
+
+
+def _flatten_parts(obj):
+    """A release that nests one state dict per part (CROMA: ``{'s1_encoder': {...}, ...}``) as flat
+    ``part.key`` names; anything else is returned unchanged."""
+    if not isinstance(obj, dict) or not any(isinstance(v, dict) for v in obj.values()):
+        return obj
+    if not all(hasattr(v, "shape") or (isinstance(v, dict) and all(hasattr(t, "shape") for t in v.values()))
+               for v in obj.values()):
+        return obj
+    flat = {}
+    for key, value in obj.items():
+        flat.update({f"{key}.{inner}": t for inner, t in value.items()} if isinstance(value, dict) else {key: value})
+    return flat
 
 
 def strip_wrapper_prefixes(state_dict: dict) -> dict:
