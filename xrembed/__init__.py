@@ -31,6 +31,7 @@ from .api import (
 )
 from .api_model import Model
 from .analysis.change import change  # light: numpy and xarray only
+from .analysis.compare import compare  # light: scikit-learn is imported when it is called
 from .embedding import embed
 from .text.encode import encode_text  # light: torch and the tokenizers load on first use
 from .export import (
@@ -65,6 +66,7 @@ __all__ = [
     "__version__",
     "describe_model",
     "change",
+    "compare",
     "embed",
     "encode_text",
     "errors",

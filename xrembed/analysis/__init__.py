@@ -30,7 +30,10 @@ _EXPORTS = {
     # vector side
     "sample": "sample",
     "zonal": "zonal",
+    "zonal_sums": "zonal",
+    "ZonalSums": "zonal",
     "compare": "compare",
+    "ComparisonResult": "compare",
 }
 
 __all__ = sorted(_EXPORTS)
