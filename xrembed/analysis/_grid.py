@@ -68,6 +68,22 @@ def valid_cells(values: np.ndarray) -> np.ndarray:
     return np.isfinite(values).all(axis=-1)
 
 
+#: Attributes of an embedding grid an analysis output carries on (what made the vectors).
+CARRIED_ATTRS = ("model", "variant", "weights", "gsd", "product")
+
+
+def finish(out: xr.DataArray, emb: xr.DataArray, name: str, attrs: dict, *, nan_nodata: bool = True) -> xr.DataArray:
+    """Name ``out``, give it ``emb``'s provenance attrs plus ``attrs``, declare NaN nodata, and make sure its CRS
+    is readable by rioxarray even when ``emb`` kept it only in ``attrs["crs"]`` (xee-style)."""
+    out.name = name
+    out.attrs = {**{key: value for key, value in emb.attrs.items() if key in CARRIED_ATTRS}, **attrs}
+    if nan_nodata:
+        out = with_nan_nodata(out)
+    if out.rio.crs is None:
+        out = out.rio.write_crs(read_crs(emb))
+    return out
+
+
 def with_nan_nodata(out: xr.DataArray) -> xr.DataArray:
     """``out`` declaring NaN as its nodata the way the embeddings do (``encoding["_FillValue"]``, read by
     ``rio.nodata``), with no stale ``_FillValue`` in its attrs."""

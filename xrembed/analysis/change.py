@@ -7,7 +7,7 @@ import xarray as xr
 
 from ..errors import CRSError, OptionError, SpatialDimensionError
 from ..geo import Grid, spatial_dims
-from ._grid import EMBEDDING_DIM, embedding_grid, output_order, with_nan_nodata
+from ._grid import EMBEDDING_DIM, embedding_grid, finish, output_order
 
 __all__ = ["change"]
 
@@ -85,7 +85,9 @@ def change(a: xr.DataArray, b: xr.DataArray) -> xr.DataArray:
     y_b, x_b = spatial_dims(b)
     b = b.rename({y_b: y_dim, x_b: x_dim}) if (y_b, x_b) != (y_dim, x_dim) else b
     # Equal up to float noise (checked above): b takes a's coordinates so alignment never drops a cell.
-    b = b.drop_vars([c for c in b.coords if c not in b.dims and c != "spatial_ref"] + ["spatial_ref"], errors="ignore")
+    # Scalar labels (a's and b's time step, say) would describe only one side of the difference: dropped.
+    a = a.drop_vars([c for c in a.coords if c not in a.dims and c != "spatial_ref"])
+    b = b.drop_vars([c for c in b.coords if c not in b.dims], errors="ignore")
     b = b.assign_coords({y_dim: a[y_dim].values, x_dim: a[x_dim].values, EMBEDDING_DIM: a[EMBEDDING_DIM].values})
     if a.chunks is not None or b.chunks is not None:
         a = a.chunk({EMBEDDING_DIM: -1})
@@ -101,9 +103,4 @@ def change(a: xr.DataArray, b: xr.DataArray) -> xr.DataArray:
     out = output_order(a, out, None)
     if "spatial_ref" in a.coords and "spatial_ref" not in out.coords:
         out = out.assign_coords(spatial_ref=a["spatial_ref"])
-    out.name = "change"
-    out.attrs = {
-        **{key: value for key, value in a.attrs.items() if key in ("model", "variant", "weights", "gsd", "product")},
-        "analysis": "1 - cosine similarity",
-    }
-    return with_nan_nodata(out)
+    return finish(out, a, "change", {"analysis": "1 - cosine similarity"})

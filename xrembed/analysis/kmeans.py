@@ -10,7 +10,7 @@ import xarray as xr
 
 from ..errors import OptionError
 from ._deps import require
-from ._grid import EMBEDDING_DIM, embedding_grid, output_order, valid_cells, with_nan_nodata
+from ._grid import EMBEDDING_DIM, embedding_grid, finish, output_order, valid_cells
 from ._sampling import sample_valid_cells
 from .pca import DEFAULT_SAMPLE_SIZE
 
@@ -69,9 +69,7 @@ class FittedKMeans:
             output_dtypes=[np.float32],
         )
         out = output_order(emb, out, None)
-        out.name = "cluster"
-        out.attrs = {
-            **{key: value for key, value in emb.attrs.items() if key in ("model", "variant", "weights", "gsd", "product")},
+        attrs = {
             "analysis": "kmeans",
             "k": self.k,
             "normalise": self.normalise,
@@ -79,7 +77,7 @@ class FittedKMeans:
             "seed": self.seed,
             "inertia": float(self.model.inertia_),
         }
-        return with_nan_nodata(out)
+        return finish(out, emb, "cluster", attrs)
 
 
 def fit_kmeans(

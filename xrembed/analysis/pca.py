@@ -10,7 +10,7 @@ import xarray as xr
 
 from ..errors import OptionError
 from ._deps import require
-from ._grid import EMBEDDING_DIM, embedding_grid, output_order, valid_cells, with_nan_nodata
+from ._grid import EMBEDDING_DIM, embedding_grid, finish, output_order, valid_cells
 from ._sampling import sample_valid_cells
 
 __all__ = ["FittedPCA", "fit_pca", "pca"]
@@ -84,15 +84,13 @@ class FittedPCA:
             dask_gufunc_kwargs={"output_sizes": {"component": self.n_components}},
         )
         out = output_order(emb, out, "component").assign_coords(component=np.arange(self.n_components))
-        out.name = "pca"
-        out.attrs = {
-            **{key: value for key, value in emb.attrs.items() if key in ("model", "variant", "weights", "gsd", "product")},
+        attrs = {
             "analysis": "pca",
             "explained_variance_ratio": [float(v) for v in self.explained_variance_ratio],
             "sample_size": int(self.sample_scores.shape[0]),
             "seed": int(self.seed),
         }
-        return with_nan_nodata(out)
+        return finish(out, emb, "pca", attrs)
 
 
 def fit_pca(

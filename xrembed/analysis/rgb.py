@@ -10,7 +10,7 @@ import numpy as np
 import xarray as xr
 
 from ..errors import OptionError
-from ._grid import EMBEDDING_DIM, embedding_grid
+from ._grid import EMBEDDING_DIM, embedding_grid, finish
 from ._sampling import sample_valid_cells
 from .pca import DEFAULT_SAMPLE_SIZE, fit_pca
 
@@ -123,13 +123,12 @@ def to_rgb(
     rgb = levels.astype(np.uint8).rename({"component": "band"}).assign_coords(band=_CHANNELS)
     order = [d if d != "component" else "band" for d in channels.dims]
     rgb = rgb.transpose(*order)
-    rgb.name = "rgb"
-    rgb.attrs = {
-        **{key: value for key, value in emb.attrs.items() if key in ("model", "variant", "weights", "gsd", "product")},
+    attrs = {
         "analysis": "rgb",
         "channels": what,
         "stretch_low": [float(v) for v in low],
         "stretch_high": [float(v) for v in high],
     }
+    rgb = finish(rgb, emb, "rgb", attrs, nan_nodata=False)
     rgb.encoding = {key: value for key, value in rgb.encoding.items() if key == "grid_mapping"}
     return rgb.rio.write_nodata(NODATA, encoded=False)

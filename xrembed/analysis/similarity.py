@@ -14,7 +14,7 @@ from pyproj import Transformer
 from ..errors import NoDataInBoundsError, OptionError
 from ..geo import Grid, parse_crs, read_crs, spatial_dims
 from ._deps import require
-from ._grid import EMBEDDING_DIM, embedding_grid, output_order, with_nan_nodata
+from ._grid import EMBEDDING_DIM, embedding_grid, finish, output_order
 
 __all__ = ["cosine_map", "query_vector", "similarity"]
 
@@ -54,9 +54,7 @@ def cosine_map(emb: xr.DataArray, vector: np.ndarray, name: str = "similarity") 
         dask="parallelized",
         output_dtypes=[np.float32],
     )
-    out = output_order(emb, out, None)
-    out.name = name
-    return with_nan_nodata(out)
+    return finish(output_order(emb, out, None), emb, name, {"analysis": "cosine similarity"})
 
 
 # --- queries -----------------------------------------------------------------------------------------------------
@@ -329,11 +327,9 @@ def similarity(emb: xr.DataArray, query, *, negatives=None, crs=None) -> xr.Data
     direction = positive
     if negatives is not None:
         direction = 2 * positive - query_vector(emb, negatives, crs=crs, what="the negatives")
-    out = cosine_map(emb, direction)
-    out.attrs = {
-        **{key: value for key, value in emb.attrs.items() if key in ("model", "variant", "weights", "gsd", "product")},
+    attrs = {
         "analysis": "cosine similarity",
         "query": type(query).__name__,
         "negatives": type(negatives).__name__ if negatives is not None else "none",
     }
-    return out
+    return finish(cosine_map(emb, direction), emb, "similarity", attrs)
