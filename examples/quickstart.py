@@ -3,13 +3,13 @@
     python examples/quickstart.py [--weights /path/to/DOFA_ViT_base_e100.pth]
 
 Without --weights the official checkpoint is fetched from the Hugging Face Hub; pass --weights random to
-try the pipeline offline (the embeddings then mean nothing). If matplotlib is installed, a false-colour
-picture of the first three principal components is saved as dofa_pca.png.
+try the pipeline offline (the embeddings then mean nothing). With the analysis extra
+(``pip install -e ".[analysis]"``) a georeferenced false-colour GeoTIFF of the first three principal
+components is written as dofa_rgb.tif (``emb.rsembed.to_rgb()``).
 """
 
 import argparse
 
-import numpy as np
 import xarray as xr
 
 import xrembed
@@ -32,19 +32,14 @@ def main() -> None:
     pooled = da.rsembed.embed("dofa", weights=args.weights, output="pooled")
     print("pooled", pooled.shape, pooled.attrs["input_prep"])
 
-    # Principal components of the grid: a quick look at what the embedding separates.
-    values = back.values.reshape(back.sizes["embedding"], -1).T
-    values = values - values.mean(axis=0)
-    _, _, components = np.linalg.svd(values, full_matrices=False)
-    pcs = (values @ components[:3].T).reshape(back.sizes["y"], back.sizes["x"], 3)
-    pcs = (pcs - pcs.min((0, 1))) / np.ptp(pcs, axis=(0, 1))
+    # The first three principal components as RGB: a quick look at what the embedding separates.
     try:
-        import matplotlib.pyplot as plt
-    except ImportError:
-        print("matplotlib not installed: skipping the picture")
+        rgb = back.rsembed.to_rgb()                          # lazy (band=[r, g, b], y, x) uint8, nodata 0
+    except ImportError as err:  # the message names pip install "xrembed[analysis]"
+        print(err)
         return
-    plt.imsave("dofa_pca.png", pcs)
-    print("wrote dofa_pca.png")
+    rgb.rio.to_raster("dofa_rgb.tif")                        # opens in QGIS on the right spot
+    print("wrote dofa_rgb.tif")
 
 
 if __name__ == "__main__":
