@@ -185,3 +185,12 @@ def test_real_scl_labels_on_the_real_scene(s2_scene):
     np.testing.assert_allclose(table.filter(regex=r"^e\d+$").to_numpy(), direct.values, rtol=1e-6)
     # each point's embedding cell (patch 8 at 100 m = 800 m) holds the point
     assert (np.abs(table["cell_x"] - points.geometry.x) <= 400).all() and (np.abs(table["cell_y"] - points.geometry.y) <= 400).all()
+
+
+def test_datasets_are_read_through_their_embeddings_variable(values):
+    emb = grid_emb(values)
+    pts = random_points(5)
+    got = emb.to_dataset(name="embeddings").assign(other=emb.isel(embedding=0, drop=True)).rsembed.sample(pts)
+    pd.testing.assert_frame_equal(got, emb.rsembed.sample(pts))
+    with pytest.raises(OptionError, match="to_array"):
+        xr.Dataset({"a": emb.isel(embedding=0, drop=True), "b": emb.isel(embedding=1, drop=True)}).rsembed.sample(pts)

@@ -262,3 +262,10 @@ def test_real_scl_polygons(s2_scene):
     assert len(vectors) == len(gdf) and isinstance(vectors, gpd.GeoDataFrame)
     inside = vectors["area"] > 0
     assert inside.sum() >= len(gdf) // 2 and np.isfinite(vectors.loc[inside, "e000"]).all()
+
+
+def test_a_dataset_is_read_through_its_embeddings_variable(values):
+    emb = grid_emb(values)
+    polygons = [rect(0.3, 0.25, 4.6, 3.1)]
+    got = emb.to_dataset(name="embeddings").rsembed.zonal(polygons)
+    np.testing.assert_array_equal(got.to_numpy(float), emb.rsembed.zonal(polygons).to_numpy(float))

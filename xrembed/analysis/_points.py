@@ -18,7 +18,7 @@ from ..errors import MissingCRSError, OptionError
 from ..geo import Grid, parse_crs
 from ._deps import require
 
-__all__ = ["Locations", "read_points", "read_geometries", "cell_index", "vector_columns", "vector_dim"]
+__all__ = ["as_array", "Locations", "read_points", "read_geometries", "cell_index", "vector_columns", "vector_dim"]
 
 
 @dataclass(frozen=True)
@@ -28,6 +28,21 @@ class Locations:
     x: np.ndarray
     y: np.ndarray
     frame: object | None  # the caller's GeoDataFrame / GeoSeries, untouched
+
+
+def as_array(obj, what: str) -> xr.DataArray:
+    """``obj`` as one DataArray: itself, a Dataset's ``embeddings`` variable, or its only variable."""
+    if isinstance(obj, xr.Dataset):
+        names = list(obj.data_vars)
+        if "embeddings" in names or len(names) == 1:
+            return obj["embeddings" if "embeddings" in names else names[0]]
+        raise OptionError(
+            f"{what} needs one raster, but the Dataset holds {names}; pick one (`ds[{names[0]!r}]`) or stack bands "
+            "with `ds.to_array('band')`."
+        )
+    if not isinstance(obj, xr.DataArray):
+        raise OptionError(f"{what} needs an xarray DataArray with y/x dimensions, not {type(obj).__name__}.")
+    return obj
 
 
 def _is_geopandas(obj) -> bool:

@@ -12,7 +12,7 @@ import xarray as xr
 
 from ..errors import NoDataInBoundsError, OptionError
 from ..geo import Grid, spatial_dims
-from ._points import cell_index, read_points, vector_columns, vector_dim
+from ._points import as_array, cell_index, read_points, vector_columns, vector_dim
 
 __all__ = ["sample", "sample_values"]
 
@@ -93,8 +93,7 @@ def sample(
     """
     if outside not in ("raise", "nan"):
         raise OptionError(f"outside={outside!r} is not one of 'raise', 'nan'.")
-    if not isinstance(emb, xr.DataArray):
-        raise OptionError(f"sample needs an xarray DataArray with y/x dimensions, not {type(emb).__name__}.")
+    emb = as_array(emb, "sample")
     y_dim, x_dim = spatial_dims(emb)
     dim = vector_dim(emb, "sample", y_dim, x_dim)
     grid = Grid.from_xarray(emb)

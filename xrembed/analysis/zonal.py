@@ -31,7 +31,7 @@ import xarray as xr
 from ..errors import OptionError
 from ..geo import Grid, PixelWindow, spatial_dims, window_transform
 from ._deps import require
-from ._points import read_geometries, vector_columns, vector_dim
+from ._points import as_array, read_geometries, vector_columns, vector_dim
 
 __all__ = ["ZonalSums", "zonal", "zonal_sums", "coverage_areas"]
 
@@ -154,11 +154,12 @@ def coverage_areas(geometry, transform, shape: tuple[int, int]) -> np.ndarray:
         x0, y0 = transform * (cols, rows)
         x1, y1 = transform * (cols + 1, rows + 1)
         boxes = shapely.box(np.minimum(x0, x1), np.minimum(y0, y1), np.maximum(x0, x1), np.maximum(y0, y1))
-        shapely.prepare(geometry)
-        hit = shapely.intersects(geometry, boxes)
-        part = np.zeros(rows.size)
-        if hit.any():
-            part[hit] = shapely.area(shapely.intersection(geometry, boxes[hit]))
+        shapely.prepare(geometry)  # prepared predicates are cheap; an exact intersection is not
+        whole = shapely.contains_properly(geometry, boxes)
+        cut = shapely.intersects(geometry, boxes) & ~whole
+        part = np.where(whole, cell_area, 0.0)
+        if cut.any():
+            part[cut] = shapely.area(shapely.intersection(geometry, boxes[cut]))
         areas[rows, cols] = part
     return areas
 
@@ -224,8 +225,7 @@ def zonal_sums(emb: xr.DataArray, polygons, *, crs=None, stats: Sequence[str] = 
     raster size; no cube of the raster is built.
     """
     stats = _check_stats(stats)
-    if not isinstance(emb, xr.DataArray):
-        raise OptionError(f"zonal needs an xarray DataArray (embedding, y, x), not {type(emb).__name__}.")
+    emb = as_array(emb, "zonal")
     y_dim, x_dim = spatial_dims(emb)
     dim = vector_dim(emb, "zonal", y_dim, x_dim)
     grid = Grid.from_xarray(emb)
