@@ -305,3 +305,14 @@ def test_describe_model_gives_the_contract():
     assert "MIT" in info["licence"] and "Apache-2.0" in info["licence"]
     b16 = xrembed.describe_model("geolangbind", variant="b16")
     assert (b16["image_size"], b16["patch_size"], b16["embed_dim"]) == (224, 16, 768)
+
+
+def test_goldens_stand_in_text_keys_are_refused_strictly_when_text_is_asked():
+    """The goldens file holds stand-in text keys (not a real tower): the strict text load names them."""
+    import xrembed.text.encode as text_encode
+
+    state = read_state_dict(str(WEIGHTS))
+    text = DOFACLIP().clean_text_state_dict(state)
+    assert text["logit_scale"].shape == () and "token_embedding.weight" in text  # [1] scalars taken as []
+    with pytest.raises(errors.WeightsError, match=r"text tower .* does not match .*missing keys"):
+        text_encode.load_text_tower(SmallDOFACLIP(), text_encode.text_config(DOFACLIP("b16")), WeightsSource(str(WEIGHTS), "t"))

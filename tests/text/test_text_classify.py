@@ -194,3 +194,17 @@ def test_text_is_embedded_once_per_call_not_per_chunk(vl_models, remote_ckpt, mo
     assert p.data.npartitions > 1
     p.compute()
     assert calls == [len(LABELS)]
+
+
+def test_similarity_of_a_text_query_is_the_cosine_to_query_vector(vl_models, remote_ckpt):
+    path = remote_ckpt[0]
+    da = synthetic_raster((64, 64), bands=RGB, seed=10).chunk({"y": 32, "x": 32})
+    joint = da.rsembed.embed(REMOTE_TINY, weights=path, space="joint")
+    sim = joint.rsembed.similarity("a harbour")
+    assert sim.dims == ("y", "x") and sim.chunks is not None
+    q = query_vector(joint, "a harbour")
+    cells = joint.values.reshape(joint.sizes["embedding"], -1).T
+    expected = (_unit(cells) @ q).reshape(sim.shape)
+    np.testing.assert_allclose(sim.values, expected, atol=1e-5)
+    with pytest.raises(errors.OptionError, match="not in an image-text space"):
+        da.rsembed.embed(REMOTE_TINY, weights=path).rsembed.similarity("a harbour")

@@ -192,7 +192,8 @@ class DOFACLIP(ModelAdapter):
         if not any(k.startswith("text.") for k in state_dict):
             return {}
         cleaned = {k[len("text.") :]: v for k, v in state_dict.items() if k.startswith("text.")}
-        cleaned.update({k: v for k, v in state_dict.items() if k in ("logit_scale", "logit_bias")})
+        # Scalars of shape [] in open_clip; a one-element [1] (older writers) is the same value.
+        cleaned.update({k: v.reshape(()) if v.numel() == 1 else v for k, v in state_dict.items() if k in ("logit_scale", "logit_bias")})
         return cleaned
 
     # -- run time ----------------------------------------------------------------------------

@@ -183,7 +183,11 @@ class RemoteCLIP(ModelAdapter):
         an empty dict."""
         if "token_embedding.weight" not in state_dict:
             return {}
-        return {k: v for k, v in state_dict.items() if not k.startswith("visual.") and k != "attn_mask"}
+        cleaned = {k: v for k, v in state_dict.items() if not k.startswith("visual.") and k != "attn_mask"}
+        for key in ("logit_scale", "logit_bias"):  # shape [] in open_clip; a one-element [1] is the same value
+            if key in cleaned and cleaned[key].numel() == 1:
+                cleaned[key] = cleaned[key].reshape(())
+        return cleaned
 
     # -- run time ----------------------------------------------------------------------------
     def normalise(self, pixels, plan):
