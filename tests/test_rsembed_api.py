@@ -478,9 +478,10 @@ def test_export_batch_gee_modality_per_model(fake_ee, tmp_path):
 
 
 def test_export_config_rejects_what_it_cannot_do():
-    with pytest.raises(errors.OptionError, match="save_inputs=True is not supported"):
-        ExportConfig(save_inputs=True)
+    with pytest.raises(errors.OptionError, match="inputs only"):
+        ExportConfig(save_inputs=True, save_embeddings=False)
     assert ExportConfig().format == "zarr" and ExportConfig().save_inputs is False
+    assert ExportConfig(save_inputs=True).save_inputs  # stored beside the embeddings (tests/compat/test_save_inputs.py)
 
 
 # -- precomputed products ------------------------------------------------------------------------------------

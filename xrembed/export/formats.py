@@ -41,6 +41,16 @@ npz
 geotiff
     Refused (``OptionError``): use ``ExportTarget.per_item(...)`` for GeoTIFF, or ``format="zarr"``.
 
+Saved inputs (``ExportConfig(save_inputs=True)``)
+-------------------------------------------------
+The exact model input of a unit (its bands after selection, in model order, before normalisation, on its
+own grid) is stored like a result under the label ``<model>.input`` (:func:`input_label`): the variable
+``inputs`` with dims ``([time,] band, y, x)``, a ``band`` coordinate with the band names, and the input's
+CRS and transform. So a per-item zarr store has the group ``/<model>.input``, a combined store
+``/<model>.input/<name>``, npz the keys ``embedding__<model>.input[__<name>]`` (with their ``dims__``,
+``crs__``, ... siblings) and GeoTIFF the file ``<name>__<model>.input.tif`` (band descriptions are the
+band names; a time series input cannot be a GeoTIFF and fails its unit with the reason).
+
 A stacked array (zarr, netcdf, npz) keeps the attrs shared by all its items. Every file is written
 atomically: to a temporary name in the same directory, then moved into place with ``os.replace``, so a
 reader never sees half a file and an interrupted export leaves no partial output under the final name.
@@ -73,6 +83,9 @@ from .ownership import MARK, check_replaceable, mark
 
 __all__ = [
     "FORMATS",
+    "INPUT_VAR",
+    "input_label",
+    "is_input_label",
     "item_paths",
     "normalize_format",
     "read_combined",
@@ -86,6 +99,9 @@ _ALIASES = {"tif": "geotiff", "tiff": "geotiff", "cog": "geotiff", "nc": "netcdf
 _SUFFIXES = {"zarr": ".zarr", "netcdf": ".nc", "npz": ".npz", "geotiff": ".tif"}
 _GRID_DIMS = ("embedding", "y", "x")
 _VAR = "embeddings"
+#: The variable of a saved model input, and the suffix of its label (model labels never contain a '.input').
+INPUT_VAR = "inputs"
+INPUT_SUFFIX = ".input"
 #: Attribute listing which attrs were JSON-encoded (NetCDF and GeoTIFF cannot hold lists of strings etc.).
 _JSON_ATTRS = "xrembed_json_attrs"
 #: Largest uncompressed COG tile (all bands of a pixel-interleaved tile), in bytes.
@@ -131,6 +147,31 @@ def item_paths(out_dir: str | os.PathLike, name: str, fmt: str, models: Sequence
     if fmt == "geotiff":
         return [out_dir / f"{name}__{_check_model(model)}.tif" for model in models]
     return [out_dir / f"{name}{_SUFFIXES[fmt]}"]
+
+
+def input_label(label: str) -> str:
+    """The label under which the model inputs of ``label`` are saved.
+
+    Examples
+    --------
+    >>> input_label("dofa"), is_input_label("dofa.input"), is_input_label("dofa")
+    ('dofa.input', True, False)
+    """
+    return f"{label}{INPUT_SUFFIX}"
+
+
+def is_input_label(label: str) -> bool:
+    return str(label).endswith(INPUT_SUFFIX)
+
+
+def _var(da: xr.DataArray) -> str:
+    """The stored variable name: ``inputs`` for a saved model input, else ``embeddings``."""
+    return INPUT_VAR if da.name == INPUT_VAR else _VAR
+
+
+def _depth_dim(da: xr.DataArray) -> str:
+    """The per-cell vector dim: ``band`` for a model input, ``embedding`` for a result."""
+    return "band" if da.name == INPUT_VAR else "embedding"
 
 
 def _check_model(model: str) -> str:
@@ -309,6 +350,8 @@ def _same(a: Any, b: Any) -> bool:
 def _as_result(da: xr.DataArray) -> xr.DataArray:
     if not isinstance(da, xr.DataArray):
         raise OptionError(f"an export result must be an xarray.DataArray, got {type(da).__name__}.")
+    if da.name == INPUT_VAR and "band" in da.dims:  # a saved model input
+        return da
     if "embedding" not in da.dims:
         raise OptionError(f"an export result needs an 'embedding' dimension; got dims {tuple(da.dims)}.")
     return da if da.name == _VAR else da.rename(_VAR)
@@ -357,19 +400,20 @@ def _dataset(da: xr.DataArray) -> xr.Dataset:
     var.encoding = {"zlib": True, "complevel": 1, "shuffle": True, "chunksizes": _netcdf_chunks(da)}
     if grid_mapping is not None:
         var.encoding["grid_mapping"] = grid_mapping
-    return var.to_dataset(name=_VAR)
+    return var.to_dataset(name=_var(da))
 
 
 def _netcdf_chunks(da: xr.DataArray) -> tuple[int, ...]:
     """HDF5 chunks of at most ~4 MiB holding whole embedding vectors: 1 along leading dims (time, item...),
     all of ``embedding``, and square spatial blocks (256 px, halved while too big)."""
     sizes = dict(da.sizes)
-    depth = sizes["embedding"] * max(np.dtype(da.dtype).itemsize, 1)
+    depth_dim = _depth_dim(da)
+    depth = sizes[depth_dim] * max(np.dtype(da.dtype).itemsize, 1)
     side = 256
     while side > 8 and depth * side * side > _MAX_NETCDF_CHUNK:
         side //= 2
     chunks = {dim: 1 for dim in da.dims}
-    chunks["embedding"] = sizes["embedding"]
+    chunks[depth_dim] = sizes[depth_dim]
     if _is_grid(da):
         chunks["y"], chunks["x"] = min(side, sizes["y"]), min(side, sizes["x"])
     elif da.dims == ("item", "embedding"):
@@ -398,7 +442,7 @@ def _netcdf_groups(path: Path) -> dict[str, list[str] | None]:
 
     with h5netcdf.File(path, "r") as f:
         return {
-            model: None if _VAR in grp.variables else sorted(grp.groups)
+            model: None if (_VAR in grp.variables or INPUT_VAR in grp.variables) else sorted(grp.groups)
             for model, grp in f.groups.items()
         }
 
@@ -431,7 +475,10 @@ def _npz_entries(da: xr.DataArray, suffix: str, values_key: str | None = None) -
 
 def _savable(values: np.ndarray) -> np.ndarray:
     values = np.asarray(values)
-    return values.astype(str) if values.dtype == object else values
+    # object and numpy StringDType (kind "T", what Zarr v3 strings read back as) both need pickling in npz
+    if values.dtype == object or values.dtype.kind == "T":
+        return np.asarray([str(v) for v in values.ravel()], dtype=str).reshape(values.shape)
+    return values
 
 
 def _write_npz(path: Path, arrays: Mapping[str, np.ndarray]) -> None:
@@ -451,7 +498,8 @@ def _npz_result(z: Mapping[str, np.ndarray], suffix: str, values_key: str | None
         coords["y"] = z[f"y__{suffix}"]
         coords["x"] = z[f"x__{suffix}"]
     attrs = json.loads(str(z[f"attrs__{suffix}"]))
-    da = xr.DataArray(z[values_key or f"embedding__{suffix}"], dims=dims, coords=coords, name=_VAR, attrs=attrs)
+    name = INPUT_VAR if "band" in dims and "embedding" not in dims else _VAR
+    da = xr.DataArray(z[values_key or f"embedding__{suffix}"], dims=dims, coords=coords, name=name, attrs=attrs)
     if f"crs__{suffix}" in z:
         da = da.rio.write_crs(str(z[f"crs__{suffix}"]))
         da = da.rio.write_transform(Affine(*(float(v) for v in z[f"transform__{suffix}"])))
@@ -467,7 +515,12 @@ def _load_npz(path: Path) -> dict[str, np.ndarray]:
 
 
 def _check_geotiff(model: str, da: xr.DataArray) -> None:
-    if tuple(da.dims) != _GRID_DIMS:
+    if da.name == INPUT_VAR and tuple(da.dims) != ("band", "y", "x"):
+        raise OptionError(
+            f"the saved input of {model!r} has dims {tuple(da.dims)} (a time series); GeoTIFF holds (band, y, x). "
+            "Use format='zarr' or 'netcdf' to save time-series inputs, or save_inputs=False."
+        )
+    if da.name != INPUT_VAR and tuple(da.dims) != _GRID_DIMS:
         kind = "a pooled result" if not _is_grid(da) else "a grid with extra dimensions"
         raise OptionError(
             f"GeoTIFF holds grids with dims exactly {_GRID_DIMS}; the {model!r} result is {kind} "
@@ -524,7 +577,11 @@ def _write_geotiff(path: Path, da: xr.DataArray) -> None:
     out = out.rio.write_crs(crs).rio.write_transform(transform).rio.write_nodata(np.nan, encoded=False)
     if out.dtype != np.float32:
         out = out.astype(np.float32)
-    bands = int(da.sizes["embedding"])
+    bands = int(da.sizes[_depth_dim(da)])
+    if da.name == INPUT_VAR and "band" in da.coords:
+        descriptions = [str(b) for b in da["band"].values]
+    else:
+        descriptions = [f"E{band:03d}" for band in range(bands)]
     tags = _encode_attrs(da.attrs, native=(str,))
     blocksize = _cog_blocksize(bands)
     with atomic_path(path) as tmp:
@@ -537,7 +594,7 @@ def _write_geotiff(path: Path, da: xr.DataArray) -> None:
             with rasterio.open(scratch, "r+") as dst:
                 dst.update_tags(**tags, **{MARK: mark("export")})
                 for band in range(bands):
-                    dst.set_band_description(band + 1, f"E{band:03d}")
+                    dst.set_band_description(band + 1, descriptions[band])
             if _has_cog_driver():
                 options = {"driver": "COG", "predictor": "FLOATING_POINT", "overviews": "NONE", "blocksize": blocksize}
             else:
@@ -549,7 +606,7 @@ def _write_geotiff(path: Path, da: xr.DataArray) -> None:
                 scratch.unlink()
 
 
-def _read_geotiff(path: Path) -> xr.DataArray:
+def _read_geotiff(path: Path, saved_input: bool = False) -> xr.DataArray:
     import rasterio
     import rioxarray
 
@@ -557,12 +614,16 @@ def _read_geotiff(path: Path) -> xr.DataArray:
         tags = src.tags()
         block_y, block_x = src.block_shapes[0]
         count = src.count
+        descriptions = list(src.descriptions)
     da = rioxarray.open_rasterio(path, chunks={"band": -1, "y": block_y, "x": block_x})
-    da = da.rename(band="embedding").assign_coords(embedding=np.arange(count))
+    if saved_input:
+        da = da.assign_coords(band=np.asarray(descriptions, dtype=str))
+    else:
+        da = da.rename(band="embedding").assign_coords(embedding=np.arange(count))
     tags.pop("AREA_OR_POINT", None)
     tags.pop(MARK, None)
     da.attrs = _decode_attrs(tags)
-    return da.rename(_VAR)
+    return da.rename(INPUT_VAR if saved_input else _VAR)
 
 
 def _geotiff_files(path: Path, name: str | None) -> dict[str, Path]:
@@ -591,7 +652,8 @@ def _zarr_groups(store: Path) -> dict[str, list[str] | None]:
     root = zarr.open_group(store, mode="r", use_consolidated=False)
     out = {}
     for model, grp in root.groups():
-        out[model] = None if _VAR in grp.array_keys() else sorted(n for n, _ in grp.groups())
+        keys = set(grp.array_keys())
+        out[model] = None if (_VAR in keys or INPUT_VAR in keys) else sorted(n for n, _ in grp.groups())
     return out
 
 
@@ -611,8 +673,10 @@ def _guarded(open_, path: Path, group: str) -> xr.DataArray:
     import dask.array as dsa
 
     try:
-        lazy = open_({})[_VAR]
-        backend = open_(None)[_VAR].variable
+        first = open_({})
+        var = _VAR if _VAR in first else INPUT_VAR
+        lazy = first[var]
+        backend = open_(None)[var].variable
     except Exception as err:  # noqa: BLE001  (a store whose metadata cannot be read at all)
         raise StoreError(f"cannot open {path} (group {group!r}): {err}. The file is damaged or not an xrembed "
                          "export; rerun the export (a new target, or ExportConfig(overwrite=True)).") from err
@@ -645,7 +709,7 @@ class _GuardedReader:
 
 def _finish(da: xr.DataArray) -> xr.DataArray:
     da.attrs = _decode_attrs(da.attrs)
-    return da.rename(_VAR)
+    return da.rename(INPUT_VAR if da.name == INPUT_VAR else _VAR)
 
 
 def _item_file(path_or_dir: str | os.PathLike, name: str | None, fmt: str) -> Path:
@@ -678,7 +742,7 @@ def read_item(path_or_dir: str | os.PathLike, name: str | None, fmt: str) -> dic
         files = _geotiff_files(Path(path_or_dir), name)
         if not files:
             raise FileNotFoundError(f"no GeoTIFF '{name}__<model>.tif' in {path_or_dir}.")
-        return {model: _read_geotiff(file) for model, file in files.items()}
+        return {model: _read_geotiff(file, is_input_label(model)) for model, file in files.items()}
     path = _item_file(path_or_dir, name, fmt)
     if not path.exists():
         raise FileNotFoundError(f"no {fmt} output for item {name!r} at {path}.")

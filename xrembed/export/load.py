@@ -11,7 +11,7 @@ import numpy as np
 import xarray as xr
 
 from ..errors import OptionError
-from .formats import read_combined, read_item, stack_pooled
+from .formats import input_label, read_combined, read_item, stack_pooled
 from .manifest import read_json
 
 
@@ -19,13 +19,17 @@ from .manifest import read_json
 class ModelResult:
     """One model's results: ``embeddings`` is a stacked ``(item, embedding)`` DataArray for pooled
     vectors (NaN rows where an item failed), or a list with one georeferenced DataArray (or ``None``)
-    per item for grids. ``errors`` maps item names to their error."""
+    per item for grids. ``errors`` maps item names to their error. ``inputs`` (an export with
+    ``ExportConfig(save_inputs=True)``; else ``None``) holds per item the exact model input: a georeferenced
+    ``([time,] band, y, x)`` DataArray named ``inputs`` (bands after selection, before normalisation), or
+    ``None`` where the item failed."""
 
     name: str
     status: str
     embeddings: xr.DataArray | list[xr.DataArray | None]
     meta: dict = field(default_factory=dict)
     errors: dict[str, str] = field(default_factory=dict)
+    inputs: list[xr.DataArray | None] | None = None
 
 
 @dataclass
@@ -46,6 +50,15 @@ class ExportResult:
             return self.models[model].embeddings
         except KeyError:
             raise OptionError(f"the export has no model {model!r}; it has {sorted(self.models)}.") from None
+
+    def inputs(self, model: str) -> list[xr.DataArray | None]:
+        """The saved model inputs of ``model``, one per item (``None`` where it failed)."""
+        if model not in self.models:
+            raise OptionError(f"the export has no model {model!r}; it has {sorted(self.models)}.")
+        found = self.models[model].inputs
+        if found is None:
+            raise OptionError("this export holds no inputs: export with ExportConfig(save_inputs=True) to keep them.")
+        return found
 
     @property
     def ok_models(self) -> list[str]:
@@ -124,7 +137,15 @@ def load_export(path: str | os.PathLike) -> ExportResult:
             embeddings: Any = stacked
         else:
             embeddings = results
-        models[model] = ModelResult(model, status, embeddings, errors=errors)
+        inputs = None
+        if manifest.get("save_inputs"):
+            if content is not None:
+                found_inputs = content.get(input_label(model), {})
+                inputs = [found_inputs.get(n) if isinstance(found_inputs, dict) else None for n in names]
+            else:
+                inputs = [per_item[n].get(input_label(model)) for n in names]
+            inputs = [i if good else None for i, good in zip(inputs, ok)]
+        models[model] = ModelResult(model, status, embeddings, errors=errors, inputs=inputs)
     return ExportResult(
         layout=layout, names=names, spatials=manifest.get("spatials", []), temporal=manifest.get("temporal"),
         n_items=len(names), status=manifest["status"], models=models, manifest=manifest,

@@ -27,7 +27,7 @@ from ..sources.precomputed import is_product
 from ..specs import OutputSpec, TemporalSpec
 from ..tiling import check_input_prep
 from . import ownership, store
-from .formats import item_paths, read_combined, write_combined, write_item
+from .formats import INPUT_SUFFIX, input_label, is_input_label, item_paths, read_combined, write_combined, write_item
 from .identity import path_identity
 from .manifest import Marks, build_manifest, fingerprint, jsonable, write_json_atomic
 from .types import ExportConfig, ExportLayout, ExportModelRequest, ExportTarget
@@ -121,10 +121,12 @@ def export_batch(
     output = OutputSpec(output) if isinstance(output, str) else output
     requests = [m if isinstance(m, ExportModelRequest) else ExportModelRequest(str(m)) for m in models]
     labels = [r.key for r in requests]
-    if not requests or len(set(labels)) != len(labels) or any("/" in x or "__" in x or x.startswith(".") for x in labels):
+    if not requests or len(set(labels)) != len(labels) or any(
+        "/" in x or "__" in x or x.startswith(".") or is_input_label(x) for x in labels
+    ):
         raise OptionError(
-            f"models must be non-empty with distinct labels (no '/' or '__'), got {labels}; export one model twice with "
-            "ExportModelRequest.configure(name, label='...', variant=...)."
+            f"models must be non-empty with distinct labels (no '/' or '__', not ending in {INPUT_SUFFIX!r}), got "
+            f"{labels}; export one model twice with ExportModelRequest.configure(name, label='...', variant=...)."
         )
     for r in requests:  # an unknown model, a typo'd or meaningless keyword fails here, before the target is touched
         if not is_product(r.name):
@@ -142,10 +144,12 @@ def export_batch(
     names = target.item_names(len(spatials))
     paths = ExportPaths(target, fmt)
     input_prep = input_prep if input_prep is not None else config.input_prep
-    _claim_target(paths, names, labels, config)
+    # Every label whose data the export writes: the models' and, with save_inputs, their inputs'.
+    stored = labels + ([input_label(x) for x in labels] if config.save_inputs else [])
+    _claim_target(paths, names, stored, config)
     try:  # the first writes: an unwritable place fails here, before any ROI is fetched
         if not config.resume:
-            _clear_previous(paths, names, labels)
+            _clear_previous(paths, names, stored)
         _remove_stale_temporaries(paths)
         ownership.mark_state(paths.state)
     except OSError as err:
@@ -159,6 +163,8 @@ def export_batch(
               "input_prep": getattr(input_prep, "mode", input_prep), "backend": backend, "source": _source_id(source)}
     # What the files *are*, not just their names: a replaced checkpoint or input must not resume.
     common["source_identity"] = path_identity(source)
+    if config.save_inputs:  # a unit done without its input is not done for an export that saves inputs
+        common["save_inputs"] = True
     fps = {
         r.key: [
             fingerprint(model=r, weights_identity=path_identity((r.model_config or {}).get("weights")), spatial=s,
@@ -170,7 +176,7 @@ def export_batch(
     header = {ownership.MARK: ownership.mark("manifest"), "xrembed_version": __version__,
               "layout": target.layout.value, "format": fmt,
               "target": os.fspath(paths.root), "spatials": jsonable(spatials), "temporal": jsonable(temporal),
-              "output": jsonable(output), "backend": backend}
+              "output": jsonable(output), "backend": backend, "save_inputs": config.save_inputs}
 
     def save_manifest() -> dict:
         manifest = build_manifest(marks, names=names, models=labels, fingerprints=fps, header=header)
@@ -203,12 +209,14 @@ def export_batch(
                 modality=req.modality or modality, source=source, ee_init_kwargs=ee_init_kwargs,
             )
             writer = _UnitWriter(paths, names, label)
-            for index, result, error, attempts in _results(req, src, todo[label], spatials, output, input_prep,
-                                                           device, config):
+            for index, result, error, attempts, model_input in _results(req, src, todo[label], spatials, output,
+                                                                        input_prep, device, config):
                 name = names[index]
                 if error is None:
                     try:
                         written = writer.write(index, result)
+                        if model_input is not None:
+                            written += writer.write_input(index, model_input)
                     except Exception as err:  # noqa: BLE001  (a unit that cannot be computed/written fails alone)
                         error = err
                 if error is None:
@@ -228,30 +236,54 @@ def export_batch(
                         "continue_on_error=True) to finish the others."
                     ) from error
             save_manifest()
-    _finish_files(paths, names, labels, marks, fps, touched)
+    _finish_files(paths, names, stored, marks, fps, touched)
     manifest = save_manifest()
     return manifest if target.layout is ExportLayout.COMBINED else manifest["items"]
 
 
 def _results(req, src, indices, spatials, output, input_prep, device, config):
-    """Yield ``(index, result, error, attempts)`` for the ROIs ``indices`` of one model."""
+    """Yield ``(index, result, error, attempts, model_input)`` for the ROIs ``indices`` of one model.
+
+    ``model_input`` is the lazy model input of the unit with ``save_inputs`` (else ``None``); a product
+    has no model input.
+    """
     if src.backend == "product":
         for i in indices:
             try:
-                yield i, drop_single_time(product_result(req.name, spatials[i], src.temporal, src.source, output)), None, 1
+                yield i, drop_single_time(product_result(req.name, spatials[i], src.temporal, src.source, output)), None, 1, None
             except Exception as err:  # noqa: BLE001  (reported per item)
-                yield i, None, err, 1
+                yield i, None, err, 1, None
         return
     kwargs = {**src.embed_defaults(),
               **embed_kwargs(req.name, output, input_prep, device, src.modality, dict(req.model_config or {}))}
     if config.infer_batch_size is not None:
         kwargs.setdefault("batch_size", config.infer_batch_size)
     openers = src.openers([spatials[i] for i in indices])
+    opened: dict[int, Any] = {}
+    if config.save_inputs:  # keep what each opener opened: the saved input is read from the same source
+
+        def remembering(j, opener):
+            def open_():
+                opened[j] = opener()
+                return opened[j]
+
+            return open_
+
+        openers = [remembering(j, opener) for j, opener in enumerate(openers)]
     for outcome in batch.iter_embed(
         openers, req.name, num_workers=config.num_workers, max_retries=config.max_retries,
         retry_backoff_s=config.retry_backoff_s, **kwargs,
     ):
-        yield indices[outcome.index], drop_single_time(outcome.result), outcome.error, outcome.attempts
+        model_input, error = None, outcome.error
+        obj = opened.pop(outcome.index, None)
+        if error is None and config.save_inputs:
+            try:
+                from .inputs import model_input as build_input
+
+                model_input = build_input(obj, req.name, kwargs)
+            except Exception as err:  # noqa: BLE001  (the unit fails alone, with the reason)
+                error = err
+        yield indices[outcome.index], drop_single_time(outcome.result), error, outcome.attempts, model_input
 
 
 class _UnitWriter:
@@ -284,6 +316,17 @@ class _UnitWriter:
         store.write_group(where, group, result)
         return [f"{where}#{group}"]
 
+    def write_input(self, index: int, model_input: xr.DataArray) -> list[str]:
+        """Write one unit's saved model input (its own group, beside the embeddings)."""
+        if self.paths.fmt == "geotiff":
+            from .formats import _check_geotiff
+
+            _check_geotiff(self.label, model_input)  # a time-series input fails its unit now, with the reason
+        where, group = self.paths.unit(input_label(self.label), self.names[index])
+        self._mark(where)
+        store.write_group(where, group, model_input)
+        return [f"{where}#{group}"]
+
 
 def _finish_files(paths: ExportPaths, names, labels, marks: Marks, fps, touched: set[str]) -> None:
     """Convert the staging store into the GeoTIFF/NetCDF/npz files (atomic writes; idempotent)."""
@@ -291,7 +334,8 @@ def _finish_files(paths: ExportPaths, names, labels, marks: Marks, fps, touched:
         return
 
     def ok(label, i) -> bool:
-        return marks.is_done(label, names[i], fps[label][i])
+        unit = label[: -len(INPUT_SUFFIX)] if is_input_label(label) else label  # an input is its unit's
+        return marks.is_done(unit, names[i], fps[unit][i])
 
     staged = read_combined(paths.staging, "zarr")
     results: dict[str, dict[str, xr.DataArray | None]] = {}
@@ -408,7 +452,7 @@ class _DataCheck:
         if where not in self._groups:
             self._groups[where] = _zarr_arrays(Path(where))
         arrays = self._groups[where]
-        return arrays is not None and f"{group}/embeddings" in arrays
+        return arrays is not None and (f"{group}/embeddings" in arrays or f"{group}/inputs" in arrays)
 
 
 def _zarr_arrays(where: Path) -> set[str] | None:

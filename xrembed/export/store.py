@@ -27,9 +27,15 @@ STACK_DIM = "item"
 
 
 def as_dataset(da: xr.DataArray) -> xr.Dataset:
-    """The stored form of a result: ``{"embeddings": da}`` with the Zarr geo conventions as attrs."""
+    """The stored form of a result: ``{"embeddings": da}`` with the Zarr geo conventions as attrs; a saved
+    model input (named ``inputs``) is ``{"inputs": da}`` with its own attrs (it is no embedding)."""
+    attrs = {k: v for k, v in da.attrs.items() if v is not None}
+    if da.name == "inputs":
+        ds = da.to_dataset()
+        ds.attrs = attrs
+        return ds
     ds = da.rename("embeddings").to_dataset()
-    ds.attrs = {**zarr_convention_attrs(da), **{k: v for k, v in da.attrs.items() if v is not None}}
+    ds.attrs = {**zarr_convention_attrs(da), **attrs}
     return ds
 
 
@@ -45,13 +51,14 @@ def write_group(store: Path, group: str, da: xr.DataArray, on_band=None) -> None
         ds = ds.chunk({"y": GRID_CHUNK, "x": GRID_CHUNK})
     for var in ds.variables.values():
         var.encoding.clear()
-    row_chunks = ds["embeddings"].chunksizes.get("y") if da.chunks is not None else None
+    var = next(iter(ds.data_vars))
+    row_chunks = ds[var].chunksizes.get("y") if da.chunks is not None else None
     if not row_chunks or len(row_chunks) == 1:
         ds.to_zarr(store, group=group, mode="w", consolidated=False)
         return
     ds.to_zarr(store, group=group, mode="w", consolidated=False, compute=False)  # metadata + coordinates
-    data = ds[["embeddings"]].drop_vars([c for c in ds.coords if "y" not in ds[c].dims])
-    region = {dim: slice(None) for dim in data["embeddings"].dims}
+    data = ds[[var]].drop_vars([c for c in ds.coords if "y" not in ds[c].dims])
+    region = {dim: slice(None) for dim in data[var].dims}
     stop = 0
     for band, rows in enumerate(row_chunks):
         start, stop = stop, stop + rows

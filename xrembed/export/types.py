@@ -73,6 +73,10 @@ class ExportTarget:
 class ExportConfig:
     """How to export (rs-embed's fields; ``format`` defaults to Zarr here).
 
+    ``save_inputs=True`` stores, per ROI and model, the exact model input (bands after selection, in model
+    order, before normalisation, on its grid) beside the embeddings in every format; :func:`load_export`
+    gives it back as ``ModelResult.inputs``. It is off by default here (rs-embed's default is on), since
+    the inputs are usually far larger than the embeddings and stay readable from their source.
     ``resume=True`` skips (ROI, model) units already complete with the same request fingerprint.
     ``continue_on_error`` records a failing unit and goes on; ``max_retries`` / ``retry_backoff_s``
     retry transient fetch errors. ``num_workers`` threads fetch ROIs ahead of the model;
@@ -104,13 +108,12 @@ class ExportConfig:
         from .formats import normalize_format
 
         object.__setattr__(self, "format", normalize_format(self.format))
-        if self.save_inputs:
-            raise OptionError(
-                "save_inputs=True is not supported: xrembed reads inputs lazily from their source; keep them with "
-                "xrembed.open_gee/open_stac/open_raster(...).to_zarr(...) if you need a copy."
-            )
         if not self.save_embeddings:
-            raise OptionError("save_embeddings=False would export nothing; use inspect_model_input to check inputs.")
+            raise OptionError(
+                "save_embeddings=False (inputs only) is not supported: the export runs the model for every unit. To "
+                "keep only the inputs, write xrembed.open_gee/open_raster(...) to Zarr; to check them, use "
+                "inspect_model_input."
+            )
         for name in ("num_workers", "chunk_size"):
             value = getattr(self, name)
             if isinstance(value, bool) or not isinstance(value, int) or value < 1:
@@ -125,7 +128,8 @@ class ExportConfig:
             self.retry_backoff_s >= 0
         ):
             raise OptionError(f"ExportConfig.retry_backoff_s must be a number of seconds >= 0, got {self.retry_backoff_s!r}.")
-        flags = ("save_manifest", "fail_on_bad_input", "continue_on_error", "async_write", "resume", "show_progress",
+        flags = ("save_inputs", "save_embeddings", "save_manifest", "fail_on_bad_input", "continue_on_error",
+                 "async_write", "resume", "show_progress",
                  "overwrite")
         for name in flags:  # "no" is a truthy string: a flag must be a real bool
             if not isinstance(getattr(self, name), bool):
