@@ -27,6 +27,9 @@ Choices made here, each deliberate (see ``docs/models/dofa_clip.md``):
   last 6 px of a tile are not seen, as upstream.
 * **Optical only**: GeoLangBind documents no Sentinel-1 wavelength or scaling, so VV/VH are refused
   (use the ``dofa`` model for SAR).
+* **Text tower** (``encode_text``, ``classify``, ``space="joint"``; :mod:`xrembed.text`): each variant
+  declares open_clip's SigLIP ``text_cfg`` in ``Variant.extra["text"]``; :meth:`clean_text_state_dict`
+  keeps ``text.*``, ``logit_scale`` and ``logit_bias`` of the same file for a strict load of their own.
 """
 
 from __future__ import annotations
