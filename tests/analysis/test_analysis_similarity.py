@@ -16,7 +16,7 @@ import xrembed  # noqa: F401
 from xrembed import errors
 from xrembed.analysis import query_vector
 
-from analysis_raster_helpers import ORIGIN, RESOLUTION, make_grid, unit
+from analysis_raster_helpers import ORIGIN, RESOLUTION, counting, make_grid, unit
 
 NAN_CELLS = [(1, 1), (20, 3)]
 
@@ -136,3 +136,16 @@ def test_query_vector_is_the_mean_unit_vector():
     emb = make_grid()
     vectors = np.stack([emb.values[:, 2, 3], emb.values[:, 7, 1]])
     np.testing.assert_allclose(query_vector(emb, vectors), unit(vectors).mean(axis=0))
+
+
+def test_many_places_read_each_chunk_once_and_only_those_under_them():
+    emb = make_grid(shape=(40, 40), chunks={"y": 10, "x": 10})  # 16 chunks
+    watched, seen = counting(emb)
+    cell = RESOLUTION
+    places = [shapely.Point(ORIGIN[0] + (2 + i) * cell, ORIGIN[1] - 3 * cell) for i in range(5)]  # chunk (0, 0)
+    places += [shapely.box(ORIGIN[0] + 12 * cell, ORIGIN[1] - 8 * cell, ORIGIN[0] + 18 * cell, ORIGIN[1] - 2 * cell)]
+    places += [shapely.box(ORIGIN[0] + 3 * cell, ORIGIN[1] - 9 * cell, ORIGIN[0] + 9 * cell, ORIGIN[1] - 1 * cell)]
+    frame = gpd.GeoDataFrame(geometry=places, crs="EPSG:32629")
+    vector = query_vector(watched, frame)
+    assert sorted(seen) == [(0, 0, 0), (0, 0, 1)]  # two chunks, each computed once
+    np.testing.assert_allclose(vector, query_vector(emb.compute(), frame))

@@ -120,77 +120,108 @@ def _single_grid(emb: xr.DataArray, what: str) -> None:
         )
 
 
-def _point_vectors(emb: xr.DataArray, xs: np.ndarray, ys: np.ndarray, crs, what: str) -> np.ndarray:
-    grid = Grid.from_xarray(emb)
+def _locate(grid: Grid, xs, ys, crs, what: str) -> tuple[np.ndarray, np.ndarray]:
+    """Rows and columns of the cells under points given in ``crs``; a point off the raster is an error."""
     source = parse_crs(crs, "the query's CRS", "`crs='EPSG:4326'` (lon/lat) or `crs=emb.rio.crs`")
+    xs, ys = np.asarray(xs, dtype=np.float64), np.asarray(ys, dtype=np.float64)
     if source != grid.crs:
         xs, ys = Transformer.from_crs(source, grid.crs, always_xy=True).transform(xs, ys)
-    xs, ys = np.asarray(xs, dtype=np.float64), np.asarray(ys, dtype=np.float64)
+        xs, ys = np.asarray(xs, dtype=np.float64), np.asarray(ys, dtype=np.float64)
     t = grid.transform
-    cols = np.floor((xs - t.c) / t.a).astype(np.int64)
-    rows = np.floor((ys - t.f) / t.e).astype(np.int64)
+    with np.errstate(invalid="ignore"):
+        cols = np.floor((xs - t.c) / t.a)
+        rows = np.floor((ys - t.f) / t.e)
     height, width = grid.shape
-    for i, (row, col) in enumerate(zip(rows, cols)):
-        if not (0 <= row < height and 0 <= col < width) or not np.isfinite([xs[i], ys[i]]).all():
+    for i in range(xs.size):
+        if not (np.isfinite([xs[i], ys[i]]).all() and 0 <= rows[i] < height and 0 <= cols[i] < width):
             raise _outside(what, f"point {i} ({xs[i]:.6g}, {ys[i]:.6g} in the raster's CRS)", grid, crs)
-    y_dim, x_dim = spatial_dims(emb)
-    picked = emb.isel({y_dim: xr.DataArray(rows, dims="_query"), x_dim: xr.DataArray(cols, dims="_query")})
-    values = np.asarray(picked.transpose("_query", EMBEDDING_DIM).values, dtype=np.float64)
-    bad = ~np.isfinite(values).all(axis=1)
-    if bad.any():
-        i = int(np.flatnonzero(bad)[0])
-        raise NoDataInBoundsError(
-            f"{what} point {i} falls on a cell with no data (NaN) at row {rows[i]}, column {cols[i]}; move it onto "
-            "a valid cell or drop it."
-        )
-    return values
+    return rows.astype(np.int64), cols.astype(np.int64)
 
 
-def _polygon_vector(emb: xr.DataArray, geometry, index: int, what: str) -> np.ndarray:
-    """The mean unit vector of the valid cells whose centres lie in ``geometry`` (in the grid's CRS); a polygon
-    smaller than a cell takes the cells it touches."""
+def _polygon_cells(grid: Grid, geometry, index: int, what: str):
+    """The window of the grid under ``geometry`` (in the grid's CRS) and the mask of its cells: centres inside,
+    or, for a polygon smaller than a cell, the cells it touches."""
     from rasterio.features import geometry_mask
 
-    grid = Grid.from_xarray(emb)
     window = grid.window(geometry.bounds).clipped(grid.shape)
     if window.is_empty:
         raise _outside(what, f"polygon {index}", grid, grid.crs)
     sub = grid[window]
-    y_dim, x_dim = spatial_dims(emb)
-    rows, cols = window.slices
-    values = np.asarray(emb.isel({y_dim: rows, x_dim: cols}).transpose(y_dim, x_dim, EMBEDDING_DIM).values)
     for all_touched in (False, True):
         inside = geometry_mask([geometry], out_shape=sub.shape, transform=sub.transform, invert=True, all_touched=all_touched)
         if inside.any():
             break
-    cells = values[inside]
-    cells = cells[np.isfinite(cells).all(axis=1)]
-    if cells.shape[0] == 0:
-        raise NoDataInBoundsError(
-            f"{what} polygon {index} covers no valid cell (only NaN, or none inside the raster); drop it or "
-            "draw it over valid data."
-        )
-    norms = np.linalg.norm(cells, axis=1)
-    cells = cells[norms > 0]
-    return (cells / norms[norms > 0, None]).mean(axis=0)
+    return window, inside
+
+
+def _read_all(parts: list) -> list[np.ndarray]:
+    """Compute the lazy pieces together: a chunk under several places is computed once."""
+    if any(hasattr(part, "dask") for part in parts):
+        import dask
+
+        parts = dask.compute(*parts)
+    return [np.asarray(part, dtype=np.float64) for part in parts]
+
+
+def _place_vectors(emb: xr.DataArray, places: list, what: str) -> np.ndarray:
+    """One vector per place: ``("points", label, rows, cols)`` gives one per point (its cell), ``("polygon",
+    label, window, mask)`` the mean unit vector of the polygon's valid cells. All are read in one computation."""
+    y_dim, x_dim = spatial_dims(emb)
+    parts = []
+    for kind, _, first, second in places:
+        if kind == "points":
+            picked = emb.isel({y_dim: xr.DataArray(first, dims="_query"), x_dim: xr.DataArray(second, dims="_query")})
+            parts.append(picked.transpose("_query", EMBEDDING_DIM).data)
+        else:
+            rows, cols = first.slices
+            parts.append(emb.isel({y_dim: rows, x_dim: cols}).transpose(y_dim, x_dim, EMBEDDING_DIM).data)
+    out = []
+    for (kind, label, first, second), values in zip(places, _read_all(parts)):
+        if kind == "points":
+            bad = ~np.isfinite(values).all(axis=1)
+            if bad.any():
+                i = int(np.flatnonzero(bad)[0])
+                raise NoDataInBoundsError(
+                    f"{what} {label} (point {i}) falls on a cell with no data (NaN) at row {first[i]}, column "
+                    f"{second[i]}; move it onto a valid cell or drop it."
+                )
+            out.extend(values)
+            continue
+        cells = values[second]
+        cells = cells[np.isfinite(cells).all(axis=1)]
+        norms = np.linalg.norm(cells, axis=1)
+        cells, norms = cells[norms > 0], norms[norms > 0]
+        if cells.shape[0] == 0:
+            raise NoDataInBoundsError(
+                f"{what} {label} covers no valid cell (only NaN, or none inside the raster); drop it or draw it "
+                "over valid data."
+            )
+        out.append((cells / norms[:, None]).mean(axis=0))
+    return np.asarray(out, dtype=np.float64)
+
+
+def _point_vectors(emb: xr.DataArray, xs, ys, crs, what: str) -> np.ndarray:
+    rows, cols = _locate(Grid.from_xarray(emb), xs, ys, crs, what)
+    return _place_vectors(emb, [("points", "point", rows, cols)], what)
 
 
 def _geometry_vectors(emb: xr.DataArray, geometries: Sequence, what: str) -> np.ndarray:
-    out = []
+    """Vectors of shapely geometries in the grid's CRS: one per point, one per polygon."""
+    grid = Grid.from_xarray(emb)
+    places = []
     for i, geometry in enumerate(geometries):
         if geometry is None or geometry.is_empty:
             raise OptionError(f"{what} geometry {i} is empty; drop it.")
-        if geometry.geom_type == "Point":
-            out.append(_point_vectors(emb, np.array([geometry.x]), np.array([geometry.y]), read_crs(emb), what)[0])
-        elif geometry.geom_type == "MultiPoint":
-            xs = np.array([p.x for p in geometry.geoms])
-            ys = np.array([p.y for p in geometry.geoms])
-            out.extend(_point_vectors(emb, xs, ys, read_crs(emb), what))
+        if geometry.geom_type in ("Point", "MultiPoint"):
+            points = [geometry] if geometry.geom_type == "Point" else list(geometry.geoms)
+            rows, cols = _locate(grid, [p.x for p in points], [p.y for p in points], grid.crs, what)
+            places.append(("points", f"geometry {i}", rows, cols))
         elif geometry.geom_type in ("Polygon", "MultiPolygon"):
-            out.append(_polygon_vector(emb, geometry, i, what))
+            window, inside = _polygon_cells(grid, geometry, i, what)
+            places.append(("polygon", f"polygon {i}", window, inside))
         else:
             raise OptionError(f"{what} geometry {i} is a {geometry.geom_type}; pass points or polygons.")
-    return np.asarray(out, dtype=np.float64)
+    return _place_vectors(emb, places, what)
 
 
 def _frame_vectors(emb: xr.DataArray, frame, crs, what: str) -> np.ndarray:
