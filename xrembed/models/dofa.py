@@ -110,6 +110,8 @@ class DOFA(ModelAdapter):
     input_values = (
         "raw Sentinel-2 L2A reflectance 0..10000 (already-normalised [0, 1] rejected); Sentinel-1 sigma0 in dB"
     )
+    #: The plan's ``scale`` (optical reflectance or SAR dB, from the bands) picks the check.
+    value_checks = {"reflectance": check_raw_reflectance, "db": check_db_backscatter}
     normalisation = {
         "reflectance": "clip(x / 10000, 0, 1) * 255, then (x - mean) / std per band",
         "db": "clip((x + 30) / 30, 0, 1) * 255, then (x - mean) / std per band",
@@ -189,12 +191,6 @@ class DOFA(ModelAdapter):
         return cleaned
 
     # -- run time ----------------------------------------------------------------------------
-    def check_values(self, pixels: np.ndarray, plan: InputPlan) -> None:
-        if plan.option("scale") == "reflectance":
-            check_raw_reflectance(pixels, self.model_id)
-        else:
-            check_db_backscatter(pixels, self.model_id)
-
     def normalise(self, pixels, plan):
         import torch
 

@@ -35,6 +35,7 @@ Choices made here, each deliberate:
 from __future__ import annotations
 
 import datetime as _dt
+from functools import partial
 from typing import Any
 
 import numpy as np
@@ -104,6 +105,7 @@ class Prithvi(ModelAdapter):
         + " (inputs with the HLS names are accepted too)"
     )
     input_values = "raw HLS / Sentinel-2 L2A surface reflectance x 10000 (already-normalised [0, 1] rejected)"
+    value_checks = {"reflectance": partial(check_raw_reflectance, what="HLS / Sentinel-2 reflectance")}
     normalisation = {
         "reflectance": "(x - mean) / std per band",
         "mean": dict(zip(DEFAULT_BANDS, MEAN)),
@@ -251,9 +253,6 @@ class Prithvi(ModelAdapter):
         return cleaned
 
     # -- run time ----------------------------------------------------------------------------
-    def check_values(self, pixels: np.ndarray, plan: InputPlan) -> None:
-        check_raw_reflectance(pixels, self.model_id, "HLS / Sentinel-2 reflectance")
-
     def _frames(self, x, plan: InputPlan) -> int:
         channels = len(DEFAULT_BANDS)
         if x.shape[1] % channels:
