@@ -107,9 +107,17 @@ class RSEmbedAccessor:
 
         return pca(self._obj, n_components, sample_size=sample_size, seed=seed)
 
-    def to_rgb(self, **options) -> xr.DataArray:
+    def to_rgb(
+        self,
+        *,
+        bands: Sequence[int] | None = None,
+        percentiles: tuple[float, float] = (2, 98),
+        value_range: tuple[float, float] | None = None,
+        sample_size: int = 10_000,
+        seed: int = 0,
+    ) -> xr.DataArray:
         """RGB quicklook ``(band=[r, g, b], y, x)`` uint8, robust stretch, nodata 0 (``rio.to_raster`` ready);
-        see :func:`xrembed.analysis.to_rgb` for the options.
+        see :func:`xrembed.analysis.to_rgb`.
 
         Examples
         --------
@@ -117,7 +125,9 @@ class RSEmbedAccessor:
         """
         from .analysis.rgb import to_rgb
 
-        return to_rgb(self._obj, **options)
+        return to_rgb(
+            self._obj, bands=bands, percentiles=percentiles, value_range=value_range, sample_size=sample_size, seed=seed
+        )
 
     def similarity(self, query, *, negatives=None, crs=None) -> xr.DataArray:
         """Lazy cosine similarity ``(y, x)`` to a vector, point(s), polygons or text (``2 * mean(pos) -
@@ -131,9 +141,11 @@ class RSEmbedAccessor:
 
         return similarity(self._obj, query, negatives=negatives, crs=crs)
 
-    def kmeans(self, k: int, **options) -> xr.DataArray:
+    def kmeans(
+        self, k: int, *, normalise: bool = True, sample_size: int = 10_000, seed: int = 0, n_init: int = 4
+    ) -> xr.DataArray:
         """Lazy k-means label map ``(y, x)`` (fit on a seeded sample, predicted per chunk; NaN kept);
-        see :func:`xrembed.analysis.kmeans` for the options.
+        see :func:`xrembed.analysis.kmeans`.
 
         Examples
         --------
@@ -141,7 +153,7 @@ class RSEmbedAccessor:
         """
         from .analysis.kmeans import kmeans
 
-        return kmeans(self._obj, k, **options)
+        return kmeans(self._obj, k, normalise=normalise, sample_size=sample_size, seed=seed, n_init=n_init)
 
     def sample(self, points, *, crs=None, outside: str = "raise", prefix: str = "e"):
         """One row per point: the vector of the cell under it; see :func:`xrembed.analysis.sample`.
