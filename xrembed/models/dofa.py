@@ -31,11 +31,10 @@ from __future__ import annotations
 from dataclasses import replace
 from typing import Any
 
-import numpy as np
 
 from ..bands import SENTINEL2_WAVELENGTHS_UM
 from ..errors import BandMismatchError
-from .base import BandRequest, Checkpoint, InputPlan, ModelAdapter, Variant
+from .base import BandRequest, Checkpoint, ModelAdapter, Variant
 from .band_sets import S1_BANDS
 from .checks import check_db_backscatter, check_raw_reflectance
 from .normalise import REFLECTANCE_SCALE, standardise
