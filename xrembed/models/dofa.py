@@ -31,7 +31,6 @@ from __future__ import annotations
 from dataclasses import replace
 from typing import Any
 
-
 from ..bands import SENTINEL2_WAVELENGTHS_UM
 from ..errors import BandMismatchError
 from .base import BandRequest, Checkpoint, ModelAdapter, Variant

@@ -38,7 +38,6 @@ import datetime as _dt
 from functools import partial
 from typing import Any
 
-
 from ..errors import BandMismatchError, OptionError, WavelengthError
 from .base import BandRequest, Checkpoint, InputContext, InputPlan, ModelAdapter, Variant
 from .checks import check_raw_reflectance
