@@ -200,3 +200,37 @@ def test_spatial_splits_unit():
             assert np.abs(x[test] - x[i]).min() > 9.5
         for i in np.flatnonzero(state == "buffer"):
             assert np.abs(x[test] - x[i]).min() <= 9.5
+
+
+def test_polygon_labels_use_zonal_means_and_a_shape_buffer():
+    """Labelled squares inside 50 m stripes: zonal means on each grid, squares over one model's NaN
+    columns dropped for both, and no training square within one cell (x or y gap) of a test square."""
+    import shapely
+
+    rng = np.random.default_rng(1)
+    h = w = 40
+    cls = (np.arange(w)[None, :] // 5 % 2).repeat(h, axis=0)
+    vec = np.where(cls[None] == 0, np.array([1.0, 0.1, 0.0])[:, None, None], np.array([0.0, 0.1, 1.0])[:, None, None])
+    coords = {"y": 1000.0 - 10 * (np.arange(h) + 0.5), "x": 10 * (np.arange(w) + 0.5)}
+    emb = xr.DataArray(vec, dims=("embedding", "y", "x"), coords=coords).rio.write_crs("EPSG:32633")
+    holed = emb.copy()
+    holed[:, :, :10] = np.nan  # x < 100 m has no data in this model
+    raster = (emb * 1000 + 500).rename(embedding="band").assign_coords(band=["B02", "B03", "B04"])
+    stripe = rng.integers(0, 8, 160)
+    cx, cy = 50 * stripe + rng.uniform(8, 42, 160), rng.uniform(606, 994, 160)
+    squares = shapely.box(cx - 6, cy - 6, cx + 6, cy + 6)
+    gdf = gpd.GeoDataFrame({"label": np.where(stripe % 2 == 0, "even", "odd")}, geometry=squares, crs="EPSG:32633")
+    result = compare(raster, {"plain": emb, "holed": holed}, gdf, n_splits=4, block_size=100.0, points_per_class=None)
+    np.testing.assert_allclose(result.table.loc[result.table["model"] != BASELINE, "accuracy_mean"], 1.0)
+    assert result.dropped == int((cx + 6 <= 100).sum()) and result.dropped > 0
+    assert (result.assignment["x"] > 94).all()
+    # the buffer between shapes, by brute force: gaps between the kept squares' edges
+    kept = result.assignment[["x", "y"]].to_numpy()
+    order = [int(np.flatnonzero((np.abs(cx - px) < 1e-6) & (np.abs(cy - py) < 1e-6))[0]) for px, py in kept]
+    x0, x1, y0, y1 = cx[order] - 6, cx[order] + 6, cy[order] - 6, cy[order] + 6
+    gap = np.maximum(np.maximum(x0[:, None] - x1[None], x0[None] - x1[:, None]), np.maximum(y0[:, None] - y1[None], y0[None] - y1[:, None]))
+    for split in [c for c in result.assignment.columns if c.startswith("split_")]:
+        state = result.assignment[split].to_numpy()
+        near_test = (gap[:, state == "test"] <= 10.0).any(axis=1)
+        assert not (near_test & (state == "train")).any()
+        assert near_test[state == "buffer"].all()

@@ -39,8 +39,13 @@ def spatial_splits(
     block_size: float,
     buffer: float,
     seed: int,
+    geometries: np.ndarray | None = None,
 ) -> tuple[np.ndarray, pd.DataFrame]:
     """Blocks and the per-split assignment (``"train"``, ``"test"`` or ``"buffer"``) of every point.
+
+    Blocks are taken at ``(x, y)``. The buffer is measured between the points (the larger of the x and y
+    distances), or, with ``geometries`` (polygon labels), between the shapes: a training polygon that
+    meets a test polygon grown by a square of half-side ``buffer`` is left out.
 
     Returns ``(blocks, assignment)``; ``assignment`` has one column ``split_0 ... split_{n-1}``.
 
@@ -71,14 +76,21 @@ def spatial_splits(
             f"fewer than n_splits={n_splits}; pass a smaller block_size= or fewer n_splits=."
         )
     splitter = model_selection.StratifiedGroupKFold(n_splits=n_splits, shuffle=True, random_state=seed)
-    tree = cKDTree(np.column_stack([x, y]))
+    tree = cKDTree(np.column_stack([x, y])) if geometries is None else None
+    if geometries is not None:
+        shapely = require("shapely", "xrembed.compare")
+        shape_tree = shapely.STRtree(geometries)
     columns = {}
     codes = np.unique(labels, return_inverse=True)[1]
     for k, (train, test) in enumerate(splitter.split(np.zeros(len(labels)), codes, groups=blocks)):
         state = np.full(len(labels), "train", dtype=object)
         state[test] = "test"
-        near = tree.query_ball_point(np.column_stack([x[test], y[test]]), r=buffer, p=np.inf)
-        near = np.unique(np.concatenate([np.asarray(n, dtype="int64") for n in near])) if len(near) else np.array([], int)
+        if tree is not None:
+            near = tree.query_ball_point(np.column_stack([x[test], y[test]]), r=buffer, p=np.inf)
+            near = np.unique(np.concatenate([np.asarray(n, dtype="int64") for n in near])) if len(near) else np.array([], int)
+        else:
+            grown = shapely.buffer(geometries[test], buffer, cap_style="square", join_style="mitre")
+            near = np.unique(shape_tree.query(grown, predicate="intersects")[1])
         state[near[state[near] == "train"]] = "buffer"
         kept = labels[state == "train"]
         if np.unique(kept).size < 2 or not (state == "test").any():

@@ -29,8 +29,9 @@ from ..errors import OptionError
 from ..geo import Grid, assign_grid, metres_per_unit, spatial_dims
 from ._cv import spatial_splits
 from ._deps import require
-from ._points import _reproject_xy, cell_index, read_points
+from ._points import _reproject_xy, cell_index, read_geometries, read_points
 from .sample import sample_values
+from .zonal import zonal_sums
 
 __all__ = ["ComparisonResult", "compare", "BASELINE"]
 
@@ -134,9 +135,11 @@ def compare(
         product from ``open_precomputed``, an ``emb`` you computed); or a mapping ``{name: any of those}``.
         Each model id is embedded with ``raster.rsembed.embed(model_id, **embed_kwargs, **its keywords)``.
     labels
-        A GeoDataFrame of labelled points (reprojected onto the raster's CRS; the label in ``label_column``),
-        or a label raster ``(y, x)`` (e.g. a scene classification layer, on any grid): points are drawn at
-        its cell centres, up to ``points_per_class`` per class (seeded).
+        A GeoDataFrame of labelled points or polygons (reprojected onto the raster's CRS; the label in
+        ``label_column``), or a label raster ``(y, x)`` (e.g. a scene classification layer, on any grid): points
+        are drawn at its cell centres, up to ``points_per_class`` per class (seeded). A point is represented by
+        the cell under it on each grid; a polygon by its valid-area-weighted mean vector on each grid
+        (:func:`xrembed.analysis.zonal`), and it drops out when it holds no valid area on some grid.
     probe
         ``"knn"`` (k-nearest neighbours, cosine distance, ``n_neighbors``) and/or ``"logreg"`` (logistic
         regression on standardised features).
@@ -194,7 +197,7 @@ def compare(
     y_dim, x_dim = spatial_dims(raster)
     grid = Grid.from_xarray(raster)
     rng = np.random.default_rng(seed)
-    x, y, label = _labelled_points(labels, grid, label_column, classes, points_per_class, rng)
+    x, y, label, shapes = _labelled_points(labels, grid, label_column, classes, points_per_class, rng)
 
     embeddings = _embeddings(raster, models, dict(embed_kwargs or {}))
     cells = {name: _cell_size(emb, grid) for name, emb in embeddings.items()}
@@ -206,21 +209,27 @@ def compare(
     valid = np.ones(len(x), dtype=bool)
     for name, emb in embeddings.items():
         start = time.perf_counter()
-        ex, ey = _reproject_xy(x, y, grid.crs, Grid.from_xarray(emb).crs)
         with warnings.catch_warnings():
             warnings.simplefilter("ignore", RuntimeWarning)  # all-NaN cells of the baseline
-            values, inside, _ = sample_values(emb, ex, ey)
+            if shapes is None:
+                ex, ey = _reproject_xy(x, y, grid.crs, Grid.from_xarray(emb).crs)
+                values, inside, _ = sample_values(emb, ex, ey)
+            else:
+                values, inside = _zone_means(emb, shapes, grid.crs)
         embed_s[name] = time.perf_counter() - start
         features[name] = values
         valid &= inside & np.isfinite(values).all(axis=1)
     dropped = int((~valid).sum())
     x, y, label = x[valid], y[valid], label[valid]
+    shapes = shapes[valid] if shapes is not None else None
     features = {name: values[valid] for name, values in features.items()}
 
     if block_size is None:
         extent = max(np.ptp(x), np.ptp(y)) if len(x) else 0.0
         block_size = max(extent / 6, 4 * coarsest)
-    blocks, assignment = spatial_splits(x, y, label, n_splits=n_splits, block_size=block_size, buffer=coarsest, seed=seed)
+    blocks, assignment = spatial_splits(
+        x, y, label, n_splits=n_splits, block_size=block_size, buffer=coarsest, seed=seed, geometries=shapes
+    )
 
     score_rows, table_rows = [], []
     for name, values in features.items():
@@ -280,8 +289,19 @@ def _check_probes(probe) -> tuple[str, ...]:
     return probes
 
 
+def _zone_means(emb: xr.DataArray, shapes: np.ndarray, crs) -> tuple[np.ndarray, np.ndarray]:
+    """Each polygon's valid-area-weighted mean vector on ``emb``'s grid, and whether it holds valid area."""
+    sums = zonal_sums(emb, list(shapes), crs=crs)
+    with np.errstate(invalid="ignore", divide="ignore"):
+        means = sums.vector_sum / np.where(sums.area > 0, sums.area, np.nan)[:, None]
+    return means, sums.area > 0
+
+
 def _labelled_points(labels, grid: Grid, label_column, classes, points_per_class, rng):
-    """``(x, y, label)`` in the raster's CRS, on the raster, at most ``points_per_class`` per class."""
+    """``(x, y, label, polygons)`` in the raster's CRS, on the raster, at most ``points_per_class`` per class.
+
+    ``polygons`` is None for points; for polygon labels ``x``/``y`` are their representative points."""
+    shapes = None
     if isinstance(labels, xr.DataArray):
         x, y, values = _raster_points(labels, grid)
     elif type(labels).__module__.startswith("geopandas") and hasattr(labels, "geometry"):
@@ -291,8 +311,21 @@ def _labelled_points(labels, grid: Grid, label_column, classes, points_per_class
             column = others[0]
         if column not in labels.columns:
             raise OptionError(f"cannot tell which column holds the labels among {others}; pass label_column=.")
-        loc = read_points(labels, grid.crs, what="the labelled points")
-        x, y, values = loc.x, loc.y, labels[column].to_numpy()
+        values = labels[column].to_numpy()
+        kinds = set(labels.geometry.geom_type.dropna())
+        if kinds <= {"Point"}:
+            loc = read_points(labels, grid.crs, what="the labelled points")
+            x, y = loc.x, loc.y
+        elif kinds <= {"Polygon", "MultiPolygon"}:
+            shapes, _ = read_geometries(labels, grid.crs, what="the labelled polygons")
+            shapes = np.asarray(shapes, dtype=object)
+            anchor = require("shapely", "xrembed.compare").point_on_surface(shapes)
+            x, y = np.asarray([p.x for p in anchor]), np.asarray([p.y for p in anchor])
+        else:
+            raise OptionError(
+                f"labels mix geometry types {sorted(kinds)}; pass points or polygons (e.g. split the frame by "
+                "`gdf.geom_type`)."
+            )
     else:
         raise OptionError(
             f"labels must be a GeoDataFrame of labelled points or a label raster (y, x) DataArray, not "
@@ -304,6 +337,7 @@ def _labelled_points(labels, grid: Grid, label_column, classes, points_per_class
         keep &= pd.Series(values).isin(list(mapping)).to_numpy()
         values = np.array([mapping.get(v, v) for v in values], dtype=object)
     x, y, values = x[keep], y[keep], np.asarray(values[keep])
+    shapes = shapes[keep] if shapes is not None else None
     if points_per_class is not None:
         chosen = []
         for value in pd.unique(values):
@@ -311,7 +345,8 @@ def _labelled_points(labels, grid: Grid, label_column, classes, points_per_class
             chosen.append(idx if idx.size <= points_per_class else np.sort(rng.choice(idx, points_per_class, replace=False)))
         order = np.sort(np.concatenate(chosen)) if chosen else np.array([], dtype=int)
         x, y, values = x[order], y[order], values[order]
-    return x, y, values
+        shapes = shapes[order] if shapes is not None else None
+    return x, y, values, shapes
 
 
 def _raster_points(labels: xr.DataArray, grid: Grid):
