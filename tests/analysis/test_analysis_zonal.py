@@ -269,3 +269,15 @@ def test_a_dataset_is_read_through_its_embeddings_variable(values):
     polygons = [rect(0.3, 0.25, 4.6, 3.1)]
     got = emb.to_dataset(name="embeddings").rsembed.zonal(polygons)
     np.testing.assert_array_equal(got.to_numpy(float), emb.rsembed.zonal(polygons).to_numpy(float))
+
+
+def test_large_zones_are_summed_in_batches(values, monkeypatch):
+    """A zone bigger than one float64 batch gives the same sums as in one go."""
+    import xrembed.analysis.zonal as zonal_module
+
+    polygons = [rect(0.3, 0.25, 13.6, 11.1)]
+    whole = grid_emb(values).rsembed.zonal(polygons, stats=("mean", "std"))
+    monkeypatch.setattr(zonal_module, "_BATCH_VALUES", 7)  # 7 // 5 components: one cell per batch
+    batched = grid_emb(values).rsembed.zonal(polygons, stats=("mean", "std"))
+    np.testing.assert_allclose(batched.to_numpy(float), whole.to_numpy(float), rtol=1e-12)
+    check_row(batched.iloc[0], expected(values, rect_weights(values.shape[1:], 0.3, 0.25, 13.6, 11.1)), 5)

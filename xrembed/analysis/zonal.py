@@ -182,32 +182,43 @@ def _dilate(mask: np.ndarray) -> np.ndarray:
     return grown
 
 
+#: Values converted to float64 at a time (cells x components), so a polygon over a whole chunk of a 768-D
+#: grid never needs a float64 copy of the chunk.
+_BATCH_VALUES = 1 << 22
+
+
 def _block_sums(values, transform, zone_ids, geometries, with_squares: bool):
     """Sums of one ``(D, h, w)`` block for the zones that touch it: ``(ids, area, cells, S, U, Q)``."""
     values = np.asarray(values)
     depth, height, width = values.shape
-    valid = np.isfinite(values).all(axis=0)
+    valid = np.isfinite(values.sum(axis=0, dtype="float64"))  # any NaN (or inf) component: no valid cell
     n = len(zone_ids)
     area, cells = np.zeros(n), np.zeros(n, dtype="int64")
     vector_sum, unit_sum = np.zeros((n, depth)), np.zeros((n, depth))
     square_sum = np.zeros((n, depth)) if with_squares else None
+    flat = values.reshape(depth, height * width)
+    batch = max(1, _BATCH_VALUES // max(depth, 1))
     for k, geometry in enumerate(geometries):
         window = PixelWindow(*_window(geometry.bounds, transform)).clipped((height, width))
         if window.is_empty:
             continue
         weights = coverage_areas(geometry, window_transform(transform, window), window.shape)
         weights = np.where(valid[window.slices], weights, 0.0)
-        picked = weights > 0
-        if not picked.any():
+        rows, cols = np.nonzero(weights > 0)
+        if not rows.size:
             continue
-        a = weights[picked]
-        v = values[(slice(None),) + window.slices][:, picked].astype("float64")  # (D, n)
-        norms = np.linalg.norm(v, axis=0)
-        u = np.divide(v, norms, out=np.zeros_like(v), where=norms > 0)  # a zero vector has no direction: adds 0
-        area[k], cells[k] = a.sum(), a.size
-        vector_sum[k], unit_sum[k] = v @ a, u @ a
-        if with_squares:
-            square_sum[k] = (v * v) @ a
+        a_all = weights[rows, cols]
+        index_all = (rows + window.row0) * width + (cols + window.col0)
+        area[k], cells[k] = a_all.sum(), a_all.size
+        for start in range(0, a_all.size, batch):
+            a, index = a_all[start:start + batch], index_all[start:start + batch]
+            v = flat[:, index].astype("float64")  # (D, cells in this batch)
+            norms = np.linalg.norm(v, axis=0)
+            u = np.divide(v, norms, out=np.zeros_like(v), where=norms > 0)  # a zero vector has no direction: adds 0
+            vector_sum[k] += v @ a
+            unit_sum[k] += u @ a
+            if with_squares:
+                square_sum[k] += (v * v) @ a
     return np.asarray(zone_ids), area, cells, vector_sum, unit_sum, square_sum
 
 
