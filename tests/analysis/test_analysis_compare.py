@@ -15,7 +15,7 @@ import xarray as xr
 import xrembed
 from xrembed.analysis._cv import spatial_blocks, spatial_splits
 from xrembed.analysis.compare import BASELINE, compare
-from xrembed.errors import OptionError, XrembedError
+from xrembed.errors import NoDataInBoundsError, OptionError, XrembedError
 
 SCL_CLASSES = {5: "bare soil", 10: "thin cirrus", 8: "cloud", 9: "cloud"}
 
@@ -34,11 +34,12 @@ def open_scene():
 
 @pytest.fixture(scope="module")
 def real():
-    """One comparison on the real scene: the tiny DOFA and DOFA-base, random weights, 40 points per class."""
+    """One comparison on the real scene: the tiny DOFA and RemoteCLIP ViT-B/32 (the smallest real variant: 7 x 7
+    tokens per 224 px tile), random weights, 40 points per class."""
     raster, scl = open_scene()
     result = compare(
         raster,
-        ["dofa-tiny", ("dofa", {"variant": "base"})],
+        ["dofa-tiny", ("remoteclip", {"variant": "vit_b32"})],
         scl,
         classes=SCL_CLASSES,
         points_per_class=40,
@@ -51,7 +52,7 @@ def real():
 def test_table_has_the_baseline_and_every_model(real):
     _, _, result = real
     table = result.table
-    assert list(table["model"]) == [BASELINE, BASELINE, "dofa-tiny", "dofa-tiny", "dofa (base)", "dofa (base)"]
+    assert list(table["model"]) == [BASELINE, BASELINE, "dofa-tiny", "dofa-tiny", "remoteclip (vit_b32)", "remoteclip (vit_b32)"]
     assert list(table["probe"]) == ["knn", "logreg"] * 3
     for column in ("accuracy_mean", "accuracy_sd", "macro_f1_mean", "macro_f1_sd", "time_s"):
         assert np.isfinite(table[column]).all(), column
@@ -79,7 +80,7 @@ def test_folds_are_spatial_blocks_with_a_buffer(real):
     assert len(splits) == 3
     assert ((a[splits] == "test").sum(axis=1) == 1).all()  # every point is tested exactly once
     buffer = result.settings["buffer"]
-    assert buffer == pytest.approx(1600.0)  # one cell of the coarsest grid: DOFA-base, 16 px x 100 m
+    assert buffer == pytest.approx(3200.0)  # one cell of the coarsest grid: RemoteCLIP ViT-B/32, 32 px x 100 m
     xy = a[["x", "y"]].to_numpy()
     chebyshev = np.abs(xy[:, None, :] - xy[None, :, :]).max(axis=2)
     for split in splits:
@@ -100,7 +101,7 @@ def test_plot(real):
     fig = result.plot()
     assert isinstance(fig, Figure)
     (ax,) = fig.axes
-    assert len(ax.patches) == 6 and [t.get_text() for t in ax.get_yticklabels()] == [BASELINE, "dofa-tiny", "dofa (base)"]
+    assert len(ax.patches) == 6 and [t.get_text() for t in ax.get_yticklabels()] == [BASELINE, "dofa-tiny", "remoteclip (vit_b32)"]
     widths = sorted(round(p.get_width(), 6) for p in ax.patches)
     assert widths == sorted(round(v, 6) for v in result.table["macro_f1_mean"])
     with pytest.raises(OptionError):
@@ -128,6 +129,10 @@ def test_cells_without_valid_data_drop_out_for_all_models(tiny_grid):
     assert len(result.assignment) == len(full.assignment) - in_hole.sum()
     assert not ((result.assignment["x"] < x_edge) & (result.assignment["y"] > y_edge)).any()
     assert (result.table["n_points"] == len(result.assignment)).all()  # model "a" lost them too
+    assert result.settings["dropped_by_model"]["b"] == full.dropped + in_hole.sum()
+    assert result.settings["dropped_by_model"]["a"] == full.dropped
+    with pytest.raises(NoDataInBoundsError, match="all NaN"):
+        compare(raster, {"a": emb, "empty": emb * np.nan}, scl, **kwargs)
 
 
 def test_seeded(tiny_grid):

@@ -25,7 +25,7 @@ import numpy as np
 import pandas as pd
 import xarray as xr
 
-from ..errors import OptionError
+from ..errors import NoDataInBoundsError, OptionError
 from ..geo import Grid, assign_grid, metres_per_unit, spatial_dims
 from ._cv import spatial_splits
 from ._deps import require
@@ -205,7 +205,7 @@ def compare(
     factor = max(1, int(round(coarsest / max(abs(grid.transform.a), abs(grid.transform.e)))))
     embeddings = {BASELINE: _band_means(raster, grid, factor, y_dim, x_dim), **embeddings}
 
-    features, embed_s = {}, {}
+    features, embed_s, dropped_by = {}, {}, {}
     valid = np.ones(len(x), dtype=bool)
     for name, emb in embeddings.items():
         start = time.perf_counter()
@@ -218,8 +218,16 @@ def compare(
                 values, inside = _zone_means(emb, shapes, grid.crs)
         embed_s[name] = time.perf_counter() - start
         features[name] = values
-        valid &= inside & np.isfinite(values).all(axis=1)
+        usable = inside & np.isfinite(values).all(axis=1)
+        dropped_by[name] = int((~usable).sum())
+        valid &= usable
     dropped = int((~valid).sum())
+    if not valid.any():
+        raise NoDataInBoundsError(
+            f"none of the {len(valid)} labelled locations has valid data on every grid (without valid data, per "
+            f"model: {dropped_by}); check that the labels and the models cover the same place, and that no model's "
+            "grid is all NaN."
+        )
     x, y, label = x[valid], y[valid], label[valid]
     shapes = shapes[valid] if shapes is not None else None
     features = {name: values[valid] for name, values in features.items()}
@@ -231,6 +239,21 @@ def compare(
         x, y, label, n_splits=n_splits, block_size=block_size, buffer=coarsest, seed=seed, geometries=shapes
     )
 
+    table_rows, score_rows = _evaluate(features, label, assignment, probes, n_neighbors, seed, embed_s)
+    points = pd.DataFrame({"x": x, "y": y, "label": label, "block": blocks})
+    return ComparisonResult(
+        table=pd.DataFrame(table_rows),
+        scores=pd.DataFrame(score_rows),
+        assignment=pd.concat([points, assignment], axis=1),
+        dropped=dropped,
+        settings={"block_size": float(block_size), "buffer": float(coarsest), "baseline_cell_px": factor, "seed": seed,
+                  "dropped_by_model": dropped_by},
+    )
+
+
+def _evaluate(features: dict, label: np.ndarray, assignment: pd.DataFrame, probes, n_neighbors: int, seed: int, embed_s: dict):
+    """Fit and score every probe on every model's features over the same splits: (table rows, score rows)."""
+    n_splits = assignment.shape[1]
     score_rows, table_rows = [], []
     for name, values in features.items():
         for probe_name in probes:
@@ -271,14 +294,7 @@ def compare(
                     "n_splits": n_splits,
                 }
             )
-    points = pd.DataFrame({"x": x, "y": y, "label": label, "block": blocks})
-    return ComparisonResult(
-        table=pd.DataFrame(table_rows),
-        scores=pd.DataFrame(score_rows),
-        assignment=pd.concat([points, assignment], axis=1),
-        dropped=dropped,
-        settings={"block_size": float(block_size), "buffer": float(coarsest), "baseline_cell_px": factor, "seed": seed},
-    )
+    return table_rows, score_rows
 
 
 def _check_probes(probe) -> tuple[str, ...]:
