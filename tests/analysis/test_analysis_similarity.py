@@ -149,3 +149,16 @@ def test_many_places_read_each_chunk_once_and_only_those_under_them():
     vector = query_vector(watched, frame)
     assert sorted(seen) == [(0, 0, 0), (0, 0, 1)]  # two chunks, each computed once
     np.testing.assert_allclose(vector, query_vector(emb.compute(), frame))
+
+
+def test_geoseries_and_multipoint_equal_the_same_points_as_tuples():
+    emb = make_grid()
+    cells = [(3, 4), (10, 20)]
+    lonlat = [_lonlat(*_centre(emb, r, c)) for r, c in cells]
+    expected = emb.rsembed.similarity(lonlat).values
+    series = gpd.GeoSeries([shapely.Point(p) for p in lonlat], crs="EPSG:4326")
+    np.testing.assert_allclose(emb.rsembed.similarity(series).values, expected, atol=1e-6)
+    multi = shapely.MultiPoint([_centre(emb, r, c) for r, c in cells])
+    np.testing.assert_allclose(emb.rsembed.similarity(multi, crs="EPSG:32629").values, expected, atol=1e-6)
+    with pytest.raises(errors.OptionError, match="LineString"):
+        emb.rsembed.similarity(shapely.LineString(lonlat))
