@@ -281,3 +281,22 @@ def test_large_zones_are_summed_in_batches(values, monkeypatch):
     batched = grid_emb(values).rsembed.zonal(polygons, stats=("mean", "std"))
     np.testing.assert_allclose(batched.to_numpy(float), whole.to_numpy(float), rtol=1e-12)
     check_row(batched.iloc[0], expected(values, rect_weights(values.shape[1:], 0.3, 0.25, 13.6, 11.1)), 5)
+
+
+from hypothesis import given, settings, strategies as st  # noqa: E402
+
+_corner = st.floats(-3.0, 17.0, allow_nan=False)
+
+
+@settings(max_examples=30, deadline=None)
+@given(c0=_corner, c1=_corner, r0=_corner, r1=_corner, chunk_y=st.integers(1, 12), chunk_x=st.integers(1, 14))
+def test_any_rectangle_any_chunking(c0, c1, r0, r1, chunk_y, chunk_x):
+    """Rectangles anywhere (also partly or wholly off the grid), any chunking: the hand-computed overlaps."""
+    c0, c1, r0, r1 = min(c0, c1), max(c0, c1) + 0.05, min(r0, r1), max(r0, r1) + 0.05
+    values = np.random.default_rng(7).normal(size=(3, 12, 14))
+    row = grid_emb(values, chunks=(chunk_y, chunk_x)).rsembed.zonal([rect(c0, r0, c1, r1)]).iloc[0]
+    weights = rect_weights(values.shape[1:], c0, r0, c1, r1)
+    if weights.sum() == 0:
+        assert row["area"] == 0 and row["cells"] == 0 and np.isnan(row["e000"])
+    else:
+        check_row(row, expected(values, weights), 3, rtol=1e-8)
