@@ -26,7 +26,8 @@ from pathlib import Path
 os.environ.setdefault("HF_HUB_OFFLINE", "1")  # random weights only: nothing may reach the Hub
 
 # A check that passes because a test extra happens to be installed proves nothing.
-_TEST_ONLY = ["pytest", "hypothesis", "torchgeo", "terratorch", "open_clip", "ee", "xee"]
+_TEST_ONLY = ["pytest", "hypothesis", "torchgeo", "terratorch", "open_clip", "ee", "xee", "sklearn", "geopandas",
+              "matplotlib", "sentencepiece", "mkdocs"]
 _present = [name for name in _TEST_ONLY if importlib.util.find_spec(name) is not None]
 if _present:
     sys.exit(f"plain install check: not a plain install, test extras are importable: {_present}")
@@ -215,6 +216,44 @@ def precomputed_over_http(tmp: Path) -> None:
 
 
 @step
+def text_towers_offline() -> None:
+    """RemoteCLIP's CLIP tokenizer ships with xrembed (ftfy cleaning): text and zero-shot maps need no extra."""
+    texts = xrembed.encode_text("remoteclip", ["a harbour", "sand dunes"], weights="random")
+    assert texts.dims == ("text", "embedding"), texts.dims
+    np.testing.assert_allclose(np.linalg.norm(texts.values, axis=1), 1.0, rtol=1e-5)
+    raster = xrembed.open_raster("sample")
+    probs = raster.rsembed.classify(["water", "sand dunes"], model="remoteclip", weights="random")
+    assert probs.dims == ("label", "y", "x") and probs.rio.crs == raster.rio.crs, (probs.dims, probs.rio.crs)
+    np.testing.assert_allclose(probs.sum("label").values, 1.0, rtol=1e-5)  # CLIP: softmax over the labels
+    import tokenizers  # noqa: F401  (SigLIP's tokenizer.json reader, a runtime dependency)
+
+
+@step
+def stream_to_zarr(tmp: Path) -> None:
+    """The kill-safe streaming writer (zarr, dask): a lazy grid to a store, read back with its CRS."""
+    raster = xrembed.open_raster("sample").chunk({"y": 160, "x": 160})
+    emb = raster.rsembed.embed(TINY, weights="random", input_prep="tile")
+    store = xrembed.to_zarr(emb, tmp / "stream.zarr", show_progress=False)
+    back = xr.open_zarr(store, decode_coords="all")["embeddings"]
+    np.testing.assert_allclose(back.values, emb.values, atol=1e-6)
+    assert back.rio.crs == raster.rio.crs, back.rio.crs
+
+
+@step
+def analysis_needs_its_extra() -> None:
+    """change() is numpy only; the fitted analyses (scikit-learn) say which extra to install."""
+    emb = xrembed.open_raster("sample").rsembed.embed(TINY, weights="random")
+    delta = xrembed.change(emb, emb).values
+    assert np.nanmax(np.abs(delta)) < 1e-5, np.nanmax(np.abs(delta))
+    try:
+        emb.rsembed.pca()
+    except xrembed.errors.XrembedError as err:
+        assert 'pip install "xrembed[analysis]"' in str(err), err
+    else:
+        raise AssertionError("pca() ran without scikit-learn installed")
+
+
+@step
 def gee_needs_its_extra() -> None:
     try:
         xrembed.open_gee("dofa", spatial=rois()[0], temporal=xrembed.TemporalSpec.year(2022))
@@ -233,6 +272,9 @@ def main() -> int:
         stac_item(tmp)
         cli(tmp)
         precomputed_over_http(tmp)
+        text_towers_offline()
+        stream_to_zarr(tmp)
+        analysis_needs_its_extra()
         gee_needs_its_extra()
     print(f"plain install check: every runtime feature works without extras ({time.perf_counter() - start:.0f} s)")
     return 0
