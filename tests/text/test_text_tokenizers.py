@@ -11,7 +11,7 @@ import pytest
 
 from xrembed import errors
 from xrembed.text.clip_tokenizer import CLIPTokenizer, shipped_vocab
-from xrembed.text.config import siglip_text
+from xrembed.models.text_config import siglip_text
 from xrembed.text.files import resolve_tokenizer_file
 from xrembed.text.siglip_tokenizer import SigLIPTokenizer
 
@@ -91,6 +91,6 @@ def test_tokenizer_files_resolve_like_weights(tmp_path, siglip_dir, monkeypatch)
     with pytest.raises(errors.WeightsError, match=r"no network.*hf download timm/ViT-B-16-SigLIP tokenizer\.json.*tokenizer="):
         resolve_tokenizer_file("m", cfg, None, str(tmp_path / "w.safetensors"))
     # CLIP needs nothing: the shipped vocabulary
-    from xrembed.text.config import clip_text
+    from xrembed.models.text_config import clip_text
 
     assert resolve_tokenizer_file("m", clip_text(32, 4, 16), None, None) is None

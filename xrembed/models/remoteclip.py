@@ -34,7 +34,7 @@ from __future__ import annotations
 from typing import Any
 
 from ..errors import BandMismatchError
-from ..text.config import clip_text
+from .text_config import clip_text
 from .base import BandRequest, Checkpoint, ModelAdapter, Variant
 from .band_sets import S1_BANDS, S2_RGB_BANDS
 from .checks import check_raw_reflectance

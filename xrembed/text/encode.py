@@ -18,7 +18,7 @@ import xarray as xr
 from ..errors import OptionError, WeightsError
 from ..models.registry import get_adapter, list_models
 from ..models.weights import RANDOM_SEED, WeightsSource, read_state_dict, resolve_weights, strip_wrapper_prefixes
-from .config import TextTowerConfig
+from ..models.text_config import TextTowerConfig
 from .files import load_tokenizer, resolve_tokenizer_file
 
 #: The template used when none is given: the label itself.

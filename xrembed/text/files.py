@@ -14,7 +14,7 @@ from pathlib import Path
 
 from ..cache import download_hub_file, hub_endpoint, offline_reason
 from ..errors import WeightsError
-from .config import TextTowerConfig
+from ..models.text_config import TextTowerConfig
 
 TOKENIZER_FILE = "tokenizer.json"
 

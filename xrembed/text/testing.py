@@ -16,7 +16,7 @@ from ..models.dofa_clip import DOFACLIP as _DOFACLIP
 from ..models.registry import register_model
 from ..models.remoteclip import RemoteCLIP as _RemoteCLIP
 from ..testing import _adapter, _official_layout
-from .config import clip_text as _clip_text, siglip_text as _siglip_text
+from ..models.text_config import clip_text as _clip_text, siglip_text as _siglip_text
 
 
 class TextTinyDOFACLIP(_DOFACLIP):

@@ -13,7 +13,7 @@ import torch
 from torch import nn
 from torch.nn import functional as F
 
-from .config import TextTowerConfig
+from ..models.text_config import TextTowerConfig
 
 
 class _Attention(nn.Module):
