@@ -56,3 +56,15 @@ def torchgeo_croma():
     except Exception as err:  # pragma: no cover - depends on the test environment
         pytest.skip(f"torchgeo reference unavailable: {err}")
     return croma
+
+
+def torchgeo_panopticon():
+    """torchgeo's Panopticon module (``torchgeo.models.panopticon``, with timm), or skip the test."""
+    import pytest
+
+    try:
+        import_torchvision_cpu_safe()
+        from torchgeo.models import panopticon
+    except Exception as err:  # pragma: no cover - depends on the test environment
+        pytest.skip(f"torchgeo reference unavailable: {err}")
+    return panopticon

@@ -28,6 +28,10 @@ GEE_TABLE = {
     "terrafm:s1": SensorSpec(_S1_LINEAR, ("VV", "VH"), scale_m=10, cloudy_pct=None, modality="s1", use_float_linear=True),
     "croma": SensorSpec(_S2_SR, _S2_12, scale_m=10, modality="s2"),
     "croma:s1": SensorSpec(_S1_DB, ("VV", "VH"), scale_m=10, cloudy_pct=None, modality="s1", use_float_linear=False),
+    "panopticon": SensorSpec(_S2_SR, _S2_12, scale_m=10, modality="s2"),
+    "panopticon:s1": SensorSpec(_S1_DB, ("VV", "VH"), scale_m=10, cloudy_pct=None, modality="s1", use_float_linear=False),
+    "olmoearth": SensorSpec(_S2_SR, _S2_12, scale_m=10, modality="s2"),
+    "olmoearth:s1": SensorSpec(_S1_DB, ("VV", "VH"), scale_m=10, cloudy_pct=None, modality="s1", use_float_linear=False),
 }
 
 

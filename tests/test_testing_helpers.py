@@ -12,6 +12,8 @@ import torch
 import xrembed
 from xrembed.models.base import Variant
 from xrembed.models.croma import CROMA
+from xrembed.models.olmoearth import OlmoEarth
+from xrembed.models.panopticon import Panopticon
 from xrembed.models.dofa_clip import DOFACLIP
 from xrembed.models.prithvi import Prithvi
 from xrembed.models.registry import _REGISTRY, get_adapter, register_model
@@ -64,6 +66,16 @@ class HelperCROMA(CROMA):
     variants = {"tiny": Variant(name="tiny", embed_dim=32, depth=2, num_heads=16, patch_size=8, image_size=32)}
 
 
+class HelperPanopticon(Panopticon):
+    model_id, aliases, default_variant = "helpers-panopticon", (), "tiny"
+    variants = _variant(patch=14, size=28, extra=(("attn_dim", 48),))
+
+
+class HelperOlmoEarth(OlmoEarth):
+    model_id, aliases, default_variant = "helpers-olmoearth", (), "nano"
+    variants = {"nano": Variant(name="nano", embed_dim=128, depth=4, num_heads=8, patch_size=8, image_size=16,
+                                extra=OlmoEarth.variants["nano"].extra)}
+
 TINY = {
     "dofa": TinyDOFA,
     "dofa_clip": HelperDOFACLIP,
@@ -73,6 +85,8 @@ TINY = {
     "scalemae": HelperScaleMAE,
     "terrafm": HelperTerraFM,
     "croma": HelperCROMA,
+    "panopticon": HelperPanopticon,
+    "olmoearth": HelperOlmoEarth,
 }
 SUFFIX = {"dofa_clip": ".safetensors"}
 
@@ -107,7 +121,7 @@ def test_official_layout_loads_strictly_and_equals_what_was_written(family, tmp_
 
     # the public path: embed() on a synthetic raster with weights= the file
     bands = list(adapter.default_bands)
-    times = 1 if family == "prithvi" else None  # the coordinate-encoding variant needs a date
+    times = 1 if family in ("prithvi", "olmoearth") else None  # the date-encoding models need a date
     da = synthetic_raster((adapter.variant.image_size,) * 2, bands=bands, times=times, seed=2)
     emb = da.rsembed.embed(adapter.model_id, weights=str(path), output="pooled")
     assert emb.attrs["weights"].endswith(path.name) and np.isfinite(emb.values).all()

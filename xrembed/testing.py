@@ -241,6 +241,19 @@ def _official_layout(adapter, module, torch):
             part, _, inner = key.partition(".")
             parts.setdefault(part, {})[inner] = tensor
         return parts, "torch"
+    from .models.panopticon import RELEASE_GRID, Panopticon
+
+    if isinstance(adapter, Panopticon):
+        # panopticon_vitb14_teacher.pth: flat timm DINOv2 names plus mask_token, pos_embed at 518 px (37 x 37).
+        from torch.nn import functional as F
+
+        side = v.image_size // v.patch_size
+        grid = state["pos_embed"][:, 1:].reshape(1, side, side, -1).permute(0, 3, 1, 2)
+        grid = F.interpolate(grid, size=(RELEASE_GRID, RELEASE_GRID), mode="bilinear")
+        grid = grid.permute(0, 2, 3, 1).reshape(1, RELEASE_GRID**2, -1)
+        state["pos_embed"] = torch.cat([state["pos_embed"][:, :1], grid], dim=1)
+        state["mask_token"] = torch.zeros(1, v.embed_dim)
+        return state, "torch"
     raise NotImplementedError(f"no official checkpoint layout known for {adapter.model_id!r} ({type(adapter).__name__})")
 
 
@@ -253,8 +266,9 @@ def write_official_checkpoint(path: str | os.PathLike, model="dofa", variant: st
     ``visual.trunk.*``, text tower, ``logit_scale``/``logit_bias``, ``translators.*``; safetensors when
     ``path`` ends in ``.safetensors``), Prithvi (``encoder.*``/``decoder.*``), RemoteCLIP (``visual.*`` and
     the text tower), SatMAE and ScaleMAE (``{'model': ..., 'args': Namespace}`` with the MAE decoder),
-    TerraFM (flat), CROMA (nested: one state dict per encoder and head). Returns the module as xrembed
-    loads that file (strictly, after the clean-up), so a test can compare against it.
+    TerraFM (flat), CROMA (nested: one state dict per encoder and head), Panopticon (flat, plus
+    ``mask_token``, ``pos_embed`` at the release's 37 x 37 grid). Returns the module as xrembed loads that
+    file (strictly, after the clean-up), so a test can compare against it.
     """
     import torch
 

@@ -12,13 +12,14 @@ from .base import ModelAdapter
 from .croma import CROMA
 from .dofa import DOFA
 from .dofa_clip import DOFACLIP
+from .panopticon import Panopticon
 from .prithvi import Prithvi
 from .remoteclip import RemoteCLIP
 from .satmae import SatMAE
 from .scalemae import ScaleMAE
 from .terrafm import TerraFM
 
-_FAMILIES: tuple[type[ModelAdapter], ...] = (DOFA, DOFACLIP, Prithvi, RemoteCLIP, SatMAE, ScaleMAE, TerraFM, CROMA)
+_FAMILIES: tuple[type[ModelAdapter], ...] = (DOFA, DOFACLIP, Prithvi, RemoteCLIP, SatMAE, ScaleMAE, TerraFM, CROMA, Panopticon)
 
 _REGISTRY: dict[str, type[ModelAdapter]] = {}
 _ALIASES: dict[str, str] = {}
