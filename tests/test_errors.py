@@ -32,7 +32,7 @@ def raster():
         ({"variant": "huge"}, errors.UnknownModelError, "choose one of"),
         ({"output": "mean"}, errors.OptionError, "not one of"),
         ({"input_prep": "crop"}, errors.OptionError, "not one of"),
-        ({"precision": "int8"}, errors.OptionError, "not one of"),
+        ({"precision": "int4"}, errors.OptionError, "not one of"),
         ({"precision": "fp16", "device": "cpu"}, errors.OptionError, "bf16"),
         ({"batch_size": 0}, errors.OptionError, "positive"),
         ({"modality": "hyperspectral"}, errors.OptionError, "modality"),

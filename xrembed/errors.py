@@ -26,6 +26,7 @@ __all__ = [
     "ExportError",
     "OverwriteError",
     "StoreError",
+    "MissingDependencyError",
 ]
 
 
@@ -111,3 +112,8 @@ class OverwriteError(ExportError, FileExistsError):
 
 class StoreError(XrembedError):
     """A store or file xrembed wrote cannot be read back (torn chunk, missing group, wrong kind)."""
+
+
+class MissingDependencyError(XrembedError, ImportError):
+    """An optional dependency is not installed (e.g. the ``analysis`` extra: scikit-learn, geopandas,
+    matplotlib); the message names the ``pip install`` command. Also an ``ImportError``."""

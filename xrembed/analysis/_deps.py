@@ -5,7 +5,7 @@ from __future__ import annotations
 import importlib
 from types import ModuleType
 
-from ..errors import XrembedError
+from ..errors import MissingDependencyError
 
 __all__ = ["MissingDependencyError", "INSTALL_HINT", "require"]
 
@@ -14,10 +14,6 @@ INSTALL_HINT = 'pip install "xrembed[analysis]"'
 
 # import name -> distribution name (what pip installs)
 _DISTRIBUTIONS = {"sklearn": "scikit-learn", "geopandas": "geopandas", "matplotlib": "matplotlib", "shapely": "shapely"}
-
-
-class MissingDependencyError(XrembedError, ImportError):
-    """An optional dependency of the analysis layer is not installed; the message names the install command."""
 
 
 def require(module: str, feature: str) -> ModuleType:
