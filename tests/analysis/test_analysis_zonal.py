@@ -167,6 +167,10 @@ def test_rollup_of_parts_equals_the_whole(values):
     direct = emb.rsembed.zonal([whole]).iloc[0]
     assert rolled["cells"] == direct["cells"] + 10  # the 10 cells cut by x = 6.4 are in both halves
     np.testing.assert_allclose(rolled.drop("cells").to_numpy(float), direct.drop("cells").to_numpy(float), rtol=1e-12)
+    # the same through the public sums: zonal_sums(...).rollup(keys)
+    sums = zonal_sums(emb, [left, right, whole])
+    merged = sums.rollup(["halves", "halves", "whole"]).to_frame()
+    np.testing.assert_allclose(merged.loc["halves", "e000":].to_numpy(float), merged.loc["whole", "e000":].to_numpy(float), rtol=1e-12)
     # by= a column of a GeoDataFrame: one row per key
     gdf = gpd.GeoDataFrame({"farm": ["a", "b", "a"]}, geometry=[left, whole, right], crs="EPSG:32629")
     by_farm = emb.rsembed.zonal(gdf, by="farm")

@@ -29,7 +29,7 @@ import pandas as pd
 import xarray as xr
 
 from ..errors import OptionError
-from ..geo import Grid, PixelWindow, spatial_dims, window_transform
+from ..geo import Grid, PixelWindow, pixel_window, spatial_dims, window_transform
 from ._deps import require
 from ._points import as_array, read_geometries, vector_columns, vector_dim
 
@@ -223,8 +223,6 @@ def _block_sums(values, transform, zone_ids, geometries, with_squares: bool):
 
 
 def _window(bounds, transform) -> tuple[int, int, int, int]:
-    from ..geo import pixel_window
-
     return tuple(pixel_window(bounds, transform))
 
 
