@@ -239,3 +239,15 @@ def test_polygon_labels_use_zonal_means_and_a_shape_buffer():
         near_test = (gap[:, state == "test"] <= 10.0).any(axis=1)
         assert not (near_test & (state == "train")).any()
         assert near_test[state == "buffer"].all()
+
+
+def test_a_grid_in_another_crs_is_sampled_on_its_own_grid(tiny_grid):
+    """A product-like grid in lon/lat beside the UTM one: the same points, each sampled on its own grid."""
+    raster, scl, emb = tiny_grid
+    lonlat = emb.rio.reproject("EPSG:4326")
+    result = compare(raster, {"utm": emb, "lonlat": lonlat}, scl, classes=SCL_CLASSES, points_per_class=30, n_splits=3)
+    assert set(result.table["model"]) == {BASELINE, "utm", "lonlat"}
+    assert np.isfinite(result.table["accuracy_mean"]).all() and result.table["n_points"].nunique() == 1
+    # the buffer is the coarsest cell in the raster's metres: the lon/lat cells, converted
+    lon_cell = max(abs(v) for v in lonlat.rio.resolution()) * 111_320.0
+    assert result.settings["buffer"] == pytest.approx(max(lon_cell, 800.0))
