@@ -47,6 +47,7 @@ from .sources.precomputed import open_precomputed
 from .sources.raster import open_raster, sample_path
 from .sources.stac import open_stac
 from .specs import BBox, FetchSpec, InputPrepSpec, OutputSpec, PointBuffer, SensorSpec, TemporalSpec
+from .stream import to_zarr
 
 __all__ = [
     "BBox",
@@ -90,6 +91,7 @@ __all__ = [
     "plot",
     "reset_runtime",
     "sample_path",
+    "to_zarr",
 ]
 
 #: Submodules imported on first attribute access, so ``import xrembed`` loads no matplotlib (``xrembed.plot``).

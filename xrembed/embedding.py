@@ -17,7 +17,7 @@ Input contract (the refusals ``embed()`` raises before any pixel is read)
   it, each band's ``_FillValue``/``nodata`` attribute (or ``rio.nodata``) is its nodata. A pixel is invalid
   when any band is NaN or equals its band's nodata.
 * ``device=``: ``"auto"``, ``"cpu"``, ``"cuda[:N]"`` (present), ``"mps"`` (present) or a ``torch.device``;
-  ``batch_size``/``tiles_per_chunk``: positive integers; ``precision``: ``fp32``/``bf16``/``fp16`` -> ``OptionError``.
+  ``batch_size``/``tiles_per_chunk``: positive integers; ``precision``: ``fp32``/``bf16``/``fp16``/``int8`` -> ``OptionError``.
 
 Value checks need pixels and run per block when the graph computes (``InputRangeError``); they look at
 robust percentiles of the valid values (see :mod:`xrembed.models.checks`).
@@ -147,6 +147,11 @@ def _prepare(obj, model, opts: EmbedOptions, *, resolve: bool = True, weights_so
     device = _resolve_device(opts.device)
     if precision == "fp16" and not device.startswith("cuda"):
         raise OptionError("precision='fp16' needs a CUDA device; on CPU use precision='bf16' or 'fp32'.")
+    if precision == "int8" and device != "cpu":
+        raise OptionError(
+            f"precision='int8' (dynamic quantisation of the Linear layers) runs on CPU only, not on {device}; "
+            "use precision='fp16' or 'bf16' there, or device='cpu'."
+        )
     if batch_size is None:
         batch_size = 32 if device.startswith("cuda") else 8
     batch_size = positive_int("batch_size", batch_size)

@@ -17,6 +17,7 @@ from dataclasses import dataclass
 import numpy as np
 
 from . import tiling
+from .errors import OptionError
 from .models.base import InputPlan
 from .models.weights import WeightsSource, load_module
 from .options import PRECISIONS  # noqa: F401  (re-exported: engine.PRECISIONS was public)
@@ -50,10 +51,17 @@ class Runtime:
         self.adapter = _import_adapter(key.adapter)(key.variant)
         module = load_module(self.adapter, WeightsSource(key.weights_path, key.weights_label))
         self.device = torch.device(key.device)
+        if key.precision == "int8":
+            if self.device.type != "cpu":
+                raise OptionError(
+                    f"precision='int8' (dynamic quantisation) runs on CPU only, not on {key.device}; on a GPU use "
+                    "precision='fp16' or 'bf16'."
+                )
+            module = quantize_linear(module)
         self.module = module.to(self.device)
         self.lock = threading.Lock()
         self.weights_stamp: tuple[int, int] | None = None  # set by get_runtime
-        self._autocast_dtype = {"fp32": None, "bf16": torch.bfloat16, "fp16": torch.float16}[key.precision]
+        self._autocast_dtype = {"fp32": None, "int8": None, "bf16": torch.bfloat16, "fp16": torch.float16}[key.precision]
 
     def prepare(self, images, plan: InputPlan):
         """Normalise raw images (a tensor); invalid pixels become the band mean (0 after standardising).
@@ -69,8 +77,11 @@ class Runtime:
         import torch
 
         outputs = []
-        for start in range(0, images.shape[0], batch_size):
-            batch = torch.from_numpy(np.ascontiguousarray(images[start : start + batch_size]))
+        # Dynamic int8 scales activations per call over the whole batch: a tile's tokens would depend on
+        # its batch mates (and so on the chunking). One tile per call keeps every tile independent.
+        step = 1 if self.key.precision == "int8" else batch_size
+        for start in range(0, images.shape[0], step):
+            batch = torch.from_numpy(np.ascontiguousarray(images[start : start + step]))
             with self.lock, torch.inference_mode():
                 x = batch.to(self.device) if prepared else self.prepare(batch, plan)
                 with torch.autocast(
@@ -95,6 +106,36 @@ class Runtime:
         with self.lock, torch.inference_mode():
             x = torch.from_numpy(np.ascontiguousarray(mean_tokens, dtype=np.float32)).to(self.device)
             return self.adapter.pool_tokens(self.module, x, plan).float().cpu().numpy()
+
+
+#: Submodules whose Linear layers stay float32 under ``precision="int8"``: patch embeddings compute the
+#: convolution kernels from wavelengths (DOFA, Panopticon, TerraFM) on 1-D inputs, a negligible share of
+#: the work, where quantisation error would reach every token.
+INT8_KEEP_FLOAT = ("patch_embed",)
+
+
+def quantize_linear(module):
+    """A copy of ``module`` whose ``nn.Linear`` layers compute in int8 (dynamic quantisation, CPU).
+
+    Weights are quantised per tensor once; activations are quantised on the fly per batch. Every other
+    layer (convolutions, norms, attention's softmax) and the Linear layers under :data:`INT8_KEEP_FLOAT`
+    stay float32. ``torch.ao.quantization.quantize_dynamic`` is deprecated in favour of ``torchao``, a
+    heavy extra dependency; it still works in torch 2.13 and needs nothing else, so it is used here with
+    its deprecation warnings silenced.
+    """
+    import warnings
+
+    import torch
+    from torch.ao.quantization import quantize_dynamic
+
+    names = {
+        name
+        for name, layer in module.named_modules()
+        if type(layer) is torch.nn.Linear and not set(name.split(".")) & set(INT8_KEEP_FLOAT)
+    }
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        return quantize_dynamic(module, names, dtype=torch.qint8)
 
 
 def _import_adapter(path: str):

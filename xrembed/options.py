@@ -23,8 +23,8 @@ from .errors import OptionError
 Output = Literal["grid", "pooled"]
 #: ``input_prep=``: model-size tiles at native resolution, the whole extent resized, or chosen per request.
 InputPrep = Literal["tile", "resize", "auto"]
-#: ``precision=``: full precision, or autocast to bfloat16 / float16 (CUDA only).
-Precision = Literal["fp32", "bf16", "fp16"]
+#: ``precision=``: full precision, autocast to bfloat16 / float16 (CUDA only), or int8 Linear layers (CPU only).
+Precision = Literal["fp32", "bf16", "fp16", "int8"]
 #: ``space=``: the model's own grid tokens, or each cell mapped into the image-text space (CLIP models).
 Space = Literal["tokens", "joint"]
 

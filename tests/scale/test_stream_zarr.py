@@ -234,3 +234,7 @@ def test_the_accessor_streams_the_same_store(tmp_path):
     np.testing.assert_array_equal(xr.open_zarr(store, consolidated=False)["embeddings"].values, emb.values)
     with pytest.raises(stream.ResumeMismatchError, match="precision"):
         embeddings(precision="bf16").rsembed.to_zarr(store, show_progress=False)
+
+
+def test_to_zarr_is_public():
+    assert xrembed.to_zarr is to_zarr and "to_zarr" in xrembed.__all__
