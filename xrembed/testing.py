@@ -254,6 +254,13 @@ def _official_layout(adapter, module, torch):
         state["pos_embed"] = torch.cat([state["pos_embed"][:, :1], grid], dim=1)
         state["mask_token"] = torch.zeros(1, v.embed_dim)
         return state, "torch"
+    from .models.olmoearth import OlmoEarth
+
+    if isinstance(adapter, OlmoEarth):
+        # weights.pth: the whole pre-training model (encoder.*, decoder.*, target_encoder.*); config.json beside.
+        from .models.olmoearth_release import release_state
+
+        return release_state(adapter, state, torch), "torch"
     raise NotImplementedError(f"no official checkpoint layout known for {adapter.model_id!r} ({type(adapter).__name__})")
 
 
@@ -288,6 +295,12 @@ def write_official_checkpoint(path: str | os.PathLike, model="dofa", variant: st
         save_file({k: t.contiguous() for k, t in checkpoint.items()}, str(path))
     else:
         torch.save(checkpoint, path)
+    from .models.olmoearth import OlmoEarth
+
+    if isinstance(adapter, OlmoEarth):
+        from .models.olmoearth_release import write_config
+
+        write_config(adapter, path)  # OlmoEarth's release is a folder: config.json beside weights.pth
     state = checkpoint["model"] if isinstance(checkpoint, dict) and "model" in checkpoint else checkpoint
     # What the official loader leaves (e.g. DOFA's absent fc_norm at its default): the module as loaded.
     module.load_state_dict(adapter.clean_state_dict(strip_wrapper_prefixes(dict(state))), strict=True)
