@@ -194,3 +194,13 @@ def test_datasets_are_read_through_their_embeddings_variable(values):
     pd.testing.assert_frame_equal(got, emb.rsembed.sample(pts))
     with pytest.raises(OptionError, match="to_array"):
         xr.Dataset({"a": emb.isel(embedding=0, drop=True), "b": emb.isel(embedding=1, drop=True)}).rsembed.sample(pts)
+
+
+def test_an_xee_style_grid_with_its_crs_in_attrs(values):
+    emb = grid_emb(values).drop_vars("spatial_ref")
+    emb.attrs["crs"] = "EPSG:32629"
+    pts = random_points(8, seed=5)
+    lon, lat = Transformer.from_crs("EPSG:32629", "EPSG:4326", always_xy=True).transform(pts[:, 0], pts[:, 1])
+    table = emb.rsembed.sample(np.column_stack([lon, lat]), crs="EPSG:4326")
+    rows, cols = nearest_cell(emb, pts[:, 0], pts[:, 1])
+    np.testing.assert_array_equal(table[["e000", "e001", "e002"]].to_numpy(), values[:, rows, cols].T)
