@@ -150,8 +150,9 @@ def test_input_prep_spec_tile_sizes():
         check_input_prep("dofa", InputPrepSpec.tile(tile_size=100))
     with pytest.raises(errors.OptionError, match="tile_size=224"):
         check_input_prep("dofa", InputPrepSpec.tile(tile_size=448))
-    with pytest.raises(errors.OptionError, match="overlapping"):
-        check_input_prep("dofa", InputPrepSpec.tile(tile_stride=112))
+    check_input_prep("dofa", InputPrepSpec.tile(tile_stride=112))  # overlapping tiles (tests/compat/test_overlap_tiles.py)
+    with pytest.raises(errors.OptionError, match=r"pass a stride in \[16, 32, 112\]"):
+        check_input_prep("dofa", InputPrepSpec.tile(tile_stride=100))
     with pytest.raises(errors.OptionError, match="multiple of 8"):  # dofa-tiny: patch 8, 32 px
         check_input_prep("dofa-tiny", InputPrepSpec.tile(tile_size=36))
 

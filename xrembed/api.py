@@ -34,7 +34,7 @@ from . import batch
 from .catalog import describe_model, list_models
 from .errors import OptionError, SpecError
 from .geo import pixel_centres
-from .tiling import check_input_prep
+from .tiling import check_input_prep, overlap_stride
 from .options import EmbedOptions
 
 # The request code the exporter shares lives below both; crop_to and resolve_backend stay importable here.
@@ -362,6 +362,15 @@ def get_embeddings_batch(
         return [_product_embedding(model, s, req.temporal, source, output, lazy) for s in spatials]
     check_input_prep(model, input_prep, model_kwargs.get("variant"))
     kwargs = {**req.embed_defaults(), **embed_kwargs(model, output, input_prep, device, modality, model_kwargs)}
+    stride = overlap_stride(model, input_prep, model_kwargs.get("variant"))
+    if stride is not None:  # overlapping tiles: each ROI through xrembed.overlap (no cross-ROI stacking)
+        from .overlap import embed_overlapping
+
+        return [
+            _to_embedding(embed_overlapping(opener(), model, tile_stride=stride, **kwargs),
+                          _request_meta(model, req.backend, s, req.temporal, output, req.sensor), lazy=lazy)
+            for opener, s in zip(req.openers(spatials), spatials)
+        ]
     if lazy:  # no stacking: each ROI's own lazy graph, computed (or streamed) by the caller
         return [
             _to_embedding(opener().rsembed.embed(model, **kwargs),
@@ -429,6 +438,15 @@ def get_embeddings_batch_from_data(
     kwargs = embed_kwargs(model, output, input_prep, device, modality, model_kwargs)
     if batch_size is not None:
         kwargs["batch_size"] = batch_size
+    stride = overlap_stride(model, input_prep, model_kwargs.get("variant"))
+    if stride is not None:
+        from .overlap import embed_overlapping
+
+        return [
+            _to_embedding(embed_overlapping(d.to_xarray(), model, tile_stride=stride, **kwargs),
+                          {**_request_meta(model, "tensor", d.spatial, d.temporal, output), "collection": d.collection})
+            for d in datas
+        ]
     outcomes = batch.embed_many(
         [d.to_xarray for d in datas], model, continue_on_error=continue_on_error, num_workers=1, **kwargs
     )

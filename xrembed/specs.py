@@ -386,7 +386,8 @@ class InputPrepSpec(_Validated):
         """Raise :class:`~xrembed.errors.OptionError` unless ``model`` can run these tiles.
 
         xrembed runs each model at its pretraining size on its patch lattice: ``tile_size`` equal to
-        ``image_size`` (or ``None``) and a stride equal to the tile size are what it does.
+        ``image_size`` (or ``None``); ``tile_stride`` is the tile size (abutting tiles) or a whole number of
+        patches dividing it (overlapping tiles, :mod:`xrembed.overlap`).
         """
         from .errors import OptionError
 
@@ -405,10 +406,12 @@ class InputPrepSpec(_Validated):
                 f"Pass tile_size=None or tile_size={image_size}."
             )
         stride = self.tile_stride if self.tile_stride is not None else size
-        if stride != size:
+        if stride != size and (stride % patch_size or (size // patch_size) % (stride // patch_size)):
+            divisors = [d * patch_size for d in range(1, size // patch_size) if (size // patch_size) % d == 0]
             raise OptionError(
-                f"InputPrepSpec.tile(tile_stride={stride}): overlapping tiles are not available yet; xrembed's "
-                f"tiles abut on the global patch lattice. Pass tile_stride=None (= tile_size={size})."
+                f"InputPrepSpec.tile(tile_stride={stride}): overlapping tiles of {model!r} start on its {patch_size} px "
+                f"patch lattice and repeat every tile ({size} px); pass a stride in {divisors}, or None for abutting "
+                "tiles."
             )
 
     @classmethod

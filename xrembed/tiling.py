@@ -108,3 +108,55 @@ def check_input_prep(model: str, input_prep, variant: str | None = None) -> None
         return
     v = get_adapter(model, variant).variant
     check(model, patch_size=v.patch_size, image_size=v.image_size)
+
+
+def overlap_owners(tokens: int, tile_tokens: int, stride_tokens: int) -> list[int]:
+    """For overlapping tiles (stride below the tile size), the lattice offset whose tile owns each cell.
+
+    Tiles start on the global lattice of multiples of ``stride_tokens``; they are grouped by their start
+    modulo ``tile_tokens`` (the *offset*, ``0, stride, 2*stride, ...``), each group being the ordinary
+    layout (:func:`tile_layout`) of the raster cut at that offset. A cell is owned by the tile whose centre
+    is nearest to it, among the tiles holding it; a tie goes to the smaller offset. Depends on the raster
+    size only, so the choice is the same whatever the chunking.
+
+    Examples
+    --------
+    >>> overlap_owners(8, 4, 2)   # tiles [0,4) [4,8) (offset 0) and [2,6) (offset 2): cells 3, 4 are nearer 4
+    [0, 0, 0, 2, 2, 0, 0, 0]
+    """
+    if stride_tokens < 1 or tile_tokens % stride_tokens:
+        raise ValueError("stride_tokens must divide tile_tokens")
+    offsets = list(range(0, tile_tokens, stride_tokens))
+    owners = []
+    for cell in range(tokens):
+        best, best_distance = 0, math.inf
+        for offset in offsets:
+            if cell < offset:
+                continue
+            for tile in tile_layout(tokens - offset, tile_tokens):
+                if tile.own_start <= cell - offset < tile.own_stop:
+                    centre = offset + tile.start + tile_tokens / 2
+                    distance = abs(cell + 0.5 - centre)
+                    if distance < best_distance - 1e-9:
+                        best, best_distance = offset, distance
+                    break
+        owners.append(best)
+    return owners
+
+
+def overlap_stride(model: str, input_prep, variant: str | None = None) -> int | None:
+    """The stride in pixels when ``input_prep`` asks for overlapping tiles of ``model``, else ``None``.
+
+    Examples
+    --------
+    >>> from xrembed.specs import InputPrepSpec
+    >>> overlap_stride("dofa", InputPrepSpec.tile(tile_stride=112)), overlap_stride("dofa", "tile")
+    (112, None)
+    """
+    stride = getattr(input_prep, "tile_stride", None)
+    if stride is None or getattr(input_prep, "mode", "tile") == "resize":
+        return None
+    check_input_prep(model, input_prep, variant)
+    from .models.registry import get_adapter
+
+    return stride if stride != get_adapter(model, variant).variant.image_size else None

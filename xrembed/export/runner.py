@@ -25,7 +25,7 @@ from ..models.weights import check_weights
 from ..requests import POOLED, check_spatial, drop_single_time, embed_kwargs, product_result, source_request
 from ..sources.precomputed import is_product
 from ..specs import OutputSpec, TemporalSpec
-from ..tiling import check_input_prep
+from ..tiling import check_input_prep, overlap_stride
 from . import ownership, store
 from .formats import INPUT_SUFFIX, input_label, is_input_label, item_paths, read_combined, write_combined, write_item
 from .identity import path_identity
@@ -165,6 +165,8 @@ def export_batch(
     common["source_identity"] = path_identity(source)
     if config.save_inputs:  # a unit done without its input is not done for an export that saves inputs
         common["save_inputs"] = True
+    if getattr(input_prep, "tile_stride", None) is not None:  # overlapping tiles give other grids
+        common["tile_stride"] = input_prep.tile_stride
     fps = {
         r.key: [
             fingerprint(model=r, weights_identity=path_identity((r.model_config or {}).get("weights")), spatial=s,
@@ -259,6 +261,21 @@ def _results(req, src, indices, spatials, output, input_prep, device, config):
     if config.infer_batch_size is not None:
         kwargs.setdefault("batch_size", config.infer_batch_size)
     openers = src.openers([spatials[i] for i in indices])
+    stride = overlap_stride(req.name, input_prep, (req.model_config or {}).get("variant"))
+    if stride is not None:  # overlapping tiles: ROI by ROI through xrembed.overlap
+        from ..overlap import embed_overlapping
+        from .inputs import model_input as build_input
+
+        for i, opener in zip(indices, openers):
+            try:
+                obj = opener()
+                result = drop_single_time(embed_overlapping(obj, req.name, tile_stride=stride, **kwargs))
+                saved = build_input(obj, req.name, kwargs) if config.save_inputs else None
+            except Exception as err:  # noqa: BLE001  (reported per item)
+                yield i, None, err, 1, None
+                continue
+            yield i, result, None, 1, saved
+        return
     opened: dict[int, Any] = {}
     if config.save_inputs:  # keep what each opener opened: the saved input is read from the same source
 
