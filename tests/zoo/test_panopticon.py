@@ -57,7 +57,9 @@ def tiny_reference(seed: int = 0, image_size: int = 56):
     vit.pos_embed = torch.nn.Parameter(torch.randn(1, 1 + (image_size // 14) ** 2, 32))
     vit.eval()
     with torch.no_grad():
-        for param in vit.parameters():
+        for name, param in vit.named_parameters():
+            if name.endswith(".gamma"):  # layer scale at its 1e-5 init would hide the blocks from the CLS
+                param.fill_(1.0)
             param.add_(torch.randn_like(param) * 0.02)
     return vit
 
