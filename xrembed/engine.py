@@ -59,6 +59,8 @@ class Runtime:
                 )
             module = quantize_linear(module)
         self.module = module.to(self.device)
+        if _COMPILE["enabled"]:
+            self.module = torch.compile(self.module, dynamic=True)
         self.lock = threading.Lock()
         self.weights_stamp: tuple[int, int] | None = None  # set by get_runtime
         self._autocast_dtype = {"fp32": None, "int8": None, "bf16": torch.bfloat16, "fp16": torch.float16}[key.precision]
@@ -80,8 +82,9 @@ class Runtime:
         # Dynamic int8 scales activations per call over the whole batch: a tile's tokens would depend on
         # its batch mates (and so on the chunking). One tile per call keeps every tile independent.
         step = 1 if self.key.precision == "int8" else batch_size
-        for start in range(0, images.shape[0], step):
-            batch = torch.from_numpy(np.ascontiguousarray(images[start : start + step]))
+        if self.device.type == "cuda":
+            step = min(step, device_batch_limit(self.device, images.shape[1:], self.adapter.variant.embed_dim))
+        for batch in host_batches(images, step, self.device):
             with self.lock, torch.inference_mode():
                 x = batch.to(self.device) if prepared else self.prepare(batch, plan)
                 with torch.autocast(
@@ -112,6 +115,94 @@ class Runtime:
 #: convolution kernels from wavelengths (DOFA, Panopticon, TerraFM) on 1-D inputs, a negligible share of
 #: the work, where quantisation error would reach every token.
 INT8_KEEP_FLOAT = ("patch_embed",)
+
+
+# ---------------------------------------------------------------------------------------------
+# Keeping a GPU fed. On CPU every function here is the identity of the plain path (bit-identical results).
+
+#: ``torch.compile`` of every model loaded from now on in this process (opt-in: :func:`set_compile`).
+_COMPILE = {"enabled": False}
+#: Free device memory in bytes, probed once per process and device (:func:`free_device_memory`).
+_FREE_MEMORY: dict[str, int] = {}
+
+
+def set_compile(enabled: bool = True) -> None:
+    """Opt in to ``torch.compile`` for the models this process loads next (e.g. on each worker through
+    :class:`xrembed.distributed.ModelPreload`); already loaded models are kept as they are.
+
+    Compilation takes tens of seconds per model and shape and pays off only on long GPU jobs.
+    """
+    _COMPILE["enabled"] = bool(enabled)
+
+
+def free_device_memory(device) -> int | None:
+    """Free memory of a CUDA ``device`` in bytes, probed once per process (``None`` on CPU)."""
+    import torch
+
+    device = torch.device(device)
+    if device.type != "cuda":
+        return None
+    name = str(device)
+    if name not in _FREE_MEMORY:
+        free, _total = torch.cuda.mem_get_info(device)
+        _FREE_MEMORY[name] = int(free)
+    return _FREE_MEMORY[name]
+
+
+#: Bytes of activations per token and embedding channel held at once by a ViT forward pass (inference,
+#: fp32: the residual stream, qkv, attention output and the 4x MLP hidden layer, with headroom).
+BYTES_PER_TOKEN_CHANNEL = 4 * 16
+
+
+def device_batch_limit(device, image_shape, embed_dim: int, fraction: float = 0.5) -> int:
+    """The most tiles per forward pass that fit in ``fraction`` of the device's free memory (CPU: no limit).
+
+    ``image_shape`` is one tile's ``(C, S, S)``; a tile of S x S pixels with patch P has (S/P)^2 tokens,
+    bounded here by S^2/64 (P >= 8). The estimate only ever lowers a requested batch size.
+    """
+    free = free_device_memory(device)
+    if free is None:
+        return 2**31
+    channels, height, width = image_shape
+    tokens = max(1, (height * width) // 64)
+    per_tile = tokens * embed_dim * BYTES_PER_TOKEN_CHANNEL + channels * height * width * 4 * 3
+    return max(1, int(free * fraction) // per_tile)
+
+
+def host_batches(images: np.ndarray, step: int, device):
+    """Batches of ``images`` as tensors, ready for ``device``.
+
+    On CPU: views of the array (no copy), exactly as before. On CUDA: each batch is copied into pinned
+    host memory and sent to the device on a side stream, the *next* batch's copy issued before the
+    current one is handed over, so the transfer overlaps the forward pass; the compute stream waits on
+    the copy's event before using it.
+    """
+    import torch
+
+    device = torch.device(device)
+    starts = range(0, images.shape[0], step)
+    if device.type != "cuda":
+        for start in starts:
+            yield torch.from_numpy(np.ascontiguousarray(images[start : start + step]))
+        return
+    side = torch.cuda.Stream(device)
+
+    def upload(start):
+        host = torch.from_numpy(np.ascontiguousarray(images[start : start + step])).pin_memory()
+        with torch.cuda.stream(side):
+            moved = host.to(device, non_blocking=True)
+            done = torch.cuda.Event()
+            done.record(side)
+        return moved, done, host  # keep the pinned buffer alive until the copy is done
+
+    pending = upload(starts[0]) if len(starts) else None
+    for i in range(len(starts)):
+        moved, done, _host = pending
+        pending = upload(starts[i + 1]) if i + 1 < len(starts) else None
+        current = torch.cuda.current_stream(device)
+        current.wait_event(done)
+        moved.record_stream(current)
+        yield moved
 
 
 def quantize_linear(module):
