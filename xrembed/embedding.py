@@ -70,6 +70,14 @@ def embed_with(obj: xr.DataArray | xr.Dataset, model: str, opts: EmbedOptions) -
             f"copernicus_embed); {model!r} embeds the pixels it is given."
         )
     tiles_per_chunk = positive_int("tiles_per_chunk", opts.tiles_per_chunk)
+    # rs-embed's InputPrepSpec: a tile size the model cannot run is refused; a stride below the tile size
+    # means overlapping tiles (xrembed.overlap), never silently abutting ones
+    tiling.check_input_prep(model, opts.input_prep, opts.variant)
+    stride = tiling.overlap_stride(model, opts.input_prep, opts.variant)
+    if stride is not None:
+        from .overlap import embed_overlapping
+
+        return embed_overlapping(obj, model, tile_stride=stride, **{**opts.model_keywords(), "input_prep": "tile"})
     return _build(_prepare(obj, model, opts), tiles_per_chunk)
 
 

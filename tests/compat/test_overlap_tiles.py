@@ -102,3 +102,15 @@ def test_bad_strides_are_refused_with_the_reason():
     with pytest.raises(errors.OptionError, match="pooled vector has no cells"):
         xrembed.get_embedding(MODEL, spatial=pb, source=xrembed.sample_path(),
                               input_prep=InputPrepSpec.tile(tile_stride=16), **TINY)
+
+
+def test_accessor_honours_the_input_prep_spec():
+    da = synthetic_raster((64, 56))
+    via_accessor = da.rsembed.embed(MODEL, input_prep=InputPrepSpec.tile(tile_stride=16), **TINY)
+    np.testing.assert_allclose(via_accessor.values, embed_overlapping(da, MODEL, tile_stride=16, **TINY).values,
+                               atol=1e-6)
+    assert via_accessor.attrs["tile_stride"] == 16
+    same = da.rsembed.embed(MODEL, input_prep=InputPrepSpec.tile(tile_size=32, tile_stride=32), **TINY)
+    np.testing.assert_allclose(same.values, da.rsembed.embed(MODEL, **TINY).values, atol=1e-6)
+    with pytest.raises(errors.OptionError, match="tile_size=32"):
+        da.rsembed.embed(MODEL, input_prep=InputPrepSpec.tile(tile_size=64), **TINY)
