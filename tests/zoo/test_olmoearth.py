@@ -33,7 +33,7 @@ from olmoearth_pretrain_minimal.olmoearth_pretrain_v1.utils.datatypes import Mas
 TOL = 1e-4
 #: Encoder parameters stated in the package README (millions), per variant.
 README_PARAMS_M = {"nano": 1.4, "tiny": 6.2, "base": 89, "large": 308, "v1.1-nano": 1.7, "v1.1-tiny": 12.5,
-                   "v1.1-base": 114}
+                   "v1.1-base": 114, "v1.2-nano": 1.7, "v1.2-tiny": 12.5, "v1.2-small": 35.6, "v1.2-base": 114}
 
 
 def _small(name, size, version, repo):
@@ -44,18 +44,19 @@ def _small(name, size, version, repo):
 
 @register_model
 class SmallTileOlmoEarth(OlmoEarth):
-    """The real nano architectures (v1: 3 band sets, v1.1: 1) on 32 px tiles (4 x 4 tokens), for speed."""
+    """The real nano architectures (v1: 3 band sets, v1.1: 1, v1.2: 1 with RoPE) on 32 px tiles (4 x 4 tokens)."""
 
     model_id = "olmoearth-32px"
     aliases = ()
     variants = {
         "nano": _small("nano", "nano", "v1", "OlmoEarth-v1-Nano"),
         "v1.1-nano": _small("v1.1-nano", "nano", "v1.1", "OlmoEarth-v1_1-Nano"),
+        "v1.2-nano": _small("v1.2-nano", "nano", "v1.2", "OlmoEarth-v1_2-Nano"),
     }
     default_variant = "nano"
 
 
-@pytest.fixture(scope="module", params=["nano", "v1.1-nano"])
+@pytest.fixture(scope="module", params=["nano", "v1.1-nano", "v1.2-nano"])
 def release(request, tmp_path_factory):
     """``(variant, weights.pth path, the package's own encoder loaded from the release folder)``."""
     folder = tmp_path_factory.mktemp(f"OlmoEarth-{request.param}")
@@ -144,7 +145,7 @@ def test_release_layout_loads_strictly_and_refuses_mismatches(release, tmp_path)
     da = synthetic_raster((32, 32), bands=list(S2_BANDS), times=1)
     with pytest.raises(errors.WeightsError, match="unexpected keys"):
         da.rsembed.embed("olmoearth-32px", variant=variant, weights=str(tmp_path / "weights.pth")).compute()
-    other = "v1.1-nano" if variant == "nano" else "nano"
+    other = "v1.1-nano" if variant == "nano" else "nano"  # v1.1 and v1.2 nano share a key set
     with pytest.raises(errors.WeightsError, match="does not match"):
         da.rsembed.embed("olmoearth-32px", variant=other, weights=path).compute()
 

@@ -1,7 +1,8 @@
 """OlmoEarth (Ai2): a multi-modal, multi-temporal FlexiViT for Sentinel-2 L2A, Sentinel-1 and Landsat.
 
 Reference: Ai2, *OlmoEarth: Stable Latent Image Modeling for Multimodal Earth Observation* (arXiv
-2511.13655) and the v1.1 / v1.2 tech reports; code PyPI ``olmoearth-pretrain-minimal`` 0.1.5
+2511.13655) and the v1.1 / v1.2 tech reports (variants ``nano`` .. ``large`` are v1, ``v1.1-*`` and
+``v1.2-*`` the later releases; v1.3 is not registered); code PyPI ``olmoearth-pretrain-minimal`` 0.1.5
 (github.com/allenai/olmoearth_pretrain_minimal), weights ``allenai/OlmoEarth-v1-*`` on the Hugging Face Hub
 under the OlmoEarth Artifact License.
 
@@ -130,6 +131,10 @@ class OlmoEarth(ModelAdapter):
         "v1.1-nano": _variant("v1.1-nano", "nano", "v1.1", 128, 4, 8, "OlmoEarth-v1_1-Nano"),
         "v1.1-tiny": _variant("v1.1-tiny", "tiny", "v1.1", 192, 12, 3, "OlmoEarth-v1_1-Tiny"),
         "v1.1-base": _variant("v1.1-base", "base", "v1.1", 768, 12, 12, "OlmoEarth-v1_1-Base"),
+        "v1.2-nano": _variant("v1.2-nano", "nano", "v1.2", 128, 4, 8, "OlmoEarth-v1_2-Nano"),
+        "v1.2-tiny": _variant("v1.2-tiny", "tiny", "v1.2", 192, 12, 3, "OlmoEarth-v1_2-Tiny"),
+        "v1.2-small": _variant("v1.2-small", "small", "v1.2", 384, 12, 6, "OlmoEarth-v1_2-Small"),
+        "v1.2-base": _variant("v1.2-base", "base", "v1.2", 768, 12, 12, "OlmoEarth-v1_2-Base"),
     }
     default_variant = "base"
     sensors = {
