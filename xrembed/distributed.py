@@ -134,6 +134,8 @@ class ModelPreload(_WorkerPlugin):
     ee_init_kwargs
         Keyword arguments of ``ee.Initialize`` (e.g. ``{"project": "my-project"}``), run on each worker
         before the models load; ``None`` leaves Earth Engine alone.
+    compile
+        Opt in to ``torch.compile`` for the models loaded on the workers (:func:`xrembed.engine.set_compile`).
 
     Examples
     --------
@@ -147,7 +149,8 @@ class ModelPreload(_WorkerPlugin):
     name = "xrembed-model-preload"
     idempotent = True
 
-    def __init__(self, keys: Sequence[ModelKey | xr.DataArray] = (), *, ee_init_kwargs: Mapping | None = None) -> None:
+    def __init__(self, keys: Sequence[ModelKey | xr.DataArray] = (), *, ee_init_kwargs: Mapping | None = None,
+                 compile: bool = False) -> None:
         resolved: list[ModelKey] = []
         for item in keys:
             for key in ([item] if isinstance(item, ModelKey) else model_keys(item)):
@@ -155,6 +158,7 @@ class ModelPreload(_WorkerPlugin):
                     resolved.append(key)
         self.keys = tuple(resolved)
         self.ee_init_kwargs = dict(ee_init_kwargs) if ee_init_kwargs is not None else None
+        self.compile = bool(compile)
 
     def setup(self, worker=None) -> None:
         """Run on each worker at start: Earth Engine first (if asked), then each model, loaded once."""
@@ -162,6 +166,10 @@ class ModelPreload(_WorkerPlugin):
             import ee
 
             ee.Initialize(**self.ee_init_kwargs)
+        if self.compile:
+            from .engine import set_compile
+
+            set_compile(True)
         for key in self.keys:
             get_runtime(key)
             log.info("xrembed: loaded %s/%s on %s", key.model_id, key.variant, key.device)

@@ -36,7 +36,8 @@ import xarray as xr
 from .errors import ExportError, OptionError
 from .export.conventions import zarr_convention_attrs
 from .export.identity import path_identity
-from .export.manifest import jsonable, fingerprint
+from .cache import jsonable
+from .export.manifest import fingerprint
 from .export.ownership import MARK, check_replaceable, is_owned, mark, mark_state
 
 __all__ = ["ResumeMismatchError", "StreamPlan", "plan_regions", "request_identity", "to_zarr"]
@@ -229,8 +230,10 @@ def to_zarr(
     show_progress
         A tqdm bar with regions done, ETA and km²/h.
     batch_regions
-        Regions submitted at a time (default: four per worker thread, at least 8); bounds the scheduler's
-        memory whatever the raster size.
+        Regions submitted at a time (default: four per worker thread, at least 8; on a cluster at most two
+        batches are in flight); bounds the scheduler's memory whatever the raster size. Each batch culls
+        the whole graph once on the client (about 8 µs per region of the raster, measured in
+        ``benchmarks/bench_scale.py graph``), so very large rasters want larger batches.
 
     Returns
     -------
@@ -435,28 +438,37 @@ def _run_local(plan, store, regions_dir, request, todo, bar, batch_regions) -> N
 
 
 def _run_distributed(client, plan, store, regions_dir, request, todo, bar, batch_regions) -> None:
+    """Regions in batches of ``size``, at most two batches in flight: each ``client.compute`` call culls the
+    whole graph once (cost grows with the raster), so regions are never submitted one by one."""
     from distributed import as_completed
 
     threads = sum(client.nthreads().values()) or 1
     size = batch_regions or max(8, 4 * threads)
-    pending = iter(todo)
+    pending = iter(range(0, len(todo), size))
 
-    def submit(count):
-        futures = []
-        for index in (next(pending, None) for _ in range(count)):
-            if index is None:
-                break
-            future = client.compute(_region_task(plan, index, store, regions_dir, request))
+    def submit():
+        start = next(pending, None)
+        if start is None:
+            return []
+        batch = todo[start : start + size]
+        futures = client.compute([_region_task(plan, index, store, regions_dir, request) for index in batch])
+        for future, index in zip(futures, batch):
             future.xrembed_region = index
-            futures.append(future)
         return futures
 
-    queue = as_completed(submit(size))
+    queue = as_completed(submit())
+    for new in submit():
+        queue.add(new)
+    in_flight = queue.count()
     for future in queue:
         future.result()  # raises the task's error here
         bar.advance(future.xrembed_region)
-        for new in submit(1):
-            queue.add(new)
+        in_flight -= 1
+        if in_flight <= size:
+            batch = submit()
+            for new in batch:
+                queue.add(new)
+            in_flight += len(batch)
 
 
 def _client():
