@@ -314,3 +314,21 @@ def test_terrafm_page_s1_example(fake_ee):
     query = fake_ee.size_queries[-1]
     assert _calls(query, "ImageCollection.load")[0]["args"]["id"] == "COPERNICUS/S1_GRD_FLOAT"
     assert any(c["args"].get("rightValue") == "IW" for c in _calls(query, "Filter.equals"))
+
+
+# -- DOFA-CLIP README (its calls are open_clip's; xrembed's counterparts) ----------------------------------------
+
+
+def test_dofa_clip_readme_wavelengths_and_input_size():
+    """The README's wavelength configurations are what xrembed feeds DOFA-CLIP for those bands, at 384 px."""
+    from xrembed.models.registry import get_adapter
+
+    adapter = get_adapter("dofa_clip")
+    wvs_rgb = [0.665, 0.560, 0.490]  # Red, Green, Blue
+    assert list(adapter.plan_inputs(["B04", "B03", "B02"]).option("wavelengths")) == pytest.approx(wvs_rgb)
+    s2 = ["B04", "B03", "B02", "B05", "B06", "B07", "B08", "B11", "B12"]
+    wvs_multi = [0.665, 0.56, 0.49, 0.705, 0.74, 0.783, 0.842, 1.61, 2.19]  # Sentinel-2, 9 bands
+    assert list(adapter.plan_inputs(s2, bands=s2).option("wavelengths")) == pytest.approx(wvs_multi)
+    info = xrembed.describe_model("dofa_clip")
+    assert (info["image_size"], info["patch_size"]) == (384, 14)  # "Input Resolution: 384x384", ViT-14
+    assert callable(xrembed.encode_text)  # model.encode_text(tokenizer(labels)) -> xrembed.encode_text("dofa_clip", labels)
