@@ -88,6 +88,12 @@ def test_get_embedding_and_export_honour_tile_stride(tmp_path):
     xrembed.export_batch(input_prep=prep, config=xrembed.ExportConfig(show_progress=False), **common)
     (saved,) = xrembed.load_export(target.out_file).embedding(MODEL)
     np.testing.assert_allclose(saved.values, expected.values, atol=1e-5)
+    # the same stride given per model
+    per_model = {**common, "target": xrembed.ExportTarget.combined(tmp_path / "per_model.zarr"),
+                 "models": [xrembed.ExportModelRequest.configure(MODEL, input_prep=prep, **TINY)]}
+    xrembed.export_batch(config=xrembed.ExportConfig(show_progress=False), **per_model)
+    (saved,) = xrembed.load_export(tmp_path / "per_model.zarr").embedding(MODEL)
+    np.testing.assert_allclose(saved.values, expected.values, atol=1e-5)
     # resume: an abutting-tile request is another request (its fingerprint holds the stride)
     xrembed.export_batch(input_prep="tile", config=xrembed.ExportConfig(resume=True, show_progress=False), **common)
     (redone,) = xrembed.load_export(target.out_file).embedding(MODEL)

@@ -261,7 +261,8 @@ def _results(req, src, indices, spatials, output, input_prep, device, config):
     if config.infer_batch_size is not None:
         kwargs.setdefault("batch_size", config.infer_batch_size)
     openers = src.openers([spatials[i] for i in indices])
-    stride = overlap_stride(req.name, input_prep, (req.model_config or {}).get("variant"))
+    prep = (req.model_config or {}).get("input_prep", input_prep)  # a per-model InputPrepSpec wins, as in embed()
+    stride = overlap_stride(req.name, prep, (req.model_config or {}).get("variant"))
     if stride is not None:  # overlapping tiles: ROI by ROI through xrembed.overlap
         from ..overlap import embed_overlapping
         from .inputs import model_input as build_input
