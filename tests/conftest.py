@@ -16,8 +16,7 @@ import xrembed.testing  # noqa: E402
 # Importing xrembed.testing registers nothing; the suite uses dofa-tiny throughout.
 xrembed.testing.register_test_models()
 
-SHARED_DATA = Path(__file__).resolve().parents[2] / "shared" / "data"
-S2_SCENE = SHARED_DATA / "S2A_29RKH_20200219_0_L2A"
+from shared_paths import S2_SCENE, SHARED_DATA  # noqa: E402,F401  (also importable by test modules)
 
 
 def pytest_collection_modifyitems(config, items):

@@ -11,7 +11,7 @@ from affine import Affine
 import xrembed
 from xrembed import errors
 
-from conftest import SHARED_DATA
+from shared_paths import SHARED_DATA
 
 S1_SCENE = SHARED_DATA / "S1A_IW_GRDH_1SDV_20180716T004042_FD5B" / "measurement"
 DN_TO_POWER = 1.0 / 1000.0**2

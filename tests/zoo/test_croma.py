@@ -22,7 +22,7 @@ from xrembed.models.registry import register_model
 from xrembed.models.weights import WeightsSource, load_module
 from xrembed.testing import synthetic_raster, to_xee_dataset
 
-from conftest import SHARED_DATA
+from shared_paths import SHARED_DATA
 from oracles import torchgeo_croma
 
 TOL = 1e-4
