@@ -99,8 +99,8 @@ def test_bad_requests_are_refused_before_any_work(tmp_path):
         _export(ExportTarget.combined(tmp_path / "e.zarr"), models=["dofa-tiny", "dofa-tiny"])
     with pytest.raises(xrembed.errors.SpecError, match="one name per ROI"):
         _export(ExportTarget.combined(tmp_path / "e.zarr", names=["a"]))
-    with pytest.raises(OptionError, match="save_inputs"):
-        ExportConfig(save_inputs=True)
+    with pytest.raises(OptionError, match="inputs only"):
+        ExportConfig(save_inputs=True, save_embeddings=False)
     with pytest.raises(OptionError, match="format"):
         ExportConfig(format="parquet")
     (tmp_path / "notzarr.zarr").mkdir()
