@@ -238,3 +238,19 @@ def test_the_accessor_streams_the_same_store(tmp_path):
 
 def test_to_zarr_is_public():
     assert xrembed.to_zarr is to_zarr and "to_zarr" in xrembed.__all__
+
+
+def test_time_steps_and_pooled_vectors_stream_too(tmp_path):
+    raster = xrembed.testing.synthetic_raster((64, 64), seed=6).chunk({"y": 32, "x": 32})
+    series = xr.concat([raster, raster * 1.01], dim="time").assign_coords(
+        time=np.array(["2020-01-01", "2020-02-01"], dtype="datetime64[ns]"))
+    emb = series.rsembed.embed("dofa-tiny", weights="random", tiles_per_chunk=1)
+    assert stream.plan_regions(emb).total == 2 * 2 * 2  # time x y x x chunks
+    got = xr.open_zarr(to_zarr(emb, tmp_path / "series.zarr", show_progress=False), consolidated=False)["embeddings"]
+    assert got.dims == ("time", "embedding", "y", "x") and got.rio.crs == emb.rio.crs
+    np.testing.assert_array_equal(got.values, emb.values)
+    np.testing.assert_array_equal(got["time"].values, series["time"].values)
+    pooled = raster.rsembed.embed("dofa-tiny", weights="random", output="pooled", input_prep="tile")
+    vec = xr.open_zarr(to_zarr(pooled, tmp_path / "pooled.zarr", show_progress=False), consolidated=False)
+    np.testing.assert_array_equal(vec["embeddings"].values, pooled.values)
+    assert vec.attrs["geoemb:type"] == "chip"
