@@ -25,6 +25,8 @@ from xrembed.models.olmoearth import S2_BANDS, OlmoEarth, _variant
 from xrembed.models.registry import register_model
 from xrembed.testing import synthetic_raster, write_official_checkpoint
 
+from conftest import SHARED_DATA
+
 pytest.importorskip("olmoearth_pretrain_minimal")
 import olmoearth_pretrain_minimal as oe  # noqa: E402
 from olmoearth_pretrain_minimal.olmoearth_pretrain_v1.utils.constants import Modality  # noqa: E402
@@ -243,3 +245,17 @@ def test_real_sentinel2_scene_tile_and_resize(s2_scene):
     assert resized.shape == (128, 16, 16) and resized.rio.bounds() == pytest.approx(da.rio.bounds())
     pooled = da.rsembed.embed("olmoearth", variant="nano", weights="random", output="pooled")
     assert pooled.shape == (128,) and np.isfinite(pooled.values).all()
+
+
+def test_real_sentinel1_scene_in_db():
+    scene = SHARED_DATA / "S1A_IW_GRDH_1SDV_20180716T004042_FD5B" / "measurement"
+    if not scene.is_dir():
+        pytest.fail(f"the shared Sentinel-1 scene is missing at {scene}")
+    dn = xrembed.open_raster(scene, bands=["VV", "VH"])  # GCP-only: warped lazily to its UTM zone
+    # uncalibrated amplitude DN; sigma0-like power ~ DN^2 / 1e6 (see tests/test_sentinel1_scene.py), in dB
+    db = (10 * np.log10(dn.astype("float32") ** 2 / 1e6)).isel(y=slice(300, 428), x=slice(500, 628))
+    db = db.expand_dims(time=[np.datetime64("2018-07-16")])
+    emb = db.rsembed.embed("olmoearth", variant="nano", weights="random")  # VV/VH alone: modality s1
+    assert emb.attrs["bands"] == ["VV", "VH"] and emb.shape == (128, 16, 16)
+    assert emb.rio.crs.to_epsg() == 32643 and emb.rio.transform() == db.rio.transform(recalc=True) @ Affine.scale(8)
+    assert np.isfinite(emb.compute().values).any()
