@@ -274,7 +274,9 @@ def write_official_checkpoint(path: str | os.PathLike, model="dofa", variant: st
     ``path`` ends in ``.safetensors``), Prithvi (``encoder.*``/``decoder.*``), RemoteCLIP (``visual.*`` and
     the text tower), SatMAE and ScaleMAE (``{'model': ..., 'args': Namespace}`` with the MAE decoder),
     TerraFM (flat), CROMA (nested: one state dict per encoder and head), Panopticon (flat, plus
-    ``mask_token``, ``pos_embed`` at the release's 37 x 37 grid). Returns the module as xrembed loads that
+    ``mask_token``, ``pos_embed`` at the release's 37 x 37 grid), OlmoEarth (the whole pre-training model,
+    ``encoder.*``/``decoder.*``/``target_encoder.*``, with ``config.json`` written beside ``path``, which
+    should then be named ``weights.pth``). Returns the module as xrembed loads that
     file (strictly, after the clean-up), so a test can compare against it.
     """
     import torch
