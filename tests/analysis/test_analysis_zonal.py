@@ -304,3 +304,21 @@ def test_any_rectangle_any_chunking(c0, c1, r0, r1, chunk_y, chunk_x):
         assert row["area"] == 0 and row["cells"] == 0 and np.isnan(row["e000"])
     else:
         check_row(row, expected(values, weights), 3, rtol=1e-8)
+
+
+def test_polygons_over_many_chunks_in_threads():
+    """Big polygons shared by many chunks, computed by dask's threads: the same as eager, no crash (one
+    shapely geometry prepared by two threads at once used to crash GEOS) and no rasterio warning."""
+    import warnings
+
+    from rasterio.errors import NotGeoreferencedWarning
+
+    values = np.random.default_rng(0).normal(size=(5, 120, 140))
+    emb = grid_emb(values)
+    polygons = [shapely.Point(X0 + 500 + 3 * i, Y0 - 500 - 2 * i).buffer(300, quad_segs=8) for i in range(30)]
+    eager = emb.rsembed.zonal(polygons).to_numpy(float)
+    with warnings.catch_warnings():
+        warnings.simplefilter("error", NotGeoreferencedWarning)
+        for _ in range(2):
+            lazy = emb.chunk({"y": 7, "x": 9}).rsembed.zonal(polygons).to_numpy(float)
+            np.testing.assert_allclose(lazy, eager, rtol=1e-10)

@@ -20,6 +20,7 @@ boundary are intersected exactly with shapely. Holes and multipolygons follow fr
 
 from __future__ import annotations
 
+import threading
 import warnings
 from collections.abc import Hashable, Sequence
 from dataclasses import dataclass
@@ -36,6 +37,7 @@ from ._points import as_array, read_geometries, vector_columns, vector_dim
 __all__ = ["ZonalSums", "zonal", "zonal_sums", "coverage_areas"]
 
 _STATS = ("mean", "std")
+_RASTERIZE_LOCK = threading.Lock()
 
 
 @dataclass(frozen=True)
@@ -128,6 +130,7 @@ def coverage_areas(geometry, transform, shape: tuple[int, int]) -> np.ndarray:
     """Area of ``geometry`` inside each cell of the grid ``(transform, shape)``, CRS units squared.
 
     Cells crossed by the boundary are intersected exactly with shapely; all others are wholly in or out.
+    ``geometry`` is prepared in place (``shapely.prepare``): do not share one object between threads.
 
     Examples
     --------
@@ -144,7 +147,9 @@ def coverage_areas(geometry, transform, shape: tuple[int, int]) -> np.ndarray:
     cell_area = abs(transform.a * transform.e)
     if geometry is None or shapely.is_empty(geometry):
         return np.zeros(shape)
-    with warnings.catch_warnings():  # rasterio warns about its own in-memory dataset's missing transform
+    # One rasterisation at a time: from several threads at once rasterio warns that its in-memory dataset has
+    # no transform (a race in its setup); the rasterising is cheap beside the exact intersections.
+    with _RASTERIZE_LOCK, warnings.catch_warnings():
         warnings.simplefilter("ignore", NotGeoreferencedWarning)
         inside, edge = _rasterize(features, geometry, transform, shape)
     edge = _dilate(edge.astype(bool))
@@ -187,8 +192,13 @@ def _dilate(mask: np.ndarray) -> np.ndarray:
 _BATCH_VALUES = 1 << 22
 
 
-def _block_sums(values, transform, zone_ids, geometries, with_squares: bool):
-    """Sums of one ``(D, h, w)`` block for the zones that touch it: ``(ids, area, cells, S, U, Q)``."""
+def _block_sums(values, transform, zone_ids, geometries_wkb, with_squares: bool):
+    """Sums of one ``(D, h, w)`` block for the zones that touch it: ``(ids, area, cells, S, U, Q)``.
+
+    The polygons arrive as WKB and are decoded here: each task owns its geometries, because shapely's
+    in-place ``prepare`` of one geometry object shared by two threads crashes GEOS.
+    """
+    geometries = require("shapely", "zonal").from_wkb(geometries_wkb)
     values = np.asarray(values)
     depth, height, width = values.shape
     valid = np.isfinite(values.sum(axis=0, dtype="float64"))  # any NaN (or inf) component: no valid cell
@@ -266,7 +276,7 @@ def _compute_blocks(data, grid: Grid, windows: np.ndarray, geometries: np.ndarra
     if not hasattr(data, "dask"):  # numpy: the whole raster is one block
         touching = np.flatnonzero(_overlaps(windows, 0, grid.shape[0], 0, grid.shape[1]))
         if touching.size:
-            yield _block_sums(np.asarray(data), grid.transform, touching, geometries[touching], with_squares)
+            yield _block_sums(np.asarray(data), grid.transform, touching, _wkb(geometries[touching]), with_squares)
         return
     import dask
 
@@ -283,8 +293,12 @@ def _compute_blocks(data, grid: Grid, windows: np.ndarray, geometries: np.ndarra
                 continue  # a chunk no polygon touches is never read
             transform = window_transform(grid.transform, PixelWindow(int(r0), int(r1), int(c0), int(c1)))
             block_sums = dask.delayed(_block_sums, pure=True)
-            tasks.append(block_sums(blocks[0, i, j], transform, touching, list(geometries[touching]), with_squares))
+            tasks.append(block_sums(blocks[0, i, j], transform, touching, _wkb(geometries[touching]), with_squares))
     yield from dask.compute(*tasks)
+
+
+def _wkb(geometries: np.ndarray) -> np.ndarray:
+    return require("shapely", "zonal").to_wkb(geometries)
 
 
 def _overlaps(windows: np.ndarray, r0, r1, c0, c1) -> np.ndarray:
