@@ -229,6 +229,8 @@ def test_per_item_geotiff_round_trip(tmp_path, monkeypatch, cog):
     for model, expected in results.items():
         assert_same(back[model], expected, coord_atol=1e-6)
         assert back[model].chunks is not None
+        assert np.isnan(back[model].rio.nodata)  # the file's nodata survives the read-back, as for every grid
+        assert "_FillValue" not in back[model].attrs
     single = read_item(tmp_path / "p00000__dofa.tif", None, "tif")
     assert list(single) == ["dofa"]
 

@@ -622,7 +622,10 @@ def _read_geotiff(path: Path, saved_input: bool = False) -> xr.DataArray:
         da = da.rename(band="embedding").assign_coords(embedding=np.arange(count))
     tags.pop("AREA_OR_POINT", None)
     tags.pop(MARK, None)
+    nodata = da.rio.nodata  # read from the file into attrs["_FillValue"], which the attrs below replace
     da.attrs = _decode_attrs(tags)
+    if nodata is not None:  # kept where every grid keeps it (encoding), so rio.nodata reads it back
+        da = da.rio.write_nodata(nodata, encoded=True)
     return da.rename(INPUT_VAR if saved_input else _VAR)
 
 
