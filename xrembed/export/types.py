@@ -11,6 +11,7 @@ from pathlib import Path
 from typing import Any
 
 from ..errors import OptionError, SpecError
+from ..options import positive_int
 from ..specs import FetchSpec, SensorSpec
 
 
@@ -115,13 +116,8 @@ class ExportConfig:
                 "inspect_model_input."
             )
         for name in ("num_workers", "chunk_size"):
-            value = getattr(self, name)
-            if isinstance(value, bool) or not isinstance(value, int) or value < 1:
-                raise OptionError(f"ExportConfig.{name} must be a positive integer, got {value!r}.")
-        if self.infer_batch_size is not None and (
-            isinstance(self.infer_batch_size, bool) or not isinstance(self.infer_batch_size, int) or self.infer_batch_size < 1
-        ):
-            raise OptionError(f"ExportConfig.infer_batch_size must be None or a positive integer, got {self.infer_batch_size!r}.")
+            positive_int(f"ExportConfig.{name}", getattr(self, name))
+        positive_int("ExportConfig.infer_batch_size", self.infer_batch_size, allow_none=True)
         if isinstance(self.max_retries, bool) or not isinstance(self.max_retries, int) or self.max_retries < 0:
             raise OptionError(f"ExportConfig.max_retries must be an integer >= 0, got {self.max_retries!r}.")
         if isinstance(self.retry_backoff_s, bool) or not isinstance(self.retry_backoff_s, (int, float)) or not (
