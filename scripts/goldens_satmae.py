@@ -1,4 +1,4 @@
-"""Write the SatMAE golden files used by ``tests/test_satmae.py``, from the upstream reference code.
+"""Write the SatMAE golden files used by ``tests/models/test_satmae.py``, from the upstream reference code.
 
 SatMAE is GitHub-only code (github.com/sustainlab-group/SatMAE, CC BY-NC 4.0), so it is not a test
 dependency: this script runs it once against a local clone and stores small results in

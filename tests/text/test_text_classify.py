@@ -59,7 +59,7 @@ def test_remoteclip_pooled_classify_matches_open_clip_recipe(vl_models, remote_c
 
 def test_dofa_clip_pooled_classify_matches_readme_recipe(vl_models, dofa_ckpt, siglip_dir, open_clip):
     """README recipe: sigmoid(normalize(trunk(img, wvs)[0]) @ normalize(txt).T * exp(logit_scale) + logit_bias),
-    the image through the trunk (parity-tested against the fork in tests/test_dofa_clip.py), the text through
+    the image through the trunk (parity-tested against the fork in tests/models/test_dofa_clip.py), the text through
     open_clip's TextTransformer on the file's text.* keys, the scalars read from the file."""
     from open_clip.transformer import LayerNorm, TextTransformer
 

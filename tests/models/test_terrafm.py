@@ -24,7 +24,7 @@ from xrembed.models.weights import WeightsSource, load_module
 from xrembed.testing import synthetic_raster
 
 
-GOLDENS = Path(__file__).resolve().parent / "goldens" / "terrafm"
+GOLDENS = Path(__file__).resolve().parents[1] / "goldens" / "terrafm"
 META = json.loads((GOLDENS / "meta.json").read_text())
 CASES = torch.load(GOLDENS / "cases.pt", weights_only=True)
 MODALITY_OF = {"s2_l2a": "s2", "s2_l1c": "s2_l1c", "s1": "s1"}

@@ -33,7 +33,7 @@ from xrembed.sources.precomputed import gse
 from xrembed.sources.precomputed.gse import BANDS, PRODUCT_INFO, open_gse
 from xrembed.specs import BBox, PointBuffer, TemporalSpec
 
-try:  # Earth Engine route: the RPC-boundary fakes of tests/test_gee.py (its fixtures are reused here)
+try:  # Earth Engine route: the RPC-boundary fakes of tests/sources/test_gee.py (its fixtures are reused here)
     from test_gee import ROI as EE_ROI
     from test_gee import _calls, ee_offline, server  # noqa: F401
 except (ImportError, pytest.skip.Exception):  # earthengine-api / xee not installed
@@ -388,7 +388,7 @@ def test_live_source_cooperative():  # pragma: no cover - opt-in
     assert np.nanmin(norms) > 0.95 and np.nanmax(norms) < 1.05
 
 
-# -- Earth Engine (same RPC-boundary mocks as tests/test_gee.py) ------------------------------------------
+# -- Earth Engine (same RPC-boundary mocks as tests/sources/test_gee.py) ------------------------------------------
 
 @needs_ee
 def test_earth_engine_route_builds_the_mosaic_request(server):

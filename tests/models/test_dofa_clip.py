@@ -24,7 +24,7 @@ from xrembed.models.weights import WeightsSource, load_module, read_state_dict
 from xrembed.testing import synthetic_raster
 
 
-GOLDENS = Path(__file__).resolve().parent / "goldens" / "dofa_clip"
+GOLDENS = Path(__file__).resolve().parents[1] / "goldens" / "dofa_clip"
 WEIGHTS = GOLDENS / "open_clip_model.safetensors"
 LAYOUT = json.loads((GOLDENS / "real_size_layout.json").read_text())
 SMALL = LAYOUT["provenance"]["small_config"]

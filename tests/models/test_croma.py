@@ -352,7 +352,7 @@ def s1_db():
     if not S1_SCENE.is_dir():
         pytest.fail(f"the shared Sentinel-1 scene is missing at {S1_SCENE}")
     dn = xrembed.open_raster(S1_SCENE, bands=["VV", "VH"])  # GCP-only: warped lazily to its UTM zone
-    # uncalibrated amplitude DN; sigma0-like power ~ DN^2 / 1e6 (see tests/test_sentinel1_scene.py), in dB
+    # uncalibrated amplitude DN; sigma0-like power ~ DN^2 / 1e6 (see tests/sources/test_sentinel1_scene.py), in dB
     return 10 * np.log10(dn.astype("float32") ** 2 / 1e6)
 
 

@@ -26,7 +26,7 @@ from xrembed.models.weights import WeightsSource, load_module
 from xrembed.testing import synthetic_raster
 
 
-GOLDENS = Path(__file__).parent / "goldens" / "satmae"
+GOLDENS = Path(__file__).resolve().parents[1] / "goldens" / "satmae"
 CHECKPOINT = GOLDENS / "mae_small_pretrain.pth"
 
 
@@ -90,7 +90,7 @@ def test_official_file_format_loads_in_a_fresh_process():
         print("LOADED")
         """
     )
-    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, cwd=Path(__file__).parents[1])
+    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, cwd=Path(__file__).resolve().parents[2])
     assert "LOADED" in done.stdout, done.stderr[-2000:]
 
 

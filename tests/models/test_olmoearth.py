@@ -252,7 +252,7 @@ def test_real_sentinel1_scene_in_db():
     if not scene.is_dir():
         pytest.fail(f"the shared Sentinel-1 scene is missing at {scene}")
     dn = xrembed.open_raster(scene, bands=["VV", "VH"])  # GCP-only: warped lazily to its UTM zone
-    # uncalibrated amplitude DN; sigma0-like power ~ DN^2 / 1e6 (see tests/test_sentinel1_scene.py), in dB
+    # uncalibrated amplitude DN; sigma0-like power ~ DN^2 / 1e6 (see tests/sources/test_sentinel1_scene.py), in dB
     db = (10 * np.log10(dn.astype("float32") ** 2 / 1e6)).isel(y=slice(300, 428), x=slice(500, 628))
     db = db.expand_dims(time=[np.datetime64("2018-07-16")])
     emb = db.rsembed.embed("olmoearth", variant="nano", weights="random")  # VV/VH alone: modality s1
