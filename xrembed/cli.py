@@ -15,6 +15,7 @@ import time
 import warnings
 
 from .errors import XrembedError
+from .options import PRECISIONS
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -36,7 +37,7 @@ def build_parser() -> argparse.ArgumentParser:
     embed.add_argument("--resolution", type=float, default=None, help="target pixel size when stacking bands")
     embed.add_argument("--device", default="auto")
     embed.add_argument("--batch-size", type=int, default=None)
-    embed.add_argument("--precision", default="fp32", choices=["fp32", "bf16", "fp16"])
+    embed.add_argument("--precision", default="fp32", choices=list(PRECISIONS))
     embed.add_argument("--quiet", action="store_true", help="no progress bar")
 
     models = commands.add_parser("models", help="list the registered models")

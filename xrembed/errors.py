@@ -27,6 +27,7 @@ __all__ = [
     "OverwriteError",
     "StoreError",
     "MissingDependencyError",
+    "ResumeMismatchError",
 ]
 
 
@@ -117,3 +118,8 @@ class StoreError(XrembedError):
 class MissingDependencyError(XrembedError, ImportError):
     """An optional dependency is not installed (e.g. the ``analysis`` extra: scikit-learn, geopandas,
     matplotlib); the message names the ``pip install`` command. Also an ``ImportError``."""
+
+
+class ResumeMismatchError(ExportError, ValueError):
+    """A store holds the results of another request (model, weights, options or input changed): resuming into
+    it would mix two requests' results (``xrembed.to_zarr(..., resume=True)``)."""

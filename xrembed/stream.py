@@ -33,10 +33,10 @@ from typing import Any
 import numpy as np
 import xarray as xr
 
-from .errors import ExportError, OptionError
+from .errors import OptionError, ResumeMismatchError
 from .export.conventions import zarr_convention_attrs
-from .export.identity import path_identity
 from .cache import jsonable
+from .export.identity import path_identity
 from .export.manifest import fingerprint
 from .export.ownership import MARK, check_replaceable, is_owned, mark, mark_state
 
@@ -50,10 +50,6 @@ EAGER_CHUNK = 256
 _PARTIAL = re.compile(r"\.[0-9a-f]{32}\.partial$")
 #: Identity parts, in the order a mismatch is reported.
 _PARTS = ("model", "weights", "options", "xrembed", "input", "grid", "graph")
-
-
-class ResumeMismatchError(ExportError, ValueError):
-    """A store holds the results of another request (model, weights, options or input changed)."""
 
 
 # ---------------------------------------------------------------------------------------------
