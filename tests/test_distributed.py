@@ -153,4 +153,7 @@ def test_a_worker_killed_mid_job_still_gives_the_local_values(tmp_path, tiny):
         assert victim not in client.run(os.getpid).values()  # the worker was really replaced
     got = xr.open_zarr(tmp_path / "cluster.zarr", consolidated=False)["embeddings"].values
     want = xr.open_zarr(local, consolidated=False)["embeddings"].values
-    np.testing.assert_array_equal(got, want)
+    # Workers run torch with their own thread count, so sums may round differently: equal to the engine's
+    # 1e-5 (as chunkings are), and no cell missing or NaN where the local run has a value.
+    assert np.array_equal(np.isnan(got), np.isnan(want))
+    np.testing.assert_allclose(got, want, rtol=0, atol=1e-5)

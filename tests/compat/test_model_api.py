@@ -40,7 +40,8 @@ def test_model_calls_equal_the_functional_api():
     assert one.data.rio.crs.to_epsg() == 32629 and one.data.rio.transform() == direct.data.rio.transform()
     batch = model.get_embeddings_batch([pb, other])
     assert [b.data.shape for b in batch] == [(32, 4, 4)] * 2
-    xr.testing.assert_allclose(batch[0].data, direct.data)
+    # A batch shares forward passes across ROIs: equal to one at a time to the engine's 1e-5 (float32 batching)
+    xr.testing.assert_allclose(batch[0].data, direct.data, rtol=0, atol=1e-5)
     pooled = xrembed.Model(MODEL, source=SAMPLE, **TINY).get_embedding(pb)  # rs-embed's default: pooled
     assert isinstance(pooled.data, np.ndarray) and pooled.data.shape == (32,)
 

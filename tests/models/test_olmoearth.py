@@ -25,7 +25,7 @@ from xrembed.models.olmoearth import S2_BANDS, OlmoEarth, _variant
 from xrembed.models.registry import register_model
 from xrembed.testing import synthetic_raster, write_official_checkpoint
 
-from conftest import SHARED_DATA
+from shared_paths import SHARED_DATA
 
 pytest.importorskip("olmoearth_pretrain_minimal")
 import olmoearth_pretrain_minimal as oe  # noqa: E402
