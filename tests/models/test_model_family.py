@@ -93,3 +93,26 @@ def test_wavelengths_refusal_keeps_each_familys_error_class():
             get_adapter(model).plan_inputs(rgb, wavelengths=[0.6, 0.5, 0.4])
     plan = get_adapter("dofa").plan_inputs(rgb, wavelengths=[0.6, 0.5, 0.4])
     assert plan.option("wavelengths") == (0.6, 0.5, 0.4)
+
+
+@pytest.mark.parametrize(("model", "modality"), [("terrafm", "s1"), ("croma", "s1"), ("olmoearth", "s1")])
+def test_reorder_only_families_take_bands_in_any_order_but_no_other_set(model, modality):
+    from xrembed.errors import BandMismatchError
+    from xrembed.models.base import BandRequest
+
+    adapter = get_adapter(model)
+    assert adapter.bands_reorder_only
+    wanted = list(adapter.bands_for(modality))
+
+    def request(bands, available):
+        return BandRequest(bands=bands, available=available, given_bands=bands, given_available=available,
+                           modality=modality, wavelengths=None, context=None)
+
+    available = ["B02", *reversed(wanted)]
+    assert adapter.choose_bands(request(list(reversed(wanted)), available)) == wanted  # fed in model order
+    with pytest.raises(BandMismatchError, match=rf"{model} with modality='{modality}' reads exactly {len(wanted)} bands"):
+        adapter.choose_bands(request(wanted[:1], available))
+    with pytest.raises(BandMismatchError, match="Pass bands="):
+        adapter.choose_bands(request([*wanted, "B02"], available))
+    with pytest.raises(BandMismatchError, match="not named"):
+        adapter.choose_bands(request(None, None))

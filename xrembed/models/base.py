@@ -178,6 +178,13 @@ class ModelAdapter:
     #: bands the input lacks (``wanted``, ``missing``, ``available``, ``given_available``, ``modality``), one
     #: template or one per modality (key ``None``: the others).
     unnamed_message: ClassVar[str] = "the input's bands are not named; name them with bands=[...]."
+    #: ``bands=`` may only reorder the modality's fixed bands (TerraFM, CROMA, OlmoEarth): it must name exactly
+    #: them (``exact_bands_message`` otherwise), and they are then picked from the input's names in model order.
+    bands_reorder_only: ClassVar[bool] = False
+    exact_bands_message: ClassVar[str] = (
+        "{model} with modality={modality!r} reads exactly {count} bands {wanted}, but bands= names {given}: "
+        "{bands}. Pass bands={wanted} (any order; they are fed in the model order)."
+    )
     duplicates_message: ClassVar[str] = "bands {chosen} contain duplicates; list each band once."
     missing_message: ClassVar[str | Mapping[str | None, str]] = (
         "{model} reads bands {wanted}; the input lacks {missing} (it has {available})."
@@ -277,15 +284,27 @@ class ModelAdapter:
     def choose_bands(self, req: BandRequest) -> list[str]:
         """The bands to read: ``bands=`` checked, or picked from the input's named bands."""
         if req.bands is not None:
-            return self.check_bands(req)
+            chosen = self.check_bands(req)
+            if not self.bands_reorder_only:
+                return chosen
         if req.available is None:
-            raise BandMismatchError(self.say(self.unnamed_message, modality=req.modality))
+            wanted = list(self.bands_for(req.modality))
+            raise BandMismatchError(self.say(self.unnamed_message, modality=req.modality, wanted=wanted))
         return self.select_bands(req)
 
     def check_bands(self, req: BandRequest) -> list[str]:
-        """``bands=`` given: check it (default: each band once) and return the bands in feed order."""
+        """``bands=`` given: check it (default: each band once; with ``bands_reorder_only``, exactly the
+        modality's bands) and return the bands in feed order."""
         self.refuse_duplicates(req.bands)
-        return list(req.bands)
+        if not self.bands_reorder_only:
+            return list(req.bands)
+        wanted = list(self.bands_for(req.modality))
+        if len(req.bands) != len(wanted) or set(req.bands) != set(wanted):
+            raise BandMismatchError(self.say(
+                self.exact_bands_message, modality=req.modality, count=len(wanted), wanted=wanted,
+                given=len(req.bands), bands=req.bands,
+            ))
+        return wanted
 
     def select_bands(self, req: BandRequest) -> list[str]:
         """No ``bands=``: the modality's bands, picked by name from the input (all of them when the caller

@@ -31,7 +31,7 @@ from typing import Any
 
 import numpy as np
 
-from ..errors import BandMismatchError, OptionError
+from ..errors import OptionError
 from .base import BandRequest, Checkpoint, InputPlan, ModelAdapter, Variant
 from .band_sets import S1_BANDS
 from .checks import check_db_backscatter, check_raw_reflectance
@@ -120,6 +120,12 @@ class CROMA(ModelAdapter):
         "Add the missing bands{hint} or choose another modality= ('s2', 's1' or 'joint')."
     )
 
+    bands_reorder_only = True  # bands= names exactly the modality's bands, in any order
+    exact_bands_message = (
+        "{model} with modality={modality!r} reads exactly {count} bands {wanted}, but bands= names {given}: "
+        "{bands}. Pass bands={wanted} (any order; they are fed in the model order), or choose another modality=."
+    )
+
     def resolve_modality(self, modality: str | None, names: list[str] | None) -> str:
         """``"s2"``, ``"s1"`` or ``"joint"`` in any spelling; VV/VH alone mean ``"s1"``."""
         if modality is None:
@@ -132,27 +138,6 @@ class CROMA(ModelAdapter):
                 f"'joint' (both on one grid), not {modality!r}."
             )
         return text
-
-    def choose_bands(self, req: BandRequest) -> list[str]:
-        # bands= only reorders: the input's band names must hold the modality's bands all the same.
-        if req.bands is not None:
-            self.check_bands(req)
-        if req.available is None:
-            wanted = list(self.bands_for(req.modality))
-            raise BandMismatchError(self.say(self.unnamed_message, modality=req.modality, wanted=wanted))
-        return self.select_bands(req)
-
-    def check_bands(self, req: BandRequest) -> list[str]:
-        """``bands=`` must name exactly the modality's bands (any order; they are fed in model order)."""
-        self.refuse_duplicates(req.bands)
-        wanted = self.bands_for(req.modality)
-        if len(req.bands) != len(wanted) or set(req.bands) != set(wanted):
-            raise BandMismatchError(
-                f"croma with modality={req.modality!r} reads exactly {len(wanted)} bands {list(wanted)}, but "
-                f"bands= names {len(req.bands)}: {req.bands}. Pass bands={list(wanted)} (any order; they are "
-                "fed in the model order), or choose another modality=."
-            )
-        return list(wanted)
 
     def missing_text(self, req: BandRequest, wanted, missing: list[str]) -> str:
         hint = " (all 12 Sentinel-2 bands except B10)" if req.modality != "s1" else ""

@@ -198,6 +198,12 @@ class OlmoEarth(ModelAdapter):
         "{available}). Add the missing bands or choose another modality= ('s2' or 's1')."
     )
 
+    bands_reorder_only = True  # bands= names exactly the modality's bands, in any order
+    exact_bands_message = (
+        "{model} with modality={modality!r} reads exactly {count} bands {wanted}, but bands= names {given}: "
+        "{bands}. Pass bands={wanted} (any order; they are fed in the model order), or choose another modality=."
+    )
+
     def resolve_modality(self, modality: str | None, names: list[str] | None) -> str:
         """``"s2"`` or ``"s1"`` in any spelling; VV/VH alone mean ``"s1"``."""
         if modality is None:
@@ -211,26 +217,6 @@ class OlmoEarth(ModelAdapter):
             )
         return text
 
-    def choose_bands(self, req: BandRequest) -> list[str]:
-        # bands= only reorders: the input's named bands must hold the modality's bands all the same.
-        if req.bands is not None:
-            self.check_bands(req)
-        if req.available is None:
-            wanted = list(self.bands_for(req.modality))
-            raise BandMismatchError(self.say(self.unnamed_message, modality=req.modality, wanted=wanted))
-        return self.select_bands(req)
-
-    def check_bands(self, req: BandRequest) -> list[str]:
-        """``bands=`` must name exactly the modality's bands (any order; they are fed in model order)."""
-        self.refuse_duplicates(req.bands)
-        wanted = self.bands_for(req.modality)
-        if set(req.bands) != set(wanted) or len(req.bands) != len(wanted):
-            raise BandMismatchError(
-                f"olmoearth with modality={req.modality!r} reads exactly {len(wanted)} bands {list(wanted)}, but "
-                f"bands= names {len(req.bands)}: {req.bands}. Pass bands={list(wanted)} (any order; they are fed "
-                "in the model order), or choose another modality=."
-            )
-        return list(wanted)
 
     def plan_options(self, chosen: list[str], req: BandRequest) -> tuple[tuple[str, Any], ...]:
         _, _, scale, mean, std, _ = MODALITIES[req.modality]

@@ -31,7 +31,7 @@ from typing import Any
 
 import numpy as np
 
-from ..errors import BandMismatchError, OptionError
+from ..errors import OptionError
 from .base import BandRequest, Checkpoint, InputPlan, ModelAdapter, Variant
 from .band_sets import S1_BANDS
 from .checks import check_linear_power, check_raw_reflectance
@@ -112,6 +112,8 @@ class TerraFM(ModelAdapter):
         "(it has {available}). Add the missing bands{hint} or choose another modality= ('s2', 's2_l1c' or 's1')."
     )
 
+    bands_reorder_only = True  # bands= names exactly the modality's bands, in any order
+
     def resolve_modality(self, modality: str | None, names: list[str] | None) -> str:
         """The stem's modality: any case, TerraFM's own aliases; VV/VH alone mean ``"s1"``."""
         if modality is None:
@@ -124,27 +126,6 @@ class TerraFM(ModelAdapter):
                 f"or 's1' (Sentinel-1 VV/VH), not {modality!r}."
             )
         return text
-
-    def choose_bands(self, req: BandRequest) -> list[str]:
-        # bands= only reorders: the input's band names must hold the modality's bands all the same.
-        if req.bands is not None:
-            self.check_bands(req)
-        if req.available is None:
-            wanted = list(self.bands_for(req.modality))
-            raise BandMismatchError(self.say(self.unnamed_message, modality=req.modality, wanted=wanted))
-        return self.select_bands(req)
-
-    def check_bands(self, req: BandRequest) -> list[str]:
-        """``bands=`` must name exactly the modality's bands (any order; they are fed in model order)."""
-        self.refuse_duplicates(req.bands)
-        wanted = self.bands_for(req.modality)
-        if len(req.bands) != len(wanted) or set(req.bands) != set(wanted):
-            raise BandMismatchError(
-                f"terrafm with modality={req.modality!r} reads exactly {len(wanted)} bands "
-                f"{list(wanted)}, but bands= names {len(req.bands)}: {req.bands}. "
-                f"Pass bands={list(wanted)} (any order; they are fed in the model order)."
-            )
-        return list(wanted)
 
     def missing_text(self, req: BandRequest, wanted, missing: list[str]) -> str:
         hint = " (all 12 Sentinel-2 bands except B10)" if req.modality != "s1" else ""
