@@ -116,3 +116,11 @@ def test_reorder_only_families_take_bands_in_any_order_but_no_other_set(model, m
         adapter.choose_bands(request([*wanted, "B02"], available))
     with pytest.raises(BandMismatchError, match="not named"):
         adapter.choose_bands(request(None, None))
+
+
+@pytest.mark.parametrize("model", ["dofa", "panopticon"])
+def test_sar_bands_alone_are_read_as_sentinel1(model):
+    adapter = get_adapter(model)
+    assert adapter.sar_input_means_s1
+    plan = adapter.plan_inputs(["VV", "VH"])  # no modality=: the optical defaults would be missing
+    assert tuple(plan.bands) == ("VV", "VH")

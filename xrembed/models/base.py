@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import copy
 from collections.abc import Callable, Mapping, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import TYPE_CHECKING, Any, ClassVar
 
 import numpy as np
@@ -18,6 +18,7 @@ import numpy as np
 from ..bands import SENTINEL2_WAVELENGTHS_UM, canonical_band_names
 from ..errors import BandMismatchError, OptionError, WavelengthError
 from ..specs import SensorSpec
+from .band_sets import S1_BANDS
 
 if TYPE_CHECKING:  # pragma: no cover
     import torch
@@ -181,6 +182,9 @@ class ModelAdapter:
     #: ``bands=`` may only reorder the modality's fixed bands (TerraFM, CROMA, OlmoEarth): it must name exactly
     #: them (``exact_bands_message`` otherwise), and they are then picked from the input's names in model order.
     bands_reorder_only: ClassVar[bool] = False
+    #: Without ``modality=``, ``bands=`` or ``wavelengths=``, input of SAR bands alone (VV/VH) is read as
+    #: ``modality="s1"`` (DOFA, Panopticon: any-band families whose defaults are optical).
+    sar_input_means_s1: ClassVar[bool] = False
     exact_bands_message: ClassVar[str] = (
         "{model} with modality={modality!r} reads exactly {count} bands {wanted}, but bands= names {given}: "
         "{bands}. Pass bands={wanted} (any order; they are fed in the model order)."
@@ -311,6 +315,8 @@ class ModelAdapter:
         describes every band with ``wavelengths=``)."""
         if req.wavelengths is not None:
             return list(req.available)
+        if self.sar_input_means_s1 and req.modality is None and set(req.available) <= set(S1_BANDS):
+            req = replace(req, modality="s1")
         wanted = self.bands_for(req.modality)
         missing = [b for b in wanted if b not in req.available]
         if missing:

@@ -28,7 +28,6 @@ Choices made here, each deliberate:
 
 from __future__ import annotations
 
-from dataclasses import replace
 from typing import Any
 
 from ..bands import SENTINEL2_WAVELENGTHS_UM
@@ -130,18 +129,13 @@ class DOFA(ModelAdapter):
     unnamed_message = (
         "the input's bands are not named; name them with bands=[...] (e.g. bands=['B04', 'B03', 'B02', ...])."
     )
+    sar_input_means_s1 = True  # VV/VH alone are Sentinel-1 unless modality= says otherwise
     missing_message = {
         "s1": "dofa with Sentinel-1 input needs bands VV and VH; missing {missing}.",
         None: "dofa's default bands are {wanted}; the input lacks {missing} (it has {available}). "
         "DOFA accepts any bands with known wavelengths: choose some with bands=[...], "
         "or describe every input band with wavelengths=[...].",
     }
-
-    def select_bands(self, req: BandRequest) -> list[str]:
-        # Input of VV/VH alone is Sentinel-1 unless modality= says otherwise.
-        if req.wavelengths is None and req.modality is None and set(req.available) <= set(S1_BANDS):
-            req = replace(req, modality="s1")
-        return super().select_bands(req)
 
     def plan_options(self, chosen: list[str], req: BandRequest) -> tuple[tuple[str, Any], ...]:
         self.refuse_duplicates(chosen)
