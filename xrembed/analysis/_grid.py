@@ -8,6 +8,7 @@ import xarray as xr
 
 from ..errors import OptionError
 from ..geo import Grid, read_crs, spatial_dims
+from ..geo import with_nan_nodata as geo_with_nan_nodata
 
 __all__ = ["EMBEDDING_DIM", "embedding_grid", "valid_cells", "with_nan_nodata"]
 
@@ -85,12 +86,12 @@ def finish(out: xr.DataArray, emb: xr.DataArray, name: str, attrs: dict, *, nan_
 
 
 def with_nan_nodata(out: xr.DataArray) -> xr.DataArray:
-    """``out`` declaring NaN as its nodata the way the embeddings do (``encoding["_FillValue"]``, read by
-    ``rio.nodata``), with no stale ``_FillValue`` in its attrs."""
-    out.attrs.pop("_FillValue", None)
+    """``out`` declaring NaN as its nodata the way the embeddings do (:func:`xrembed.geo.with_nan_nodata`).
+
+    An analysis output holds new values, so the input's storage encoding (dtype, scale, chunks) does not
+    carry over; only its ``grid_mapping`` does."""
     out.encoding = {key: value for key, value in out.encoding.items() if key == "grid_mapping"}
-    out.encoding["_FillValue"] = np.nan
-    return out
+    return geo_with_nan_nodata(out)
 
 
 def output_order(emb: xr.DataArray, out: xr.DataArray, new_dim: str | None) -> xr.DataArray:
