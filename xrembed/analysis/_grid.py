@@ -10,7 +10,7 @@ from ..errors import OptionError
 from ..geo import Grid, read_crs, spatial_dims
 from ..geo import with_nan_nodata as geo_with_nan_nodata
 
-__all__ = ["EMBEDDING_DIM", "embedding_grid", "valid_cells", "with_nan_nodata"]
+__all__ = ["EMBEDDING_DIM", "embedding_grid", "map_cells", "valid_cells", "with_nan_nodata"]
 
 #: The dimension that holds the embedding vector, for every model and product.
 EMBEDDING_DIM = "embedding"
@@ -92,6 +92,29 @@ def with_nan_nodata(out: xr.DataArray) -> xr.DataArray:
     carry over; only its ``grid_mapping`` does."""
     out.encoding = {key: value for key, value in out.encoding.items() if key == "grid_mapping"}
     return geo_with_nan_nodata(out)
+
+
+def map_cells(
+    func, *grids: xr.DataArray, kwargs: dict | None = None, new_dim: str | None = None, new_size: int | None = None
+) -> xr.DataArray:
+    """``func`` applied cell by cell, lazily: each block's embedding axis last and whole.
+
+    ``func`` takes the grids' blocks ``(..., D)`` and returns float32 ``(...)`` (``new_dim`` None) or
+    ``(..., new_size)``; the result keeps the first grid's dimension order, ``new_dim`` in the embedding's place.
+    """
+    if any(grid.chunks is not None for grid in grids):  # a block must hold whole vectors
+        grids = tuple(grid.chunk({EMBEDDING_DIM: -1}) for grid in grids)
+    out = xr.apply_ufunc(
+        func,
+        *grids,
+        kwargs=kwargs or {},
+        input_core_dims=[[EMBEDDING_DIM]] * len(grids),
+        output_core_dims=[[new_dim] if new_dim else []],
+        dask="parallelized",
+        output_dtypes=[np.float32],
+        dask_gufunc_kwargs={"output_sizes": {new_dim: new_size}} if new_dim else None,
+    )
+    return output_order(grids[0], out, new_dim)
 
 
 def output_order(emb: xr.DataArray, out: xr.DataArray, new_dim: str | None) -> xr.DataArray:

@@ -7,7 +7,7 @@ import xarray as xr
 
 from ..errors import CRSError, OptionError, SpatialDimensionError
 from ..geo import Grid, spatial_dims
-from ._grid import EMBEDDING_DIM, embedding_grid, finish, output_order
+from ._grid import EMBEDDING_DIM, embedding_grid, finish, map_cells
 
 __all__ = ["change"]
 
@@ -89,18 +89,7 @@ def change(a: xr.DataArray, b: xr.DataArray) -> xr.DataArray:
     a = a.drop_vars([c for c in a.coords if c not in a.dims and c != "spatial_ref"])
     b = b.drop_vars([c for c in b.coords if c not in b.dims], errors="ignore")
     b = b.assign_coords({y_dim: a[y_dim].values, x_dim: a[x_dim].values, EMBEDDING_DIM: a[EMBEDDING_DIM].values})
-    if a.chunks is not None or b.chunks is not None:
-        a = a.chunk({EMBEDDING_DIM: -1})
-        b = b.chunk({EMBEDDING_DIM: -1})
-    out = xr.apply_ufunc(
-        _one_minus_cosine,
-        a,
-        b,
-        input_core_dims=[[EMBEDDING_DIM], [EMBEDDING_DIM]],
-        dask="parallelized",
-        output_dtypes=[np.float32],
-    )
-    out = output_order(a, out, None)
+    out = map_cells(_one_minus_cosine, a, b)
     if "spatial_ref" in a.coords and "spatial_ref" not in out.coords:
         out = out.assign_coords(spatial_ref=a["spatial_ref"])
     return finish(out, a, "change", {"analysis": "1 - cosine similarity"})

@@ -10,7 +10,7 @@ import xarray as xr
 
 from ..errors import OptionError
 from ._deps import require
-from ._grid import EMBEDDING_DIM, embedding_grid, finish, output_order, valid_cells
+from ._grid import EMBEDDING_DIM, embedding_grid, finish, map_cells, valid_cells
 from ._sampling import sample_valid_cells
 from .pca import DEFAULT_SAMPLE_SIZE
 
@@ -58,17 +58,7 @@ class FittedKMeans:
                 f"these clusters were fitted on {self.centroids.shape[1]}-dimensional embeddings, but the grid has "
                 f"{emb.sizes[EMBEDDING_DIM]}; fit on the same model's output."
             )
-        if emb.chunks is not None:
-            emb = emb.chunk({EMBEDDING_DIM: -1})
-        out = xr.apply_ufunc(
-            _predict,
-            emb,
-            kwargs={"model": self.model, "normalise": self.normalise},
-            input_core_dims=[[EMBEDDING_DIM]],
-            dask="parallelized",
-            output_dtypes=[np.float32],
-        )
-        out = output_order(emb, out, None)
+        out = map_cells(_predict, emb, kwargs={"model": self.model, "normalise": self.normalise})
         attrs = {
             "analysis": "kmeans",
             "k": self.k,

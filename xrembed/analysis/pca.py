@@ -10,7 +10,7 @@ import xarray as xr
 
 from ..errors import OptionError
 from ._deps import require
-from ._grid import EMBEDDING_DIM, embedding_grid, finish, output_order, valid_cells
+from ._grid import EMBEDDING_DIM, embedding_grid, finish, map_cells, valid_cells
 from ._sampling import sample_valid_cells
 
 __all__ = ["FittedPCA", "fit_pca", "pca"]
@@ -71,19 +71,11 @@ class FittedPCA:
                 f"this PCA was fitted on {self.components.shape[1]}-dimensional embeddings, but the grid has "
                 f"{emb.sizes[EMBEDDING_DIM]}; fit it on the same model's output (`fit_pca(emb)`)."
             )
-        if emb.chunks is not None:
-            emb = emb.chunk({EMBEDDING_DIM: -1})
-        out = xr.apply_ufunc(
-            _project,
-            emb,
-            kwargs={"mean": self.mean, "components": self.components},
-            input_core_dims=[[EMBEDDING_DIM]],
-            output_core_dims=[["component"]],
-            dask="parallelized",
-            output_dtypes=[np.float32],
-            dask_gufunc_kwargs={"output_sizes": {"component": self.n_components}},
+        out = map_cells(
+            _project, emb, kwargs={"mean": self.mean, "components": self.components},
+            new_dim="component", new_size=self.n_components,
         )
-        out = output_order(emb, out, "component").assign_coords(component=np.arange(self.n_components))
+        out = out.assign_coords(component=np.arange(self.n_components))
         attrs = {
             "analysis": "pca",
             "explained_variance_ratio": [float(v) for v in self.explained_variance_ratio],

@@ -14,7 +14,7 @@ from pyproj import Transformer
 from ..errors import NoDataInBoundsError, OptionError
 from ..geo import Grid, parse_crs, read_crs, spatial_dims
 from ._deps import require
-from ._grid import EMBEDDING_DIM, embedding_grid, finish, output_order
+from ._grid import EMBEDDING_DIM, embedding_grid, finish, map_cells
 
 __all__ = ["cosine_map", "query_vector", "similarity"]
 
@@ -44,17 +44,8 @@ def cosine_map(emb: xr.DataArray, vector: np.ndarray, name: str = "similarity") 
             "the query vector is zero (or not finite), so it has no direction: with negatives, the positives and "
             "negatives cancel out; choose examples that differ."
         )
-    if emb.chunks is not None:
-        emb = emb.chunk({EMBEDDING_DIM: -1})
-    out = xr.apply_ufunc(
-        _cosine,
-        emb,
-        kwargs={"query": vector / norm},
-        input_core_dims=[[EMBEDDING_DIM]],
-        dask="parallelized",
-        output_dtypes=[np.float32],
-    )
-    return finish(output_order(emb, out, None), emb, name, {"analysis": "cosine similarity"})
+    out = map_cells(_cosine, emb, kwargs={"query": vector / norm})
+    return finish(out, emb, name, {"analysis": "cosine similarity"})
 
 
 # --- queries -----------------------------------------------------------------------------------------------------
