@@ -196,8 +196,7 @@ def compare(
         raise OptionError(f"compare needs the input raster as an xarray DataArray (band, y, x), not {type(raster).__name__}.")
     y_dim, x_dim = spatial_dims(raster)
     grid = Grid.from_xarray(raster)
-    rng = np.random.default_rng(seed)
-    x, y, label, shapes = _labelled_points(labels, grid, label_column, classes, points_per_class, rng)
+    x, y, label, shapes = _labelled_points(labels, grid, label_column, classes, points_per_class, seed)
 
     embeddings = _embeddings(raster, models, dict(embed_kwargs or {}))
     cells = {name: _cell_size(emb, grid) for name, emb in embeddings.items()}
@@ -313,14 +312,14 @@ def _zone_means(emb: xr.DataArray, shapes: np.ndarray, crs) -> tuple[np.ndarray,
     return means, sums.area > 0
 
 
-def _labelled_points(labels, grid: Grid, label_column, classes, points_per_class, rng):
+def _labelled_points(labels, grid: Grid, label_column, classes, points_per_class, seed: int):
     """``(x, y, label, polygons)`` in the raster's CRS, on the raster, at most ``points_per_class`` per class.
 
     ``polygons`` is None for points; for polygon labels ``x``/``y`` are their representative points."""
     shapes = None
     if isinstance(labels, xr.DataArray):
-        x, y, values = _raster_points(labels, grid)
-    elif type(labels).__module__.startswith("geopandas") and hasattr(labels, "geometry"):
+        return (*_raster_points(labels, grid, _class_mapping(classes), points_per_class, seed), None)
+    if type(labels).__module__.startswith("geopandas") and hasattr(labels, "geometry"):
         column = label_column or ("label" if "label" in labels.columns else None)
         others = [c for c in labels.columns if c != labels.geometry.name]
         if column is None and len(others) == 1:
@@ -348,13 +347,14 @@ def _labelled_points(labels, grid: Grid, label_column, classes, points_per_class
             f"{type(labels).__name__}."
         )
     keep = cell_index(grid, x, y)[2] & pd.notna(values)
-    if classes is not None:
-        mapping = dict(classes) if isinstance(classes, Mapping) else {c: c for c in classes}
+    mapping = _class_mapping(classes)
+    if mapping is not None:
         keep &= pd.Series(values).isin(list(mapping)).to_numpy()
         values = np.array([mapping.get(v, v) for v in values], dtype=object)
     x, y, values = x[keep], y[keep], np.asarray(values[keep])
     shapes = shapes[keep] if shapes is not None else None
     if points_per_class is not None:
+        rng = np.random.default_rng(seed)
         chosen = []
         for value in pd.unique(values):
             idx = np.flatnonzero(values == value)
@@ -365,23 +365,82 @@ def _labelled_points(labels, grid: Grid, label_column, classes, points_per_class
     return x, y, values, shapes
 
 
-def _raster_points(labels: xr.DataArray, grid: Grid):
-    """Cell centres and values of a label raster, in ``grid``'s CRS (its nodata and NaN left out)."""
+def _class_mapping(classes) -> dict | None:
+    """``classes=`` as ``{label value: name}`` (None: every value, under its own name)."""
+    if classes is None:
+        return None
+    return dict(classes) if isinstance(classes, Mapping) else {c: c for c in classes}
+
+
+#: Rows and columns of a label raster read at a time: memory stays bounded whatever the raster's size.
+LABEL_WINDOW = 2048
+
+
+def _raster_points(labels: xr.DataArray, grid: Grid, mapping: dict | None, points_per_class: int | None, seed: int):
+    """``(x, y, label)`` of a label raster's cells on ``grid`` (in its CRS), at most ``points_per_class`` per class.
+
+    The raster is read window by window. Its nodata and NaN cells, and values outside ``mapping``, are left
+    out. The sample keeps, per class, the cells with the smallest seeded hash of their position: a uniform
+    draw without replacement that depends on neither the windows nor the raster's chunks. Points come in
+    raster order.
+    """
     y_dim, x_dim = spatial_dims(labels)
     extra = [d for d in labels.dims if d not in (y_dim, x_dim)]
     if any(labels.sizes[d] != 1 for d in extra):
         raise OptionError(f"a label raster must be (y, x) (one band), but it has dims {dict(labels.sizes)}; pick one band.")
     labels = labels.squeeze(extra, drop=True) if extra else labels
     label_grid = Grid.from_xarray(labels)
-    values = np.asarray(labels.values)  # a label raster is read whole; points are then drawn from it
     nodata = labels.rio.nodata if hasattr(labels, "rio") else None
-    ok = pd.notna(values)
-    if nodata is not None and not (isinstance(nodata, float) and np.isnan(nodata)):
-        ok &= values != nodata
-    rows, cols = np.nonzero(ok)
-    cx, cy = label_grid.transform * (cols + 0.5, rows + 0.5)
-    x, y = _reproject_xy(np.asarray(cx, float), np.asarray(cy, float), label_grid.crs, grid.crs)
-    return x, y, values[rows, cols]
+    if nodata is not None and isinstance(nodata, float) and np.isnan(nodata):
+        nodata = None
+    height, width = labels.sizes[y_dim], labels.sizes[x_dim]
+    parts = []  # per window: flat position, hash key, x, y, label of the cells kept so far
+    for row0 in range(0, height, LABEL_WINDOW):
+        for col0 in range(0, width, LABEL_WINDOW):
+            window = {y_dim: slice(row0, row0 + LABEL_WINDOW), x_dim: slice(col0, col0 + LABEL_WINDOW)}
+            values = np.asarray(labels.isel(window).values)
+            ok = pd.notna(values)
+            if nodata is not None:
+                ok &= values != nodata
+            if mapping is not None:
+                ok &= pd.Series(values.ravel()).isin(list(mapping)).to_numpy().reshape(values.shape)
+            rows, cols = np.nonzero(ok)
+            rows, cols = rows + row0, cols + col0
+            cx, cy = label_grid.transform * (cols + 0.5, rows + 0.5)
+            x, y = _reproject_xy(np.asarray(cx, float), np.asarray(cy, float), label_grid.crs, grid.crs)
+            on = cell_index(grid, x, y)[2]
+            value = values[rows[on] - row0, cols[on] - col0]
+            if mapping is not None:
+                value = np.array([mapping[v] for v in value], dtype=object)
+            flat = rows[on].astype(np.uint64) * np.uint64(width) + cols[on].astype(np.uint64)
+            part = (flat, _cell_keys(flat, seed), x[on], y[on], value)
+            parts = _keep_smallest(parts + [part], points_per_class)
+    flat, _, x, y, value = (np.concatenate([p[i] for p in parts]) if parts else np.array([]) for i in range(5))
+    order = np.argsort(flat, kind="stable")
+    return x[order], y[order], np.asarray(value[order])
+
+
+def _keep_smallest(parts: list, k: int | None) -> list:
+    """``parts`` merged, keeping per class the ``k`` cells with the smallest keys (all of them when ``k`` is None)."""
+    if k is None or not parts:
+        return parts
+    flat, keys, x, y, value = (np.concatenate([p[i] for p in parts]) for i in range(5))
+    keep = []
+    for label in pd.unique(value):
+        idx = np.flatnonzero(value == label)
+        keep.append(idx[np.argsort(keys[idx], kind="stable")[:k]])
+    keep = np.concatenate(keep)
+    return [(flat[keep], keys[keep], x[keep], y[keep], value[keep])]
+
+
+def _cell_keys(flat: np.ndarray, seed: int) -> np.ndarray:
+    """A seeded pseudo-random uint64 per cell position (splitmix64): the same cell gets the same key however
+    the raster is read."""
+    with np.errstate(over="ignore"):
+        z = flat.astype(np.uint64) + np.uint64(seed % 2**64) * np.uint64(0x9E3779B97F4A7C15) + np.uint64(0x632BE59BD9B4E019)
+        z = (z ^ (z >> np.uint64(30))) * np.uint64(0xBF58476D1CE4E5B9)
+        z = (z ^ (z >> np.uint64(27))) * np.uint64(0x94D049BB133111EB)
+        return z ^ (z >> np.uint64(31))
 
 
 def _embeddings(raster, models, embed_kwargs) -> dict[str, xr.DataArray]:
