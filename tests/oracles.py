@@ -68,3 +68,15 @@ def torchgeo_panopticon():
     except Exception as err:  # pragma: no cover - depends on the test environment
         pytest.skip(f"torchgeo reference unavailable: {err}")
     return panopticon
+
+
+def torchgeo_copernicusfm():
+    """torchgeo's Copernicus-FM module (``torchgeo.models.copernicusfm``, with timm), or skip the test."""
+    import pytest
+
+    try:
+        import_torchvision_cpu_safe()
+        from torchgeo.models import copernicusfm
+    except Exception as err:  # pragma: no cover - depends on the test environment
+        pytest.skip(f"torchgeo reference unavailable: {err}")
+    return copernicusfm
