@@ -412,3 +412,26 @@ def test_real_sentinel2_scene_is_chunk_invariant(s2_scene):
     eager = da.rsembed.embed("copernicus_fm-tiny", weights="random").values
     lazy = da.chunk({"y": 64, "x": 96}).rsembed.embed("copernicus_fm-tiny", weights="random")
     np.testing.assert_allclose(lazy.values, eager, atol=1e-5, equal_nan=True)
+
+
+@pytest.fixture(scope="module")
+def s1_db():
+    if not S1_SCENE.is_dir():
+        pytest.fail(f"the shared Sentinel-1 scene is missing at {S1_SCENE}")
+    dn = xrembed.open_raster(S1_SCENE, bands=["VV", "VH"])  # GCP-only: warped lazily to its UTM zone
+    # uncalibrated amplitude DN; sigma0-like power ~ DN^2 / 1e6 (see tests/sources/test_sentinel1_scene.py), in dB
+    return 10 * np.log10(dn.astype("float32") ** 2 / 1e6)
+
+
+def test_real_sentinel1_scene_tile_and_resize(s1_db):
+    crop = s1_db.isel(y=slice(300, 540), x=slice(500, 740))
+    emb = crop.rsembed.embed("copernicus_fm", weights="random")  # VV/VH alone: Sentinel-1
+    assert emb.attrs["bands"] == ["VV", "VH"] and emb.attrs["plan_modality"] == "s1"
+    assert emb.rio.crs.to_epsg() == 32643 and emb.shape == (768, 15, 15)
+    assert emb.rio.transform() == crop.rio.transform(recalc=True) * Affine.scale(16)
+    assert 75 < emb.attrs["plan_lon"] < 79 and 9 < emb.attrs["plan_lat"] < 12  # southern India
+    assert np.isfinite(emb.compute().values).any()
+    resized = crop.rsembed.embed("copernicus_fm", modality="sar", weights="random", input_prep="resize")
+    assert resized.shape == (768, 14, 14) and resized.rio.bounds() == pytest.approx(crop.rio.bounds())
+    pooled = crop.rsembed.embed("copernicus_fm", weights="random", output="pooled")
+    assert pooled.shape == (768,) and np.isfinite(pooled.values).all()
