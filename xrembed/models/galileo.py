@@ -1,7 +1,7 @@
 """Galileo (NASA Harvest): channel-group tokens of Sentinel-2 / Sentinel-1 time series, months and location.
 
-Reference: Tseng et al., *Galileo: Learning Global & Local Features of Many Remote Sensing Modalities*
-(ICML 2025, arXiv 2502.09356); code github.com/nasaharvest/galileo (MIT), its ``single_file_galileo.py``
+Reference: Tseng et al., *Galileo* (arXiv 2502.09356; "Learning Global and Local Features in Pretrained
+Remote Sensing Models"); code github.com/nasaharvest/galileo (MIT), its ``single_file_galileo.py``
 being the parity reference (GitHub-only: ``scripts/goldens_galileo.py`` ran it once into
 ``tests/goldens/galileo/``); weights ``nasaharvest/galileo`` on the Hugging Face Hub (``models/<size>/``
 ``encoder.pt`` + ``config.json``; the nano files also in the GitHub repository's ``data/models/nano``).
@@ -9,7 +9,7 @@ being the parity reference (GitHub-only: ``scripts/goldens_galileo.py`` ran it o
 Choices made here, each deliberate (see ``docs/models/galileo.md``):
 
 * **Variants** ``nano`` (D=128, 4 blocks), ``tiny`` (D=192, 12 blocks), ``base`` (D=768, 12 blocks, the
-  default: the paper's headline model and, as for every other family here, the base size).
+  default: the largest released size and, as for every other family here, the base size).
 * **Modalities.** ``"s2"`` (default) reads Galileo's 10 Sentinel-2 bands ``B02 B03 B04 B05 B06 B07 B08
   B8A B11 B12`` (its pre-training data is Earth Engine ``COPERNICUS/S2_HARMONIZED``, raw 0..10000) and
   derives the NDVI group from B08 and B04, as its pre-training dataset does; ``"s1"`` reads VV, VH in dB
@@ -92,6 +92,27 @@ def _variant(name: str, dim: int, depth: int, heads: int) -> Variant:
         checkpoint=Checkpoint(repo_id=_HF_REPO, filename=f"models/{name}/encoder.pt"),
         extra=(("mlp_ratio", 4.0), ("max_sequence_length", MAX_FRAMES)),
     )
+
+
+def release_config(adapter: Galileo) -> dict:
+    """The release's ``config.json`` for ``adapter``'s variant: what the reference's ``load_from_folder`` reads."""
+    v = adapter.variant
+    extra = dict(v.extra)
+    return {"model": {"encoder": {
+        "embedding_size": v.embed_dim, "depth": v.depth, "num_heads": v.num_heads, "mlp_ratio": extra["mlp_ratio"],
+        "max_sequence_length": extra["max_sequence_length"], "freeze_projections": False, "drop_path": 0.1,
+        "max_patch_size": v.patch_size,
+    }}}
+
+
+def write_config(adapter: Galileo, encoder_path) -> str:
+    """Write ``config.json`` beside ``encoder_path`` (test checkpoints); returns its path."""
+    import json
+    from pathlib import Path
+
+    path = Path(encoder_path).with_name("config.json")
+    path.write_text(json.dumps(release_config(adapter), indent=1))
+    return str(path)
 
 
 def to_cartesian(lon: float, lat: float) -> tuple[float, float, float]:

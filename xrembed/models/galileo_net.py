@@ -75,7 +75,8 @@ def month_table(dim: int) -> torch.Tensor:
     """The fixed month embedding ``(12, dim)``: ``[sin, cos]`` of ``2 pi m / 12`` repeated over each half."""
     angles = torch.arange(MONTHS, dtype=torch.float32) * (2 * math.pi / MONTHS)
     half = dim // 2
-    return torch.cat([torch.sin(angles)[:, None].expand(MONTHS, half), torch.cos(angles)[:, None].expand(MONTHS, half)], 1)
+    sin, cos = torch.sin(angles)[:, None], torch.cos(angles)[:, None]
+    return torch.cat([sin.expand(MONTHS, half), cos.expand(MONTHS, half)], dim=1)
 
 
 class PatchEmbed(nn.Module):
@@ -170,7 +171,9 @@ class GalileoEncoder(nn.Module):
         self.space_time_embed = nn.ModuleDict(
             {name: PatchEmbed(len(bands), embed_dim, max_patch_size) for name, bands in SPACE_TIME_GROUPS.items()}
         )
-        self.space_embed = nn.ModuleDict({name: PatchEmbed(n, embed_dim, max_patch_size) for name, n in SPACE_GROUPS.items()})
+        self.space_embed = nn.ModuleDict(
+            {name: PatchEmbed(n, embed_dim, max_patch_size) for name, n in SPACE_GROUPS.items()}
+        )
         self.time_embed = nn.ModuleDict({name: nn.Linear(n, embed_dim) for name, n in TIME_GROUPS.items()})
         self.static_embed = nn.ModuleDict({name: nn.Linear(n, embed_dim) for name, n in STATIC_GROUPS.items()})
         self.norm = nn.LayerNorm(embed_dim)

@@ -116,8 +116,9 @@ def _download_official(adapter: ModelAdapter) -> WeightsSource:
             path = download_hub_file(checkpoint.repo_id, checkpoint.filename, revision=checkpoint.revision)
         except Exception as err:  # hub errors (a missing repo, a dropped connection): all end the same way
             raise failure(f"{type(err).__name__}: {_first_line(err)}") from err
-    # The snapshot directory name is the commit the file came from: a precise identity for attrs.
-    commit = Path(path).parent.name
+    # The snapshot directory name is the commit the file came from: a precise identity for attrs. A file in a
+    # folder of the repository (Galileo's models/base/encoder.pt) sits deeper than the snapshot directory.
+    commit = Path(path).parents[checkpoint.filename.count("/")].name
     return WeightsSource(str(path), f"{checkpoint.label}@{commit}" if checkpoint.revision is None else checkpoint.label)
 
 
