@@ -120,6 +120,11 @@ class TerraMind(ModelAdapter):
         "code: Apache-2.0 (terratorch); weights: hf ibm-esa-geospatial/TerraMind-1.0-<size>, Apache-2.0 per "
         "the model card [unverified: the card could not be read offline]"
     )
+    #: Tiles of another size (``tile_size=``, where the engine offers it): the stored table is resized.
+    other_tile_sizes = (
+        "the stored 14 x 14 sin-cos position table resized bicubic (align_corners=False, no antialias), as "
+        "terratorch's TerraMindViT does for other image sizes"
+    )
     outputs = {
         "grid": "the encoder's normed patch tokens, one per 16 x 16 px patch (two modalities: the mean of each "
         "patch's two tokens, the reference's merge_method='mean')",
