@@ -393,3 +393,18 @@ def test_real_sentinel2_scene_metadata_and_chunk_invariance(monkeypatch):
     assert 24.0 < lat < 26.0 and -13.5 < lon < -11.0  # MGRS 29RKH, Western Sahara
     lazy = da.chunk({"y": 40, "x": 56}).rsembed.embed("clay-tiny", weights="random")
     np.testing.assert_allclose(lazy.values, eager, atol=1e-5, equal_nan=True)
+
+
+def test_real_sentinel1_scene_through_the_radar_platform():
+    """VV/VH alone are Clay's sentinel-1-rtc platform; the GCP-only scene is warped to its UTM zone."""
+    from shared_paths import SHARED_DATA
+
+    dn = xrembed.open_raster(SHARED_DATA / "S1A_IW_GRDH_1SDV_20180716T004042_FD5B" / "measurement", bands=["VV", "VH"])
+    db = 10 * np.log10(dn.astype("float32") ** 2 / 1e6)  # uncalibrated amplitude DN as sigma0-like dB
+    crop = db.isel(y=slice(300, 396), x=slice(500, 596))
+    emb = crop.rsembed.embed("clay-tiny", weights="random")
+    assert emb.attrs["bands"] == ["VV", "VH"] and emb.rio.crs.to_epsg() == 32643 and emb.shape == (64, 12, 12)
+    assert emb.rio.transform().a == pytest.approx(crop.rio.transform(recalc=True).a * 8)
+    assert np.isfinite(emb.compute().values).any()
+    pooled = crop.rsembed.embed("clay-tiny", weights="random", output="pooled", input_prep="resize")
+    assert pooled.shape == (64,) and np.isfinite(pooled.values).all()
