@@ -48,6 +48,20 @@ AREA_RANGE_KM2 = (0.001, 5.1e8)
 TIME_RANGE_DAYS = (1.0, 365.25)  # not range-checked upstream: dates beyond a year wrap around
 
 
+class FloatLinear(nn.Linear):
+    """An ``nn.Linear`` that ``precision="int8"`` leaves in float32 (dynamic quantisation picks exact
+    ``nn.Linear`` layers only): the hypernetworks run on a few 1-D band tokens, a negligible share of the
+    work, and quantisation error there would reach every token (as the engine keeps DOFA's patch_embed)."""
+
+
+def keep_float(module: nn.Module) -> nn.Module:
+    """Mark every ``nn.Linear`` under ``module`` as a :class:`FloatLinear` (same parameters and keys)."""
+    for layer in module.modules():
+        if type(layer) is nn.Linear:
+            layer.__class__ = FloatLinear
+    return module
+
+
 def fourier_expansion(x: torch.Tensor, lower: float, upper: float, dim: int) -> torch.Tensor:
     """Sine/cosine features of ``x`` (``(..., n)`` -> ``(..., n, dim)``) at ``dim // 2`` wavelengths spaced
     logarithmically from ``lower`` to ``upper`` (Aurora's expansion): ``[sin(2 pi x / l), cos(2 pi x / l)]``.
@@ -78,6 +92,7 @@ class SpectralPatchEmbed(nn.Module):
         self.weight_generator = TransformerWeightGenerator(hyper_dim, kernel_size * kernel_size * embed_dim, embed_dim)
         self.fclayer = FCResLayer(hyper_dim)
         self._kernel_cache: dict[tuple, tuple[torch.Tensor, torch.Tensor]] = {}
+        keep_float(self)
 
     def band_tokens(self, wavelengths_nm: Sequence[float], bandwidths_nm: Sequence[float], device) -> torch.Tensor:
         """The hypernetwork's input per band ``(C, hyper_dim)``: Fourier(wavelength) + Fourier(bandwidth)."""
@@ -128,6 +143,7 @@ class VariablePatchEmbed(nn.Module):
         self.language_proj = nn.Linear(LANGUAGE_DIM, hyper_dim)
         self.weight_generator = TransformerWeightGenerator(hyper_dim, kernel_size * kernel_size * embed_dim, embed_dim)
         self.fclayer = FCResLayer(hyper_dim)
+        keep_float(self)
 
 
 class CopernicusFMEncoder(nn.Module):
