@@ -138,7 +138,7 @@ def test_parity_holds_for_any_band_subset_metadata_and_gsd(tiny_reference, tiny_
     bands = ["B04", "B03", "B02", "B08"]
     context = InputContext(resolution_m=100.0, center_lonlat=(77.0, 10.0), times=("2018-07-16",))
     plan = adapter.plan_inputs(["B02", "B03", "B04", "B08", "B11"], bands=bands, context=context)
-    assert plan.bands == tuple(bands) and plan.option("waves_um") == (0.665, 0.56, 0.493, 0.842)
+    assert plan.bands == tuple(bands) and plan.option("wavelengths") == (0.665, 0.56, 0.493, 0.842)
     torch.manual_seed(6)
     x = torch.randn(1, 4, 48, 48)  # 6 x 6 patches: the encoder is not tied to the tile size
     meta = torch.tensor(plan.option("metadata"))[None]
@@ -228,7 +228,8 @@ def test_embed_reads_gsd_centre_and_date_from_the_raster(monkeypatch):
                 math.sin(math.radians(lon)), math.cos(math.radians(lon)))
     assert seen["gsd_m"] == pytest.approx(20.0)
     assert seen["metadata"] == pytest.approx(expected, abs=1e-9)
-    assert seen["waves_um"] == tuple(CLAY_S2_WAVES)
+    assert seen["wavelengths"] == tuple(CLAY_S2_WAVES)
+    assert (seen["date"], seen["latitude"], seen["longitude"]) == ("2020-01-15", pytest.approx(lat), pytest.approx(lon))
 
 
 def test_the_metadata_change_the_embedding(tiny_weights):
@@ -372,7 +373,8 @@ def test_real_sentinel2_scene_tile_and_resize():
     assert emb.rio.crs == da.rio.crs and emb.rio.crs.to_epsg() == 32629
     assert (t_out.a, t_out.e) == pytest.approx((t_in.a * 8, t_in.e * 8))
     assert (t_out.c, t_out.f) == pytest.approx((t_in.c, t_in.f))
-    assert emb.attrs["bands"] == list(S2_BANDS)
+    assert emb.attrs["bands"] == list(S2_BANDS) and emb.attrs["wavelengths_um"] == CLAY_S2_WAVES
+    assert emb.attrs["plan_gsd_m"] == pytest.approx(100.0)  # the metadata the model read, as provenance
     assert np.isfinite(emb.values).all()
     resized = da.rsembed.embed("clay-tiny", weights="random", input_prep="resize")
     assert resized.shape == (64, 4, 4) and resized.rio.bounds() == pytest.approx(da.rio.bounds())

@@ -207,12 +207,21 @@ class Clay(ModelAdapter):
         return (
             ("modality", modality),
             ("scale", scale),
-            ("waves_um", tuple(table[b][1] for b in chosen)),
+            ("wavelengths", tuple(table[b][1] for b in chosen)),
             ("mean", tuple(table[b][2] for b in chosen)),
             ("std", tuple(table[b][3] for b in chosen)),
             ("metadata", self._metadata(req.context)),
             ("gsd_m", float(req.context.resolution_m) if req.context is not None else platform_gsd),
-        )
+        ) + self._provenance(req.context)
+
+    @staticmethod
+    def _provenance(context: InputContext | None) -> tuple[tuple[str, Any], ...]:
+        """The metadata's sources as scalars (the output's ``plan_*`` attributes): date, centre."""
+        if context is None:
+            return (("date", "unknown"),)
+        lon, lat = context.center_lonlat
+        date = context.times[0] if context.times else "unknown (time encoded as zeros)"
+        return (("date", date), ("latitude", float(lat)), ("longitude", float(lon)))
 
     def _metadata(self, context: InputContext | None) -> tuple[float, ...]:
         """``(week sin, cos, hour sin, cos, lat sin, cos, lon sin, cos)`` from the raster's metadata."""
@@ -288,7 +297,7 @@ class Clay(ModelAdapter):
     def _inputs(self, x, plan):
         import torch
 
-        waves = torch.tensor(plan.option("waves_um"), dtype=torch.float32, device=x.device)
+        waves = torch.tensor(plan.option("wavelengths"), dtype=torch.float32, device=x.device)
         metadata = torch.tensor(plan.option("metadata"), dtype=torch.float32, device=x.device).expand(x.shape[0], -1)
         gsd = torch.tensor(plan.option("gsd_m"), dtype=torch.float32)
         return waves, metadata, gsd
