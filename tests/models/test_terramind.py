@@ -381,6 +381,16 @@ def test_joint_modality_from_an_xee_style_dataset(weights):
     assert from_da.attrs["bands"] == [*S2_BANDS, "VV", "VH"]
 
 
+def test_reduced_precisions_run_and_stay_close(weights):
+    da = synthetic_raster((SIZE, SIZE), bands=list(S2_BANDS), seed=8)
+    full = da.rsembed.embed("terramind-test", variant="swiglu", weights=weights["swiglu"]).values.reshape(48, -1)
+    for precision in ("bf16", "int8"):
+        out = da.rsembed.embed("terramind-test", variant="swiglu", weights=weights["swiglu"], precision=precision)
+        low = out.values.reshape(48, -1)
+        cosine = (full * low).sum(0) / np.linalg.norm(full, axis=0) / np.linalg.norm(low, axis=0)
+        assert np.isfinite(low).all() and cosine.min() > 0.99, precision
+
+
 # -- the real scenes --------------------------------------------------------------------------------------
 
 
