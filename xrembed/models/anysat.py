@@ -142,7 +142,13 @@ class AnySat(ModelAdapter):
                 "datetime 'time' dimension. Add one with the acquisition date, e.g. "
                 "`da.expand_dims(time=[np.datetime64('2020-06-15')])`."
             )
-        return tuple(day_of_year(t) for t in times)
+        try:
+            return tuple(day_of_year(t) for t in times)
+        except ValueError:  # NaT
+            raise OptionError(
+                f"anysat/{self.variant.name} encodes the day of the year of each time step, but the input's 'time' "
+                f"coordinate has a missing date ({list(times)}); give every time step its acquisition date."
+            ) from None
 
     def describe_extra(self) -> dict[str, Any]:
         return {

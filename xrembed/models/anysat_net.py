@@ -61,8 +61,9 @@ INPUT_RES_M: dict[str, float] = {"s2": 10, "s1-asc": 10, "s1": 10, "l8": 10, "l7
 RPE_ALPHA, RPE_BETA, RPE_GAMMA = 1.9, 3.8, 15.2
 #: Buckets of the Euclidean iRPE: 2 * int(beta) + 1 distances, plus one for the class token.
 RPE_BUCKETS = 2 * int(RPE_BETA) + 1 + 1
-#: Pixels of a time series run through an L-TAE at once (bounds memory; pixels are independent).
-LTAE_PIXEL_CHUNK = 8192
+#: Pixel-dates run through an L-TAE at once (bounds memory to ~200 MB per layer at D=768; pixels are
+#: independent, so chunking changes nothing).
+LTAE_CHUNK = 32768
 
 
 def sincos_grid(embed_dim: int, side: int, step: float) -> torch.Tensor:
@@ -273,10 +274,8 @@ class LTAE(nn.Module):
         b, t, c, h, w = x.shape
         series = x.permute(0, 3, 4, 1, 2).reshape(b * h * w, t, c)
         dates = self.date_encoding(days).repeat_interleave(h * w, dim=0)
-        out = torch.cat([
-            self.encode(series[i : i + LTAE_PIXEL_CHUNK], dates[i : i + LTAE_PIXEL_CHUNK])
-            for i in range(0, series.shape[0], LTAE_PIXEL_CHUNK)
-        ])
+        step = max(1, LTAE_CHUNK // t)
+        out = torch.cat([self.encode(series[i : i + step], dates[i : i + step]) for i in range(0, series.shape[0], step)])
         return out.view(b, h, w, -1).permute(0, 3, 1, 2)
 
 
