@@ -395,6 +395,7 @@ def test_real_sentinel2_scene_tile_and_resize(s2_scene):
     assert emb.rio.crs == da.rio.crs and emb.attrs["bands"] == list(S2_L2A_BANDS)
     assert emb.rio.transform() == da.rio.transform(recalc=True) * Affine.scale(16)
     assert emb.attrs["plan_patch_area_km2"] == pytest.approx((16 * 100 / 1000) ** 2)  # 100 m pixels
+    assert emb.attrs["wavelengths_um"] == [BAND_TABLE[b][0] / 1000 for b in S2_L2A_BANDS]  # the authors' table
     left, bottom, right, top = da.rio.bounds()
     centre = Transformer.from_crs(da.rio.crs, "EPSG:4326", always_xy=True).transform((left + right) / 2,
                                                                                   (bottom + top) / 2)

@@ -205,6 +205,7 @@ class CopernicusFM(ModelAdapter):
             ("modality", modality),
             ("scale", "db" if modality == "s1" else "reflectance"),
             ("wavelengths_nm", tuple(r[0] for r in rows)),
+            ("wavelengths", tuple(r[0] / 1000.0 for r in rows)),  # micrometres: the output's wavelengths_um
             ("bandwidths_nm", tuple(r[1] for r in rows)),
             ("mean", tuple(r[2] for r in rows)),
             ("std", tuple(r[3] for r in rows)),
