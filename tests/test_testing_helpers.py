@@ -15,6 +15,7 @@ from xrembed.models.croma import CROMA
 from xrembed.models.olmoearth import OlmoEarth
 from xrembed.models.panopticon import Panopticon
 from xrembed.models.dofa_clip import DOFACLIP
+from xrembed.models.galileo import Galileo
 from xrembed.models.prithvi import Prithvi
 from xrembed.models.registry import _REGISTRY, get_adapter, register_model
 from xrembed.models.remoteclip import RemoteCLIP
@@ -76,6 +77,13 @@ class HelperOlmoEarth(OlmoEarth):
     variants = {"nano": Variant(name="nano", embed_dim=128, depth=4, num_heads=8, patch_size=8, image_size=16,
                                 extra=OlmoEarth.variants["nano"].extra)}
 
+
+class HelperGalileo(Galileo):
+    model_id, aliases, default_variant = "helpers-galileo", (), "tiny"
+    variants = {"tiny": Variant(name="tiny", embed_dim=32, depth=1, num_heads=4, patch_size=8, image_size=32,
+                                extra=Galileo.variants["nano"].extra)}
+
+
 TINY = {
     "dofa": TinyDOFA,
     "dofa_clip": HelperDOFACLIP,
@@ -87,6 +95,7 @@ TINY = {
     "croma": HelperCROMA,
     "panopticon": HelperPanopticon,
     "olmoearth": HelperOlmoEarth,
+    "galileo": HelperGalileo,
 }
 SUFFIX = {"dofa_clip": ".safetensors"}
 
@@ -107,9 +116,10 @@ def test_official_layout_loads_strictly_and_equals_what_was_written(family, tmp_
     raw = strip_wrapper_prefixes(read_state_dict(str(path)))
     cleaned = adapter.clean_state_dict(dict(raw))
     dropped = set(raw) - set(cleaned)
-    # TerraFM-B.pth is the reference module's flat state dict and CROMA's release holds exactly its five parts
+    # TerraFM-B.pth is the reference module's flat state dict, Galileo's encoder.pt the encoder's, and CROMA's
+    # release holds exactly its five parts
     # (read_state_dict flattens them); every other release holds keys we drop
-    assert bool(dropped) == (family not in ("terrafm", "croma")), (family, dropped)
+    assert bool(dropped) == (family not in ("terrafm", "croma", "galileo")), (family, dropped)
 
     loaded = load_module(TINY[family](), WeightsSource(str(path), "test"))  # strict: raises on any mismatch
     state = loaded.state_dict()

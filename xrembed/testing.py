@@ -261,6 +261,11 @@ def _official_layout(adapter, module, torch):
         from .models.olmoearth_release import release_state
 
         return release_state(adapter, state, torch), "torch"
+    from .models.galileo import Galileo
+
+    if isinstance(adapter, Galileo):
+        # models/<size>/encoder.pt: the encoder's flat state dict; config.json beside it (written below).
+        return state, "torch"
     raise NotImplementedError(f"no official checkpoint layout known for {adapter.model_id!r} ({type(adapter).__name__})")
 
 
@@ -276,7 +281,8 @@ def write_official_checkpoint(path: str | os.PathLike, model="dofa", variant: st
     TerraFM (flat), CROMA (nested: one state dict per encoder and head), Panopticon (flat, plus
     ``mask_token``, ``pos_embed`` at the release's 37 x 37 grid), OlmoEarth (the whole pre-training model,
     ``encoder.*``/``decoder.*``/``target_encoder.*``, with ``config.json`` written beside ``path``, which
-    should then be named ``weights.pth``). Returns the module as xrembed loads that
+    should then be named ``weights.pth``), Galileo (flat ``encoder.pt``, ``config.json`` written beside
+    it). Returns the module as xrembed loads that
     file (strictly, after the clean-up), so a test can compare against it.
     """
     import torch
@@ -303,6 +309,12 @@ def write_official_checkpoint(path: str | os.PathLike, model="dofa", variant: st
         from .models.olmoearth_release import write_config
 
         write_config(adapter, path)  # OlmoEarth's release is a folder: config.json beside weights.pth
+    from .models.galileo import Galileo
+
+    if isinstance(adapter, Galileo):
+        from .models.galileo import write_config as write_galileo_config
+
+        write_galileo_config(adapter, path)  # Galileo's release is a folder too: config.json beside encoder.pt
     state = checkpoint["model"] if isinstance(checkpoint, dict) and "model" in checkpoint else checkpoint
     # What the official loader leaves (e.g. DOFA's absent fc_norm at its default): the module as loaded.
     module.load_state_dict(adapter.clean_state_dict(strip_wrapper_prefixes(dict(state))), strict=True)

@@ -12,6 +12,7 @@ from .base import ModelAdapter
 from .croma import CROMA
 from .dofa import DOFA
 from .dofa_clip import DOFACLIP
+from .galileo import Galileo
 from .olmoearth import OlmoEarth
 from .panopticon import Panopticon
 from .prithvi import Prithvi
@@ -20,7 +21,7 @@ from .satmae import SatMAE
 from .scalemae import ScaleMAE
 from .terrafm import TerraFM
 
-_FAMILIES: tuple[type[ModelAdapter], ...] = (DOFA, DOFACLIP, Prithvi, RemoteCLIP, SatMAE, ScaleMAE, TerraFM, CROMA, Panopticon, OlmoEarth)
+_FAMILIES: tuple[type[ModelAdapter], ...] = (DOFA, DOFACLIP, Prithvi, RemoteCLIP, SatMAE, ScaleMAE, TerraFM, CROMA, Panopticon, OlmoEarth, Galileo)
 
 _REGISTRY: dict[str, type[ModelAdapter]] = {}
 _ALIASES: dict[str, str] = {}
