@@ -63,7 +63,8 @@ def import_reference(root: Path):
     sys.path.insert(0, str(root))
     from src.data import dataset  # the pre-training Normalizer, to_cartesian and NDVI
 
-    files = [root / "single_file_galileo.py", root / "src" / "data" / "dataset.py", root / "config" / "normalization.json"]
+    files = [root / "single_file_galileo.py", root / "src" / "data" / "dataset.py",
+             root / "config" / "normalization.json"]
     return single, dataset, {str(f.relative_to(root)): hashlib.sha256(f.read_bytes()).hexdigest() for f in files}
 
 
@@ -117,7 +118,8 @@ def reference_inputs(single, dataset, root, raw, bands, months, lonlat):
         return torch.as_tensor(np.asarray(a), dtype=dtype)[None]
 
     return (
-        t(space_time), torch.zeros(1, SIZE, SIZE, len(single.SPACE_BANDS)), torch.zeros(1, frames, len(single.TIME_BANDS)),
+        t(space_time), torch.zeros(1, SIZE, SIZE, len(single.SPACE_BANDS)),
+        torch.zeros(1, frames, len(single.TIME_BANDS)),
         t(static), t(s_t_m), torch.ones(1, SIZE, SIZE, len(single.SPACE_BAND_GROUPS_IDX)),
         torch.ones(1, frames, len(single.TIME_BAND_GROUPS_IDX)), t(st_m), t(months, torch.long),
     )
