@@ -68,7 +68,15 @@ def _variant(name: str, patch_m: int, dim: int = 768, depth: int = 6, heads: int
 
 
 def day_of_year(iso: str) -> int:
-    """Day number of an ISO date as AnySat's loaders compute it: ``1`` for 1 January (``tm_yday``)."""
+    """Day number of an ISO date as AnySat's loaders compute it: ``1`` for 1 January (``tm_yday``).
+
+    Examples
+    --------
+    >>> day_of_year("2020-02-19")
+    50
+    >>> day_of_year("2021-12-31T10:30:00")
+    365
+    """
     return _dt.date.fromisoformat(iso[:10]).timetuple().tm_yday
 
 
