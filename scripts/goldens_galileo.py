@@ -14,6 +14,8 @@ prepared exactly as the pre-training dataset prepares them, and saves
   ``(T, C, H, W)`` in xrembed's band order, its months, centre (lon, lat) and pixel size, the reference's
   normalised space-time input ``(H, W, T, 13)``, and its outputs: ``grid`` (``(D, h, w)``, from
   ``Encoder.apply_mask_and_average_tokens_per_patch``) and ``pooled`` (``(D,)``, ``Encoder.average_tokens``);
+* with ``--release-nano``: the published nano weights' outputs on the ``s2`` case (``cases.pt`` key
+  ``release_nano_s2``), for an opt-in test that downloads them;
 * ``meta.json``: the small configuration, the SHA-256 of the reference files, the ``"13"`` statistics of
   ``config/normalization.json``, and for the real ``nano``, ``tiny`` and ``base`` configurations the full key
   set with shapes and the parameter count (and, given ``--release-nano``, the key set of the published nano
@@ -201,6 +203,12 @@ def main() -> None:
     if args.release_nano is not None:
         release = torch.load(args.release_nano, map_location="cpu", weights_only=True)
         meta["release_nano"] = {k.replace(".backbone", ""): list(v.shape) for k, v in release.items()}
+        meta["release_nano_sha256"] = hashlib.sha256(args.release_nano.read_bytes()).hexdigest()
+        # the published nano weights on the s2 case (for the opt-in network test that downloads them)
+        nano = single.Encoder.load_from_folder(args.release_nano.parent, device=torch.device("cpu")).eval()
+        grid, pooled = run_reference(nano, base_inputs, CASES["s2"][3])
+        cases["release_nano_s2"] = {"grid": grid.clone(), "pooled": pooled.clone()}
+        torch.save(cases, args.out / "cases.pt")
     (args.out / "meta.json").write_text(json.dumps(meta, indent=1, sort_keys=True) + "\n")
     total = sum(p.stat().st_size for p in args.out.iterdir())
     print(f"wrote {args.out} ({total / 1e6:.2f} MB)")

@@ -108,7 +108,8 @@ def test_goldens_match_the_recorded_configuration():
     assert META["tiny"]["embedding_size"] == 64 and META["tiny"]["depth"] == 2 and META["tiny"]["num_heads"] == 4
     assert json.loads((GOLDENS / "config.json").read_text())["model"]["encoder"] == META["tiny"]
     assert sum(p.stat().st_size for p in GOLDENS.iterdir()) < 2_000_000
-    assert [c["months"] for c in CASES.values()] == [[0, 6, 11], [3, 4], [5]]
+    assert [CASES[c]["months"] for c in ("s2", "s1", "s1s2")] == [[0, 6, 11], [3, 4], [5]]
+    assert set(CASES) == {"s2", "s1", "s1s2", "release_nano_s2"} and len(META["release_nano_sha256"]) == 64
 
 
 @pytest.mark.parametrize("case", ["s2", "s1", "s1s2"])
@@ -264,6 +265,35 @@ def test_official_weights_come_from_a_folder_of_the_hub_repository(tmp_path):
     assert download.call_args.args[:2] == ("nasaharvest/galileo", "models/nano/encoder.pt")
     assert source.path == str(path)
     assert source.label == "hf://nasaharvest/galileo/models/nano/encoder.pt@0123abc"
+
+
+@register_model
+class SmallTileGalileo(Galileo):
+    """The real nano architecture on 32 px tiles (for the published weights on the goldens' 32 px case)."""
+
+    model_id = "galileo-nano-32px"
+    variants = {"nano": Variant(name="nano", embed_dim=128, depth=4, num_heads=8, patch_size=8, image_size=32,
+                                extra=EXTRA)}
+    default_variant = "nano"
+
+
+@pytest.mark.network
+def test_published_nano_weights_give_the_references_outputs():
+    """Opt-in (XREMBED_NETWORK_TESTS=1): the Hub's models/nano/encoder.pt through embed() equals the reference
+    run with the published nano file (recorded by the goldens script) on the s2 case."""
+    import hashlib
+
+    from xrembed.models.weights import resolve_weights
+
+    c, expected = CASES["s2"], CASES["release_nano_s2"]
+    path = resolve_weights(Galileo("nano"), None).path
+    note = f"downloaded sha256 {hashlib.sha256(Path(path).read_bytes()).hexdigest()}, goldens made with " \
+           f"{META['release_nano_sha256']}"
+    da = raster_at(c)
+    grid = da.rsembed.embed("galileo-nano-32px", weights=path)
+    pooled = da.rsembed.embed("galileo-nano-32px", weights=path, output="pooled", input_prep="resize")
+    np.testing.assert_allclose(grid.values, expected["grid"].numpy(), atol=TOL, err_msg=note)
+    np.testing.assert_allclose(pooled.values, expected["pooled"].numpy(), atol=TOL, err_msg=note)
 
 
 # -- contract ---------------------------------------------------------------------------------------------
