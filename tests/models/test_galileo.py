@@ -380,6 +380,15 @@ def test_nodata_cells_are_nan_and_the_rest_unchanged_by_chunking(golden_weights)
         np.testing.assert_allclose(lazy.values, eager, atol=1e-5, equal_nan=True)
 
 
+@pytest.mark.parametrize("precision", ["bf16", "int8"])
+def test_lower_precisions_run_and_stay_close(precision, golden_weights):
+    da = raster_at(CASES["s2"])
+    ref = da.rsembed.embed("galileo-tiny", weights=golden_weights).values.reshape(64, -1)
+    out = da.rsembed.embed("galileo-tiny", weights=golden_weights, precision=precision).values.reshape(64, -1)
+    cosine = (out * ref).sum(0) / np.linalg.norm(out, axis=0) / np.linalg.norm(ref, axis=0)
+    assert cosine.min() > 0.99, cosine.min()
+
+
 def test_an_xee_style_dataset_reads_its_time_dimension(golden_weights):
     da = raster_at(CASES["s2"])
     ds = to_xee_dataset(da, crs=str(da.rio.crs))
