@@ -14,7 +14,14 @@ checkpoint's sha256 when it is a local file), the options, the input (the tokens
 layers, which change when a source file is replaced), the grid and the whole graph's token. A rerun with
 ``resume=True`` continues only if all of these are the same; otherwise it refuses, naming what changed.
 When the last region is written the record is marked complete and the state folder is removed: the
-finished store holds the same files and values as an uninterrupted run's.
+finished store holds the same files and values as an uninterrupted run's. The store's metadata is then
+consolidated (one atomic rewrite of its root ``zarr.json``), so ``xr.open_zarr(store)`` opens it at once.
+
+A raster far larger than one graph (Earth's land at 10 m: 1,000,000 x 1,000,000 px, 1.2 million regions)
+streams from an :class:`EmbedRequest`: the graph is built one *window* of regions at a time, each window
+only when one of its regions is still to do, so the client's and the scheduler's memory stay flat whatever
+the raster size. Windows lie on the regions of the whole grid, and tiles sit on the global lattice, so the
+store is the one the whole graph writes (chunk invariance), and a killed windowed run resumes like any other.
 """
 
 from __future__ import annotations
@@ -26,7 +33,9 @@ import sys
 import threading
 import time
 import uuid
+import warnings
 from collections.abc import Iterable, Iterator
+from itertools import islice
 from pathlib import Path
 from typing import Any
 
@@ -40,13 +49,15 @@ from .export.identity import path_identity
 from .export.manifest import fingerprint
 from .export.ownership import MARK, check_replaceable, is_owned, mark, mark_state
 
-__all__ = ["ResumeMismatchError", "StreamPlan", "plan_regions", "request_identity", "to_zarr"]
+__all__ = ["EmbedRequest", "ResumeMismatchError", "StreamPlan", "plan_regions", "request_identity", "to_zarr"]
 
 #: Root group attribute holding the request identity and the completion flag.
 RECORD = "xrembed_stream"
 STATE_SUFFIX = ".xrembed-stream"
 #: Chunk side (cells) used for an eager (numpy) grid, which has no dask chunks to follow.
 EAGER_CHUNK = 256
+#: Regions per side of a window when an :class:`EmbedRequest` is streamed (4,096 regions a window).
+DEFAULT_WINDOW = 64
 _PARTIAL = re.compile(r"\.[0-9a-f]{32}\.partial$")
 #: Identity parts, in the order a mismatch is reported.
 _PARTS = ("model", "weights", "options", "xrembed", "input", "grid", "graph")
@@ -56,10 +67,12 @@ _PARTS = ("model", "weights", "options", "xrembed", "input", "grid", "graph")
 # Identity of a request
 
 
-def request_identity(emb: xr.DataArray, data=None) -> dict[str, Any]:
+def request_identity(emb: xr.DataArray, data=None, *, source: tuple[Any, str] | None = None) -> dict[str, Any]:
     """What determines the values of ``emb``, split into the parts a refusal names.
 
-    ``data`` is the dask array that will be written (``emb.data`` after any rechunking).
+    ``data`` is the dask array that will be written (``emb.data`` after any rechunking). ``source`` is
+    ``(input, graph)`` for a grid whose graph is never built whole (:class:`EmbedRequest`): the input's
+    source-layer tokens and a token of the whole computation, standing for those of ``data``.
 
     Examples
     --------
@@ -78,11 +91,15 @@ def request_identity(emb: xr.DataArray, data=None) -> dict[str, Any]:
     attrs = dict(emb.attrs)
     weights = attrs.get("weights")
     local = weights[len("file://"):] if isinstance(weights, str) and weights.startswith("file://") else weights
-    if lazy:  # the graph's source layers: their tokens change with the source files (path, mtime) or arrays
+    if source is not None:
+        roots, graph_token = source
+    elif lazy:  # the graph's source layers: their tokens change with the source files (path, mtime) or arrays
         graph = data.__dask_graph__()
         roots = sorted(name for name, deps in graph.dependencies.items() if not deps)
     else:  # an in-memory grid was computed before: its content stands for its input
         roots = {"in_memory_values": tokenize(np.asarray(emb.values))}
+    if source is None:
+        graph_token = data.name
     crs = emb.rio.crs if {"y", "x"} <= set(emb.dims) else None
     skip = {"model", "variant", "weights", "xrembed_version", "long_name"}
     identity = {
@@ -100,7 +117,7 @@ def request_identity(emb: xr.DataArray, data=None) -> dict[str, Any]:
             "transform": list(emb.rio.transform())[:6] if crs is not None else None,
             "coords": tokenize({name: np.asarray(c.values) for name, c in emb.coords.items() if name != "spatial_ref"}),
         },
-        "graph": data.name,
+        "graph": graph_token,
     }
     return jsonable(identity)
 
@@ -185,17 +202,164 @@ def _eager_chunks(emb: xr.DataArray) -> tuple:
 
 
 # ---------------------------------------------------------------------------------------------
+# A request streamed one window of regions at a time
+
+
+class EmbedRequest:
+    """``raster.rsembed.embed(model, **options)`` as a request whose graph is built one window at a time.
+
+    Everything ``embed()`` checks without pixels is checked here, at once, and the weights are resolved
+    once; no graph exists until :func:`to_zarr` builds one window's (``window`` regions per side), so a
+    raster of any size streams with the client's and the scheduler's memory bounded by the window. Each
+    window is the raster cut on the region lattice of the whole grid and embedded with the whole raster's
+    input plan (options that models derive from the raster, such as its centre, are the whole raster's),
+    so its regions hold the values the whole graph gives them. Grid outputs of ``input_prep="tile"`` only
+    (the other outputs of a huge raster are not regions of a grid).
+
+    Parameters
+    ----------
+    raster
+        The input raster, as for ``.rsembed.embed`` (a numpy-backed one is chunked first).
+    model
+        A registered model name.
+    **options
+        ``embed()`` keywords (``variant=``, ``weights=``, ``bands=``, ``tiles_per_chunk=``, ...).
+
+    Examples
+    --------
+    >>> import xrembed
+    >>> from xrembed.stream import EmbedRequest
+    >>> request = EmbedRequest(xrembed.open_raster("earth.zarr"), "dofa", variant="base")  # doctest: +SKIP
+    >>> xrembed.to_zarr(request, "earth-emb.zarr", window=64)                              # doctest: +SKIP
+    """
+
+    def __init__(self, raster: xr.DataArray | xr.Dataset, model: str, **options: Any) -> None:
+        from . import embedding, tiling
+        from .geo import north_up, spatial_dims
+        from .models.weights import WeightsSource
+        from .options import EmbedOptions, positive_int
+        from .sources.precomputed import is_product
+
+        opts = EmbedOptions.from_kwargs(options, where="EmbedRequest()")
+        usage = "stream it with xrembed.to_zarr(raster.rsembed.embed(...), store) instead (one whole graph)"
+        if is_product(model):
+            raise OptionError(f"{model!r} is a precomputed product, not a model an EmbedRequest runs; open it with "
+                              "xrembed.open_precomputed and write it with to_zarr.")
+        tiling.check_input_prep(model, opts.input_prep, opts.variant)
+        if tiling.overlap_stride(model, opts.input_prep, opts.variant) is not None:
+            raise OptionError(f"an EmbedRequest streams abutting tiles; overlapping tiles (a stride below the tile "
+                              f"size) are not windowed yet: {usage}.")
+        self.tiles_per_chunk = positive_int("tiles_per_chunk", opts.tiles_per_chunk)
+        raster = north_up(raster)
+        self.y_dim, self.x_dim = spatial_dims(raster)
+        if not _is_lazy(raster):
+            from .sources.raster import DEFAULT_CHUNK
+
+            raster = raster.chunk({self.y_dim: DEFAULT_CHUNK, self.x_dim: DEFAULT_CHUNK})
+        whole = embedding._prepare(raster, model, opts)
+        if whole.output != "grid" or whole.input_prep != "tile" or whole.space != "tokens":
+            raise OptionError(
+                "an EmbedRequest streams grid tokens of input_prep='tile' (output='grid', space='tokens'); got "
+                f"output={whole.output!r}, input_prep={whole.input_prep!r}, space={whole.space!r}: {usage}."
+            )
+        self.raster, self.model, self.options = raster, model, opts
+        self.request = whole
+        self.weights = WeightsSource(whole.key.weights_path, whole.weights_label)
+        v = getattr(whole, "run_variant", whole.adapter.variant)  # tile mode: the tiles' own size
+        self.patch_size = v.patch_size
+        self.step = v.tile_tokens * self.tiles_per_chunk  # tokens per region side
+        height, width = whole.grid.shape
+        #: The whole grid's chunks along y and x as embed() makes them (a short last one merged).
+        self.token_chunks = (
+            tiling.chunk_tokens(tiling.token_count(height, v.patch_size), v.tile_tokens, self.tiles_per_chunk),
+            tiling.chunk_tokens(tiling.token_count(width, v.patch_size), v.tile_tokens, self.tiles_per_chunk),
+        )
+
+    def template(self) -> xr.DataArray:
+        """The whole embedding grid, georeferenced, over an empty lazy array (no graph of the model)."""
+        import dask.array as dsa
+
+        from . import embedding
+
+        req = self.request
+        extra_chunks = tuple(req.data.chunks[: len(req.extra)])
+        shape = tuple(sum(c) for c in extra_chunks) + (req.adapter.variant.embed_dim,) + tuple(
+            sum(c) for c in self.token_chunks)
+        chunks = extra_chunks + ((shape[len(extra_chunks)],),) + tuple(
+            _regular(sum(c), self.step) for c in self.token_chunks)
+        return embedding._wrap(req, dsa.empty(shape, chunks=chunks, dtype=np.float32))
+
+    def source(self) -> tuple[Any, str]:
+        """``(input, graph)`` tokens for :func:`request_identity`: the input's source layers, and the whole
+        computation (input, model key, plan, nodata, batching, chunking), with no graph of the model built."""
+        from dask.base import tokenize
+
+        req = self.request
+        graph = req.data.data.__dask_graph__()
+        roots = sorted(name for name, deps in graph.dependencies.items() if not deps)
+        token = tokenize(req.data.data.name, req.key, req.plan, req.nodata, req.batch_size, self.tiles_per_chunk,
+                         self.token_chunks)
+        return roots, f"xrembed-request-{token}"
+
+    def windows(self, window: int) -> Iterator[tuple[slice, slice]]:
+        """Token ranges ``(rows, cols)`` of the windows: ``window`` regions per side, on the whole grid's chunks."""
+        groups = [_group(chunks, window * self.step) for chunks in self.token_chunks]
+        for rows in groups[0]:
+            for cols in groups[1]:
+                yield rows, cols
+
+    def window_data(self, rows: slice, cols: slice):
+        """The lazy embeddings of the tokens ``rows`` x ``cols`` (a window), laid out as the whole grid's."""
+        import dataclasses
+
+        from . import embedding
+
+        height, width = self.request.grid.shape
+        p = self.patch_size
+        ys = slice(rows.start * p, height if rows.stop * p >= height else rows.stop * p)
+        xs = slice(cols.start * p, width if cols.stop * p >= width else cols.stop * p)
+        part = self.raster.isel({self.y_dim: ys, self.x_dim: xs})
+        req = embedding._prepare(part, self.model, self.options, weights_source=self.weights)
+        req = dataclasses.replace(req, plan=self.request.plan)  # the whole raster's plan (centre, dates ...)
+        return embedding._compute(req, embedding._as_array(req.data), self.tiles_per_chunk)
+
+
+def _is_lazy(obj) -> bool:
+    """Whether ``obj`` (DataArray or Dataset) is dask-backed or lazily indexed, i.e. not plain numpy."""
+    variables = [obj.variable] if isinstance(obj, xr.DataArray) else list(obj.data_vars.values())
+    return not all(isinstance(getattr(v, "variable", v)._data, np.ndarray) for v in variables)
+
+
+def _regular(total: int, step: int) -> tuple[int, ...]:
+    sizes = [step] * (total // step)
+    return tuple(sizes + [total - step * len(sizes)] if total % step else sizes)
+
+
+def _group(chunks: tuple[int, ...], span: int) -> list[slice]:
+    """Consecutive ``chunks`` grouped into token ranges of about ``span`` (never splitting a chunk)."""
+    groups, start, stop = [], 0, 0
+    for size in chunks:
+        if stop - start >= span:
+            groups.append(slice(start, stop))
+            start = stop
+        stop += size
+    groups.append(slice(start, stop))
+    return groups
+
+
+# ---------------------------------------------------------------------------------------------
 # Writing
 
 
 def to_zarr(
-    emb: xr.DataArray,
+    emb: xr.DataArray | EmbedRequest,
     store: str | os.PathLike,
     *,
     resume: bool = True,
     overwrite: bool = False,
     show_progress: bool = True,
     batch_regions: int | None = None,
+    window: int | None = None,
 ) -> Path:
     """Write the (lazy) embedding grid ``emb`` to the Zarr store ``store``, kill-safe and resumable.
 
@@ -211,7 +375,8 @@ def to_zarr(
     ----------
     emb
         An embedding DataArray, e.g. from ``da.rsembed.embed(...)`` (a lazy grid streams; a numpy-backed one
-        is written in 256-cell chunks).
+        is written in 256-cell chunks), or an :class:`EmbedRequest` for a raster too large for one graph
+        (Earth's land at 10 m): its graph is built one window of regions at a time.
     store
         Path of the Zarr store (a folder). Its progress is kept beside it in ``.<name>.xrembed-stream/``
         until the store is complete.
@@ -229,7 +394,11 @@ def to_zarr(
         Regions submitted at a time (default: four per worker thread, at least 8; on a cluster at most two
         batches are in flight); bounds the scheduler's memory whatever the raster size. Each batch culls
         the whole graph once on the client (about 8 µs per region of the raster, measured in
-        ``benchmarks/bench_scale.py graph``), so very large rasters want larger batches.
+        ``benchmarks/bench_scale.py graph``), so very large rasters want larger batches, or windows.
+    window
+        For an :class:`EmbedRequest`: regions per side of a window (default 64, i.e. 4,096 regions, about
+        57,000 px a side for a ViT-B/16 at the default chunking). Only windows with a region still to do are
+        built. The store does not depend on it: a run may be resumed with another window.
 
     Returns
     -------
@@ -244,14 +413,31 @@ def to_zarr(
     >>> xr.open_zarr("emb.zarr")["embeddings"].rio.crs                               # doctest: +SKIP
     CRS.from_epsg(32629)
     """
-    if not isinstance(emb, xr.DataArray):
-        raise OptionError(f"to_zarr writes an embedding DataArray, got {type(emb).__name__}; pass e.g. emb = da.rsembed.embed(...).")
+    request = emb if isinstance(emb, EmbedRequest) else None
+    if request is None and not isinstance(emb, xr.DataArray):
+        raise OptionError(
+            f"to_zarr writes an embedding DataArray or an EmbedRequest, got {type(emb).__name__}; pass e.g. "
+            "emb = da.rsembed.embed(...)."
+        )
     if batch_regions is not None and (isinstance(batch_regions, bool) or int(batch_regions) < 1):
         raise OptionError(f"batch_regions must be a positive integer, got {batch_regions!r}.")
+    if window is not None:
+        if request is None:
+            raise OptionError(
+                "window= applies to an EmbedRequest (its graph is built one window at a time); the graph of a "
+                "DataArray exists already. Pass xrembed.stream.EmbedRequest(raster, model, **options) instead."
+            )
+        if isinstance(window, bool) or not isinstance(window, int) or window < 1:
+            raise OptionError(f"window must be a positive integer (regions per side), got {window!r}.")
     path = Path(os.fspath(store)).expanduser()
     state = path.parent / f".{path.name}{STATE_SUFFIX}"
-    plan = plan_regions(emb)
-    identity = request_identity(emb, plan.data)
+    if request is not None:
+        emb = request.template()
+        plan = StreamPlan(emb.data)
+        identity = request_identity(emb, plan.data, source=request.source())
+    else:
+        plan = plan_regions(emb)
+        identity = request_identity(emb, plan.data)
     identity_hash = fingerprint(identity=identity)
 
     _remove_stale_temporaries(path)
@@ -278,6 +464,7 @@ def to_zarr(
         mark_state(state)
         _create_store(path, emb, plan, identity, identity_hash)
     elif recorded.get("complete"):
+        _consolidate(path)  # a run killed between marking complete and consolidating
         _remove_owned(state, overwrite=False)
         return path
     else:
@@ -287,7 +474,11 @@ def to_zarr(
     regions_dir.mkdir(parents=True, exist_ok=True)
     done = {p.name for p in regions_dir.iterdir()}
     todo = [index for index in plan.indices() if region_name(index) not in done]
-    _write_regions(emb, plan, path, regions_dir, identity_hash, todo, len(done), show_progress, batch_regions)
+    if request is not None:
+        tasks = _window_tasks(request, plan, todo, window or DEFAULT_WINDOW, path, regions_dir, identity_hash)
+    else:
+        tasks = _whole_tasks(emb, plan, todo, path, regions_dir, identity_hash)
+    _write_regions(emb, plan, tasks, identity_hash, len(done), show_progress, batch_regions)
     _finish(path)
     _remove_owned(state, overwrite=False)
     return path
@@ -338,7 +529,9 @@ def _create_store(path: Path, emb: xr.DataArray, plan: StreamPlan, identity: dic
     """Write the store's metadata and coordinates beside it, then rename it into place (never half there)."""
     import dask.array as dsa
 
-    template = dsa.empty(plan.data.shape, chunks=plan.data.chunks, dtype=np.float32)
+    # One dask chunk, never computed: only metadata is written (a template of the grid's own chunks would
+    # make xarray build a write graph over every region: minutes for a million regions).
+    template = dsa.empty(plan.data.shape, chunks=plan.data.shape, dtype=np.float32)
     da = emb.copy(data=template) if isinstance(emb.data, dsa.Array) else xr.DataArray(
         template, dims=emb.dims, coords=emb.coords, attrs=emb.attrs, name=emb.name)
     ds = da.rename("embeddings").to_dataset()
@@ -356,19 +549,38 @@ def _create_store(path: Path, emb: xr.DataArray, plan: StreamPlan, identity: dic
     from .export.ownership import mark_zarr
 
     mark_zarr(tmp, "stream")  # the mark comes first, so a killed run's leftover is provably xrembed's
-    ds.to_zarr(tmp, mode="a", compute=False, consolidated=False, encoding=encoding, zarr_format=3)
+    ds.to_zarr(tmp, mode="a", compute=False, consolidated=False, encoding=encoding, zarr_format=3, safe_chunks=False)
     if path.is_dir():
         path.rmdir()  # an empty folder the user made (anything else was refused or removed above)
     os.replace(tmp, path)
 
 
 def _finish(path: Path) -> None:
+    """Mark the record complete, then consolidate the metadata (each one atomic rewrite of ``zarr.json``)."""
     import zarr
 
     root = zarr.open_group(path, mode="r+")
     record = dict(root.attrs[RECORD])
     record["complete"] = True
     root.attrs[RECORD] = record
+    _consolidate(path)
+
+
+def _consolidate(path: Path) -> None:
+    """Consolidate the store's metadata into its root ``zarr.json`` (Zarr writes it through a temporary file
+    and a rename, so a kill leaves the old or the new file), unless it is consolidated already."""
+    import json
+
+    import zarr
+
+    try:
+        if "consolidated_metadata" in json.loads((path / "zarr.json").read_text()):
+            return
+    except (OSError, ValueError):
+        pass
+    with warnings.catch_warnings():  # "not part of the Zarr format 3 specification": xarray reads it
+        warnings.simplefilter("ignore")
+        zarr.consolidate_metadata(str(path))
 
 
 #: Open Zarr arrays per (store, request fingerprint) in this process (a worker writes many regions).
@@ -393,29 +605,108 @@ def _write_region(block: np.ndarray, *, store: str, request: str, region: tuple[
     return np.ones((1,) * block.ndim, dtype=np.int8)
 
 
-def _region_task(plan: StreamPlan, index: tuple[int, ...], store: Path, regions_dir: Path, request: str):
-    block = plan.data.blocks[index]
-    return block.map_blocks(
-        _write_region, store=str(store), request=request, region=tuple(int(i) for i in index), slices=plan.slices(index),
-        regions_dir=str(regions_dir), chunks=tuple((1,) for _ in index), dtype=np.int8,
-        meta=np.empty((0,) * len(index), np.int8), name=f"xrembed-write-{region_name(index)}-{plan.data.name}",
-    )
+def _write_block(block: np.ndarray, block_info=None, *, offset: tuple[int, ...], zarr_chunks: tuple[int, ...],
+                 shape: tuple[int, ...], **kwargs) -> np.ndarray:
+    """:func:`_write_region` for the block at ``offset`` + its chunk location (regions of the whole grid)."""
+    region = tuple(int(o + i) for o, i in zip(offset, block_info[None]["chunk-location"]))
+    slices = tuple(slice(r * c, min((r + 1) * c, n)) for r, c, n in zip(region, zarr_chunks, shape))
+    return _write_region(block, region=region, slices=slices, **kwargs)
 
 
-def _write_regions(emb, plan: StreamPlan, store: Path, regions_dir: Path, request: str, todo: list, done: int,
-                   show_progress: bool, batch_regions: int | None) -> None:
+class _Source:
+    """The write tasks of one array of regions (the whole grid, or one window ``offset`` regions in).
+
+    Each batch culls the high-level graph to exactly the tasks its regions need (layer annotations such as
+    ``resources={"GPU": 1}`` kept), in one go for all of them: one collection per region would cull the
+    whole graph once per region.
+    """
+
+    def __init__(self, data, offset: tuple[int, ...], plan: StreamPlan, store: Path, regions_dir: Path,
+                 request: str) -> None:
+        write = data.map_blocks(
+            _write_block, offset=tuple(int(o) for o in offset), zarr_chunks=plan.zarr_chunks,
+            shape=tuple(int(n) for n in plan.data.shape), store=str(store), request=request,
+            regions_dir=str(regions_dir), chunks=tuple((1,) * len(c) for c in data.chunks), dtype=np.int8,
+            meta=np.empty((0,) * data.ndim, np.int8), name=f"xrembed-write-{request[:12]}-{data.name}",
+        )
+        self.name = write.name
+        self.graph = write.__dask_graph__()
+
+    def collections(self, indices: list[tuple[int, ...]]) -> list:
+        """One ``Delayed`` per block index, sharing one graph of the tasks they need."""
+        from dask.delayed import Delayed
+
+        keys = [(self.name, *index) for index in indices]
+        culled = self.graph.cull(keys)
+        layer = next(name for name in culled.layers if name.startswith(self.name))
+        return [Delayed(key, culled, layer=layer) for key in keys]
+
+
+def _whole_tasks(emb_data, plan: StreamPlan, todo: list, store: Path, regions_dir: Path, identity_hash: str):
+    """``(region, source, index)`` for each region to do of a grid whose graph exists whole."""
+    if not todo:
+        return
+    source = _Source(plan.data, (0,) * len(plan.counts), plan, store, regions_dir, identity_hash)
+    for index in todo:
+        yield index, source, index
+
+
+def _window_tasks(request: EmbedRequest, plan: StreamPlan, todo: list, window: int, store: Path, regions_dir: Path,
+                  identity_hash: str) -> Iterator[tuple[tuple[int, ...], _Source, tuple[int, ...]]]:
+    """``(region, source, index)`` for each region to do, window by window; a window's graph is built only
+    when one of its regions is to do, and only when the runner asks for its tasks (one window at a time)."""
+    todo_set = set(todo)
+    ndim = len(plan.counts)
+    step = request.step
+    for rows, cols in request.windows(window):
+        ry = range(rows.start // step, -(-rows.stop // step))
+        rx = range(cols.start // step, -(-cols.stop // step))
+        wanted = [
+            lead + (i, j)
+            for lead in np.ndindex(*plan.counts[: ndim - 2])
+            for i in ry
+            for j in rx
+            if lead + (i, j) in todo_set
+        ]
+        if not wanted:
+            continue
+        data = request.window_data(rows, cols)
+        expected = plan.chunks[: ndim - 2] + tuple(
+            plan.chunks[axis][r.start : r.stop] for axis, r in ((ndim - 2, ry), (ndim - 1, rx)))
+        if tuple(data.chunks) != expected:  # a window must be exactly its regions of the whole grid
+            raise RuntimeError(f"window {rows}, {cols} has chunks {data.chunks}, not the grid's {expected}")
+        offset = (0,) * (ndim - 2) + (ry.start, rx.start)
+        source = _Source(data, offset, plan, store, regions_dir, identity_hash)
+        for region in wanted:
+            yield region, source, tuple(r - o for r, o in zip(region, offset))
+
+
+def _collections(batch: list) -> list:
+    """The ``Delayed`` of each ``(region, source, index)`` of ``batch``, one graph walk per source."""
+    by_source: dict[int, tuple[_Source, list]] = {}
+    for position, (_region, source, index) in enumerate(batch):
+        by_source.setdefault(id(source), (source, []))[1].append((position, index))
+    out: list = [None] * len(batch)
+    for source, items in by_source.values():
+        for (position, _index), delayed in zip(items, source.collections([index for _, index in items])):
+            out[position] = delayed
+    return out
+
+
+def _write_regions(emb, plan: StreamPlan, tasks: Iterator, request: str, done: int, show_progress: bool,
+                   batch_regions: int | None) -> None:
     bar = _Progress(emb, plan, done, show_progress)
     try:
         client = _client()
         if client is not None:
-            _run_distributed(client, plan, store, regions_dir, request, todo, bar, batch_regions)
+            _run_distributed(client, tasks, bar, batch_regions)
         else:
-            _run_local(plan, store, regions_dir, request, todo, bar, batch_regions)
+            _run_local(tasks, bar, batch_regions, request)
     finally:
         bar.close()
 
 
-def _run_local(plan, store, regions_dir, request, todo, bar, batch_regions) -> None:
+def _run_local(tasks: Iterator, bar, batch_regions, request: str) -> None:
     import dask
 
     threads = dask.config.get("num_workers", None) or os.cpu_count() or 1
@@ -424,31 +715,28 @@ def _run_local(plan, store, regions_dir, request, todo, bar, batch_regions) -> N
     # process); with a multiprocessing scheduler the bar catches up after each batch.
     _LISTENERS[request] = bar.advance
     try:
-        for start in range(0, len(todo), size):
-            batch = todo[start : start + size]
-            dask.compute(*[_region_task(plan, index, store, regions_dir, request) for index in batch])
-            for index in batch:
+        while batch := list(islice(tasks, size)):
+            dask.compute(*_collections(batch), optimize_graph=False)
+            for index, _, _ in batch:
                 bar.advance(index)
     finally:
         _LISTENERS.pop(request, None)
 
 
-def _run_distributed(client, plan, store, regions_dir, request, todo, bar, batch_regions) -> None:
+def _run_distributed(client, tasks: Iterator, bar, batch_regions) -> None:
     """Regions in batches of ``size``, at most two batches in flight: each ``client.compute`` call culls the
     whole graph once (cost grows with the raster), so regions are never submitted one by one."""
     from distributed import as_completed
 
     threads = sum(client.nthreads().values()) or 1
     size = batch_regions or max(8, 4 * threads)
-    pending = iter(range(0, len(todo), size))
 
     def submit():
-        start = next(pending, None)
-        if start is None:
+        batch = list(islice(tasks, size))
+        if not batch:
             return []
-        batch = todo[start : start + size]
-        futures = client.compute([_region_task(plan, index, store, regions_dir, request) for index in batch])
-        for future, index in zip(futures, batch):
+        futures = client.compute(_collections(batch), optimize_graph=False)
+        for future, (index, _, _) in zip(futures, batch):
             future.xrembed_region = index
         return futures
 

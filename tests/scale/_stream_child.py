@@ -1,6 +1,8 @@
 """Stream one grid to Zarr in a child process, for the kill-and-resume test (no doctests here).
 
-Usage: python _stream_child.py STORE RESUME(0|1) SLOW_S
+Usage: python _stream_child.py STORE RESUME(0|1) SLOW_S [WINDOW]
+
+With WINDOW, the same grid streams from an EmbedRequest, its graph built WINDOW regions a side at a time.
 
 Each region's write is slowed by SLOW_S seconds before and after its chunk is written, so that a SIGKILL
 sent at a random moment often lands between a chunk write and its record.
@@ -18,7 +20,7 @@ xrembed.testing.register_test_models()
 from xrembed import stream
 
 sys.path.insert(0, __file__.rsplit("/", 1)[0])
-from _stream_scenario import embeddings
+from _stream_scenario import embeddings, request
 
 
 def main() -> None:
@@ -33,9 +35,10 @@ def main() -> None:
         return result
 
     stream._write_region = slowed
-    emb = embeddings()
+    window = int(sys.argv[4]) if len(sys.argv) > 4 else None
+    emb = embeddings() if window is None else request()
     print("READY", flush=True)
-    stream.to_zarr(emb, store, resume=resume, show_progress=False, batch_regions=4)
+    stream.to_zarr(emb, store, resume=resume, show_progress=False, batch_regions=4, window=window)
     print("DONE", flush=True)
 
 

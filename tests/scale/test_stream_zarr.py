@@ -1,5 +1,6 @@
 """xrembed.to_zarr: a grid streamed region by region, killed with SIGKILL at random moments and resumed,
-ends identical to an uninterrupted run; a changed request refuses to resume, naming what changed."""
+ends identical to an uninterrupted run (consolidated, opening without a warning); a changed request refuses
+to resume, naming what changed."""
 
 import json
 import os
@@ -89,6 +90,55 @@ def test_sigkill_at_random_moments_then_resume_is_identical(tmp_path):
     assert _zarr_json(store) == _zarr_json(reference)
     assert not _state(store).exists() and not _state(reference).exists()
     assert sorted(p.name for p in tmp_path.iterdir()) == ["killed.zarr", "reference.zarr"]  # no temporaries
+
+
+def test_a_finished_store_is_consolidated_and_opens_without_a_warning(tmp_path, recwarn):
+    store = to_zarr(embeddings(), tmp_path / "emb.zarr", show_progress=False)
+    meta = _zarr_json(store)
+    assert meta["attributes"]["xrembed_stream"]["complete"] is True
+    consolidated = meta["consolidated_metadata"]["metadata"]
+    assert {"embeddings", "x", "y", "spatial_ref"} <= set(consolidated)
+    assert consolidated["embeddings"]["chunk_grid"]["configuration"]["chunk_shape"] == [32, 8, 8]
+    recwarn.clear()
+    ds = xr.open_zarr(store)  # consolidated=None: tries the consolidated metadata first, warns without it
+    assert [str(w.message) for w in recwarn] == []
+    assert ds["embeddings"].rio.crs == embeddings().rio.crs
+
+
+def test_a_kill_between_completion_and_consolidation_is_consolidated_on_rerun(tmp_path, monkeypatch):
+    store = tmp_path / "emb.zarr"
+    monkeypatch.setattr(stream, "_consolidate", lambda path: (_ for _ in ()).throw(SystemExit("killed")))
+    with pytest.raises(SystemExit):
+        to_zarr(embeddings(), store, show_progress=False)
+    assert _zarr_json(store)["attributes"]["xrembed_stream"]["complete"] is True
+    assert "consolidated_metadata" not in _zarr_json(store) and _state(store).exists()
+    with pytest.warns(RuntimeWarning, match="consolidated"):  # what users saw before
+        xr.open_zarr(store)
+    monkeypatch.undo()
+    written = []
+    original = stream._write_region
+    monkeypatch.setattr(stream, "_write_region", lambda *a, **k: (written.append(k["region"]), original(*a, **k))[1])
+    to_zarr(embeddings(), store, show_progress=False)
+    assert written == [] and "consolidated_metadata" in _zarr_json(store) and not _state(store).exists()
+    # The consolidated metadata describes the store as it is (nothing changes after it is written).
+    import zarr
+
+    live = zarr.open_group(store, mode="r", use_consolidated=False)
+    assert dict(live.attrs) == _zarr_json(store)["attributes"]
+
+
+def test_an_unfinished_store_is_not_consolidated(tmp_path, monkeypatch):
+    write = stream._write_region
+
+    def stops_after_five(*args, **kwargs):
+        if len(list((_state(tmp_path / "emb.zarr") / "regions").iterdir())) >= 5:
+            raise RuntimeError("stopped")
+        return write(*args, **kwargs)
+
+    monkeypatch.setattr(stream, "_write_region", stops_after_five)
+    with pytest.raises(RuntimeError, match="stopped"):
+        to_zarr(embeddings(), tmp_path / "emb.zarr", show_progress=False, batch_regions=1)
+    assert "consolidated_metadata" not in _zarr_json(tmp_path / "emb.zarr")  # metadata of a store still growing
 
 
 def test_store_carries_crs_conventions_and_values(tmp_path):
