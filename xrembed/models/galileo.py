@@ -22,7 +22,8 @@ Choices made here, each deliberate (see ``docs/models/galileo.md``):
 * **Place and scale.** The location token is the raster centre's (x, y, z) on the unit sphere (the
   reference's ``to_cartesian(lat, lon)``), one per raster, so every tile of a raster shares it; the
   spatial position embedding is scaled by the raster's pixel size in metres (the reference's
-  ``input_resolution_m``; 10 m gives its default).
+  ``input_resolution_m``; 10 m gives its default). In resize mode it is still the input's pixel size, not
+  the resampled image's.
 * **Normalisation** is the pre-training ``Normalizer(std=True, std_multiplier=2)`` with
   ``config/normalization.json``: ``(x - (mean - 2 std)) / (4 std)`` per band; NDVI and the location pass
   unchanged. (The reference's ``construct_galileo_input(normalize=True)`` looks the statistics up with
@@ -244,7 +245,8 @@ class Galileo(ModelAdapter):
                 "without_time": f"one time step in month {DEFAULT_MONTH} (June), the reference's default",
             },
             "location": "the raster centre's (x, y, z) on the unit sphere, one token per raster",
-            "input_resolution": "the raster's pixel size in metres scales the spatial position embedding",
+            "input_resolution": "the raster's pixel size in metres scales the spatial position embedding (in "
+            "resize mode the input's, not the resampled image's)",
             "masked_groups": "SRTM, Dynamic World, WorldCereal, ERA5, TerraClimate, VIIRS, LandScan, and the "
             "sensor not read",
         }
