@@ -48,9 +48,10 @@ class Runtime:
         import torch
 
         self.key = key
+        # A device chosen on a client that runs its graphs elsewhere is checked here, where the model runs.
+        self.device = torch.device(check_device(key.device, where="this worker"))
         self.adapter = _import_adapter(key.adapter)(key.variant)
         module = load_module(self.adapter, WeightsSource(key.weights_path, key.weights_label))
-        self.device = torch.device(key.device)
         if key.precision == "int8":
             if self.device.type != "cpu":
                 raise OptionError(
@@ -65,17 +66,27 @@ class Runtime:
         self.weights_stamp: tuple[int, int] | None = None  # set by get_runtime
         self._autocast_dtype = {"fp32": None, "int8": None, "bf16": torch.bfloat16, "fp16": torch.float16}[key.precision]
 
-    def prepare(self, images, plan: InputPlan):
+    def prepare(self, images, plan: InputPlan, nodata: tuple | float | None = None):
         """Normalise raw images (a tensor); invalid pixels become the band mean (0 after standardising).
 
         No NaN ever enters the network; the cells they cover are set to NaN after the forward pass.
+        ``nodata`` is given for images still in their storage dtype (:func:`raw_uploads`): each band's nodata
+        becomes NaN here, on the device, after the cast to float32, as :func:`mask_nodata` does on the host.
         """
         import torch
 
-        x = self.adapter.normalise(images.to(self.device, torch.float32), plan)
+        x = images.to(self.device, torch.float32)
+        if nodata is not None:
+            x = _mask_tensor(x, nodata)
+        x = self.adapter.normalise(x, plan)
         return torch.nan_to_num(x, nan=0.0, posinf=0.0, neginf=0.0)
 
-    def _run(self, fn, images: np.ndarray, plan: InputPlan, batch_size: int, prepared: bool) -> np.ndarray:
+    def raw_uploads(self, dtype) -> bool:
+        """Whether tiles of ``dtype`` go to the device in that dtype (see :func:`raw_uploads`)."""
+        return raw_uploads(dtype, self.device)
+
+    def _run(self, fn, images: np.ndarray, plan: InputPlan, batch_size: int, prepared: bool,
+             nodata: tuple | float | None = None) -> np.ndarray:
         import torch
 
         outputs = []
@@ -86,7 +97,7 @@ class Runtime:
             step = min(step, device_batch_limit(self.device, images.shape[1:], self.adapter.variant.embed_dim))
         for batch in host_batches(images, step, self.device):
             with self.lock, torch.inference_mode():
-                x = batch.to(self.device) if prepared else self.prepare(batch, plan)
+                x = batch.to(self.device) if prepared else self.prepare(batch, plan, nodata)
                 with torch.autocast(
                     self.device.type, dtype=self._autocast_dtype, enabled=self._autocast_dtype is not None
                 ):
@@ -94,9 +105,12 @@ class Runtime:
                 outputs.append(out.float().cpu().numpy())
         return np.concatenate(outputs, axis=0)
 
-    def grid(self, images: np.ndarray, plan: InputPlan, batch_size: int, prepared: bool = False) -> np.ndarray:
-        """Grid tokens ``(B, D, k, k)`` for model-size images ``(B, C, S, S)`` (raw, or ``prepared``)."""
-        return self._run(self.adapter.forward_grid, images, plan, batch_size, prepared)
+    def grid(self, images: np.ndarray, plan: InputPlan, batch_size: int, prepared: bool = False,
+             nodata: tuple | float | None = None) -> np.ndarray:
+        """Grid tokens ``(B, D, k, k)`` for model-size images ``(B, C, S, S)`` (raw, or ``prepared``); ``nodata``
+        for raw images still in their storage dtype, masked on the device."""
+        raw = {} if nodata is None else {"nodata": nodata}  # the plain call unchanged (wrappers keep working)
+        return self._run(self.adapter.forward_grid, images, plan, batch_size, prepared, **raw)
 
     def pooled(self, images: np.ndarray, plan: InputPlan, batch_size: int, prepared: bool = False) -> np.ndarray:
         """The model's own pooled vectors ``(B, D)`` for model-size images (raw, or ``prepared``)."""
@@ -135,6 +149,48 @@ def set_compile(enabled: bool = True) -> None:
     _COMPILE["enabled"] = bool(enabled)
 
 
+def client_elsewhere() -> bool:
+    """Whether a ``dask.distributed`` client is active in this process, so that graphs run on its workers
+    (checked without importing ``distributed``)."""
+    import sys
+
+    if "distributed" not in sys.modules:
+        return False
+    from distributed import default_client
+
+    try:
+        default_client()
+    except ValueError:
+        return False
+    return True
+
+
+def check_device(device, *, where: str = "this machine") -> str:
+    """``device`` (``cpu``, ``cuda[:N]``, ``mps``) if it is present *here*, else a clear :class:`OptionError`.
+
+    ``embed()`` checks on the client; a ``cuda`` device asked for from a client without one (a CPU
+    laptop driving GPU workers) is checked again where the model runs, each worker resolving ``cuda`` to
+    its own GPU (``dask_cuda`` sets ``CUDA_VISIBLE_DEVICES`` per worker).
+    """
+    import torch
+
+    resolved = torch.device(device)
+    if resolved.type == "cuda":
+        if not torch.cuda.is_available():
+            raise OptionError(
+                f"device={str(device)!r} was asked for but no CUDA device is available on {where}; use device='cpu'"
+                + (" or run the model tasks on GPU workers." if where != "this machine" else ".")
+            )
+        if resolved.index is not None and resolved.index >= torch.cuda.device_count():
+            raise OptionError(
+                f"device={str(device)!r}: {where} has {torch.cuda.device_count()} CUDA device(s); "
+                "use 'cuda' or an index below that."
+            )
+    elif resolved.type == "mps" and not torch.backends.mps.is_available():
+        raise OptionError(f"device='mps' was asked for but MPS is not available on {where}; use device='cpu'.")
+    return str(resolved)
+
+
 def free_device_memory(device) -> int | None:
     """Free memory of a CUDA ``device`` in bytes, probed once per process (``None`` on CPU)."""
     import torch
@@ -167,6 +223,33 @@ def device_batch_limit(device, image_shape, embed_dim: int, fraction: float = 0.
     tokens = max(1, (height * width) // 64)
     per_tile = tokens * embed_dim * BYTES_PER_TOKEN_CHANNEL + channels * height * width * 4 * 3
     return max(1, int(free * fraction) // per_tile)
+
+
+def raw_uploads(dtype, device) -> bool:
+    """Whether images of ``dtype`` cross to ``device`` in their storage dtype, cast and masked there.
+
+    On CUDA, integer pixels narrower than float32 (uint16 reflectance, uint8, int16) are copied as they are
+    stored, half (or a quarter) of the bytes of float32, and become float32 on the device; on CPU there is
+    no copy to save, and the host path (cast, mask, normalise) is kept as it is.
+    """
+    import torch
+
+    dtype = np.dtype(dtype)
+    return torch.device(device).type == "cuda" and dtype.kind in "iu" and dtype.itemsize < 4
+
+
+def _mask_tensor(x, nodata: tuple | float | None):
+    """Float tensor ``x`` ``(B, C, H, W)`` with each band's nodata as NaN (the device twin of
+    :func:`_mask_in_place`, same comparison in float32)."""
+    import torch
+
+    if np.ndim(nodata) == 0:
+        nodata = (nodata,) * x.shape[1]
+    if len(nodata) != x.shape[1]:
+        raise ValueError(f"{len(nodata)} nodata values for {x.shape[1]} bands")
+    values = [np.float32(np.nan) if v is None or np.isnan(v) else np.float32(v) for v in nodata]
+    target = torch.tensor(values, dtype=torch.float32, device=x.device).view(1, -1, 1, 1)
+    return torch.where(x == target, torch.tensor(float("nan"), device=x.device), x)
 
 
 def host_batches(images: np.ndarray, step: int, device):
@@ -353,6 +436,9 @@ def tile_grid_block(
     runtime = get_runtime(key)
     images, valid = _as_images(block, nodata)
     runtime.adapter.check_values(images, plan)
+    raw = runtime.raw_uploads(block.dtype)  # tiles cut from the stored values, cast and masked on the device
+    if raw:
+        images = block.reshape(images.shape)
     n, _, height, width = images.shape
     tile_tokens = image_size // patch_size
     rows = tiling.tile_layout(tiling.token_count(height, patch_size), tile_tokens)
@@ -369,7 +455,7 @@ def tile_grid_block(
             for i, r, c in windows
         ]
     )
-    tokens = runtime.grid(tiles, plan, batch_size)
+    tokens = runtime.grid(tiles, plan, batch_size, nodata=nodata if raw else None)
     out = np.empty((n, tokens.shape[1], rows[-1].own_stop, cols[-1].own_stop), dtype=np.float32)
     for (i, r, c), tile_tokens_out in zip(windows, tokens):
         out[i, :, r.own_start : r.own_stop, c.own_start : c.own_stop] = tile_tokens_out[

@@ -1,6 +1,6 @@
 """The GPU feeding path: what runs on CPU is exercised here (batching views, the free-memory batch limit
-with a mocked probe, the torch.compile opt-in, CPU results bit-identical to a plain forward); what needs
-CUDA is skipped without a device."""
+with a mocked probe, the torch.compile opt-in, CPU results bit-identical to a plain forward, the raw
+storage-dtype upload branch forced on CPU); what needs CUDA is skipped without a device."""
 
 import numpy as np
 import pytest
@@ -78,6 +78,69 @@ def test_cpu_results_equal_a_plain_batched_forward_bit_for_bit(tiny):
     got = runtime.grid(tiles, plan, 3)
     np.testing.assert_array_equal(got, plain)
     np.testing.assert_array_equal(emb.values[:, :4, :4], plain[0])
+
+
+def test_raw_uploads_only_narrow_integers_to_cuda():
+    assert engine.raw_uploads(np.uint16, "cuda") and engine.raw_uploads(np.uint8, "cuda:1")
+    assert engine.raw_uploads(np.int16, torch.device("cuda"))
+    assert not engine.raw_uploads(np.float32, "cuda")  # no smaller than float32: cast on the host as before
+    assert not engine.raw_uploads(np.float16, "cuda") and not engine.raw_uploads(np.int32, "cuda")
+    assert not engine.raw_uploads(np.uint16, "cpu")  # no copy to save on CPU: the host path stays
+
+
+def _uint16_block(seed=13):
+    """A (2 frames, 9 bands, 72 x 80 px) uint16 block with nodata pixels in two bands and one empty patch."""
+    rng = np.random.default_rng(seed)
+    block = rng.integers(200, 6000, (2, 9, 72, 80), dtype=np.uint16)
+    block[0, 2, 5:9, 10:20] = 0  # band 2's nodata
+    block[1, 7, 40:41, 3:60] = 65535  # band 7's nodata
+    block[:, :, 16:24, 32:40] = 0  # one whole patch at band 2's nodata: a NaN cell
+    return block
+
+
+def test_the_raw_upload_branch_on_cpu_is_bit_identical_and_sends_storage_dtype(monkeypatch, tiny):
+    """The CUDA branch (tiles cut from the stored uint16 values, cast and nodata-masked on the device) forced
+    on CPU gives exactly the host path's embeddings; what reaches the device copy is uint16."""
+    raster = synthetic_raster((32, 32), seed=1)
+    raster.rsembed.embed("dofa-tiny", **tiny).values  # loads the runtime
+    (key,) = list(engine._RUNTIMES)
+    from xrembed import embedding
+    from xrembed.options import EmbedOptions
+
+    plan = embedding._prepare(raster, "dofa-tiny", EmbedOptions(**tiny)).plan
+    block = _uint16_block()
+    nodata = (None, None, 0.0, None, None, None, None, 65535.0, None)
+    kwargs = dict(key=key, plan=plan, patch_size=8, image_size=32, batch_size=4, nodata=nodata)
+    host = engine.tile_grid_block(block, **kwargs)
+    assert np.isnan(host).any() and np.isfinite(host).any()
+
+    seen = []
+    prepare = engine.Runtime.prepare
+
+    def spy(self, images, plan, nodata=None):
+        seen.append((images.dtype, nodata))
+        return prepare(self, images, plan, nodata)
+
+    monkeypatch.setattr(engine.Runtime, "prepare", spy)
+    monkeypatch.setattr(engine, "raw_uploads", lambda dtype, device: np.dtype(dtype) == np.uint16)
+    raw = engine.tile_grid_block(block, **kwargs)
+    assert seen and all(dtype == torch.uint16 and got == nodata for dtype, got in seen)
+    np.testing.assert_array_equal(raw, host)  # NaN where NaN, every other bit equal
+    seen.clear()
+    floats = engine.tile_grid_block(block.astype(np.float32), **kwargs)  # float input: the host path
+    assert seen and all(dtype == torch.float32 and got is None for dtype, got in seen)
+    np.testing.assert_array_equal(floats, host)
+
+
+def test_the_device_mask_equals_the_host_mask():
+    rng = np.random.default_rng(3)
+    values = rng.integers(0, 5, (2, 3, 4, 5)).astype(np.float32)
+    nodata = (0.0, None, 4.0)
+    host = engine.mask_nodata(values, nodata)
+    device = engine._mask_tensor(torch.from_numpy(values.copy()), nodata).numpy()
+    np.testing.assert_array_equal(device, host)
+    assert np.isnan(host[:, 0][values[:, 0] == 0]).all() and not np.isnan(host[:, 1]).any()
+    np.testing.assert_array_equal(engine._mask_tensor(torch.from_numpy(values), 4.0).isnan().numpy(), values == 4)
 
 
 @cuda
