@@ -198,6 +198,14 @@ class ModelAdapter:
     #: The ``checks.py`` function run on the pixels of each plan ``scale``, called as ``f(pixels, model_id)``
     #: (a plan without a ``scale`` option is checked as ``scale``); a scale not listed is not checked.
     value_checks: ClassVar[Mapping[str, Callable[[np.ndarray, str], None]]] = {}
+    #: How the family runs tiles of another size than its ``image_size`` (``InputPrepSpec.tile(tile_size=N)``,
+    #: ``embed(tile_size=N)``), in words (e.g. "position embedding resampled (bicubic, antialiased, as timm)"),
+    #: or ``None``: such tiles are refused with ``fixed_size_reason``. A family opts in only once its network
+    #: takes other grids and a test shows it equals its reference run at that size.
+    other_tile_sizes: ClassVar[str | None] = None
+    fixed_size_reason: ClassVar[str] = (
+        "running it at another size than its pretraining size has not been checked against its reference"
+    )
 
     def __init__(self, variant: str | None = None) -> None:
         from ..errors import UnknownModelError
@@ -351,6 +359,35 @@ class ModelAdapter:
         """What run time needs besides the bands (``InputPlan.options``); default: the ``scale``."""
         return (("scale", self.scale),)
 
+    def check_tile_size(self, size: int) -> int:
+        """``size`` (pixels) if this variant can run tiles of that size, else :class:`OptionError` naming the fix.
+
+        A tile is a whole number of patches; a size other than ``image_size`` needs ``other_tile_sizes``.
+
+        Examples
+        --------
+        >>> from xrembed.models.dofa import DOFA
+        >>> DOFA().check_tile_size(448)
+        448
+        """
+        v = self.variant
+        if isinstance(size, bool) or not isinstance(size, (int, np.integer)) or size < 1:
+            raise OptionError(f"tile_size must be a positive number of pixels (or None), got {size!r}.")
+        size = int(size)
+        if size == v.image_size:
+            return size
+        if size % v.patch_size:
+            raise OptionError(
+                f"tile_size={size}: tiles of {self.model_id!r} must be a whole number of its {v.patch_size} px "
+                f"patches; pass tile_size=None (its own {v.image_size} px) or a multiple of {v.patch_size}."
+            )
+        if self.other_tile_sizes is None:
+            raise OptionError(
+                f"tile_size={size}: {self.model_id!r} runs only on its pretraining size of {v.image_size} px: "
+                f"{self.fixed_size_reason}. Pass tile_size=None or tile_size={v.image_size}."
+            )
+        return size
+
     def describe(self) -> dict[str, Any]:
         """The input contract of this variant (no weights are loaded), from the class data above.
 
@@ -370,6 +407,12 @@ class ModelAdapter:
             if self.lists_wavelengths
             else None,
             "image_size": v.image_size,
+            "tile_sizes": (
+                f"any multiple of {v.patch_size} px, {v.image_size} px by default (its pretraining size; others are a "
+                f"departure from it: {self.other_tile_sizes})"
+                if self.other_tile_sizes is not None
+                else f"{v.image_size} px only: {self.fixed_size_reason}"
+            ),
             "patch_size": v.patch_size,
             "embed_dim": v.embed_dim,
             "input_values": self.input_values,

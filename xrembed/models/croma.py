@@ -85,6 +85,10 @@ class CROMA(ModelAdapter):
         "code: MIT (antofuller/CROMA; torchgeo's port MIT); weights: released with the MIT-licensed code "
         "repository and mirrored by torchgeo (hf torchgeo/croma), no separate weights licence stated [unverified]"
     )
+    #: Tiles of another size (``tile_size=``): see :mod:`xrembed.models.pos_embed`.
+    other_tile_sizes = (
+        "native: the 2-D ALiBi attention bias is computed for the tile's patch grid, as torchgeo's CROMA(image_size=N) does (CROMA has no position table)"
+    )
     outputs = {
         "grid": "the encoder's normed patch tokens (s2: optical_encodings, s1: sar_encodings, joint: "
         "joint_encodings), one per 8 x 8 px patch",

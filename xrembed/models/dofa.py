@@ -96,6 +96,10 @@ class DOFA(ModelAdapter):
     }
     reference = "https://github.com/zhu-xlab/DOFA (parity: torchgeo 0.8.1 torchgeo.models.dofa)"
     licence = "code MIT; weights CC-BY-4.0 (Hugging Face model card, unverified)"
+    #: Tiles of another size (``tile_size=``): see :mod:`xrembed.models.pos_embed`.
+    other_tile_sizes = (
+        "the fixed sin-cos pos_embed table resampled to the tile's patch grid as timm does (bicubic, antialiased, CLS row kept); torchgeo's DOFA(img_size=N) holds a table of that size"
+    )
     outputs = {
         "grid": "last-block patch tokens (no final norm), one per 16 x 16 px patch",
         "pooled": "fc_norm(mean of patch tokens), the reference global-pool output; in tile mode the mean "
@@ -194,7 +198,7 @@ class DOFA(ModelAdapter):
         return standardise(scaled, plan.option("mean"), plan.option("std"))
 
     def forward_grid(self, module, x, plan):
-        return tokens_to_map(module.forward_tokens(x, plan.option("wavelengths")), module.grid_size)
+        return tokens_to_map(module.forward_tokens(x, plan.option("wavelengths")), x.shape[-1] // module.patch_size)
 
     def forward_pooled(self, module, x, plan):
         return module(x, plan.option("wavelengths"))

@@ -88,6 +88,10 @@ class DOFACLIP(ModelAdapter):
         "code: README says MIT, LICENSE file says Apache-2.0; weights: the B/16 Hub repo "
         "(earthflow/GeoLB-ViT-B-16-SigLIP) says CC BY-NC 4.0 (non-commercial); so400m model card not verified"
     )
+    #: Tiles of another size (``tile_size=``): see :mod:`xrembed.models.pos_embed`.
+    other_tile_sizes = (
+        "the learned pos_embed table (no class token) resampled to the tile's patch grid as timm does (bicubic, antialiased), as timm's SigLIP ViT with dynamic_img_size does"
+    )
     outputs = {
         "grid": "final-norm patch tokens (the attention pool's input), one per patch; no class token",
         "pooled": "resize mode: attn_pool(norm(tokens)), the CLIP image embedding (upstream visual.trunk(x, wvs)[0]); "
@@ -204,7 +208,7 @@ class DOFACLIP(ModelAdapter):
         return (unit_reflectance(pixels) - SIGLIP_MEAN) / SIGLIP_STD
 
     def forward_grid(self, module, x, plan):
-        return tokens_to_map(module.forward_tokens(x, plan.option("wavelengths")), module.grid_size)
+        return tokens_to_map(module.forward_tokens(x, plan.option("wavelengths")), x.shape[-1] // module.patch_size)
 
     def forward_pooled(self, module, x, plan):
         return module(x, plan.option("wavelengths"))

@@ -15,6 +15,7 @@ from torch.nn import functional as F
 
 from .dofa_net import WavelengthPatchEmbed
 from .layers import Block, Mlp
+from .pos_embed import pos_embed_for
 
 
 class AttentionPoolLatent(nn.Module):
@@ -77,8 +78,10 @@ class DOFACLIPEncoder(nn.Module):
         self.attn_pool = AttentionPoolLatent(embed_dim, num_heads, mlp_ratio, eps=1e-6)
 
     def forward_tokens(self, x: torch.Tensor, wavelengths_um: tuple[float, ...]) -> torch.Tensor:
-        """Normed patch tokens ``(B, N, D)``, row-major over the ``grid_size`` x ``grid_size`` grid."""
-        x = self.patch_embed(x, wavelengths_um) + self.pos_embed
+        """Normed patch tokens ``(B, N, D)``, row-major over the ``H // patch`` x ``W // patch`` grid (the
+        table resampled as timm does for another size than ``grid_size``; no prefix tokens)."""
+        pos = pos_embed_for(self.pos_embed, x.shape[-2] // self.patch_size, x.shape[-1] // self.patch_size, 0)
+        x = self.patch_embed(x, wavelengths_um) + pos
         for block in self.blocks:
             x = block(x)
         return self.norm(x)

@@ -12,6 +12,7 @@ from torch import nn
 from torch.nn import functional as F
 
 from .layers import Block, sincos_1d, sincos_2d
+from .pos_embed import pos_embed_for
 
 
 class FCResLayer(nn.Module):
@@ -125,9 +126,14 @@ class DOFAEncoder(nn.Module):
         self.fc_norm = nn.LayerNorm(embed_dim, eps=1e-6)
 
     def forward_tokens(self, x: torch.Tensor, wavelengths_um: tuple[float, ...]) -> torch.Tensor:
-        """Patch tokens ``(B, N, D)`` after the last block (CLS dropped, no final norm)."""
-        tokens = self.patch_embed(x, wavelengths_um) + self.pos_embed[:, 1:, :]
-        cls = (self.cls_token + self.pos_embed[:, :1, :]).expand(tokens.shape[0], -1, -1)
+        """Patch tokens ``(B, N, D)`` after the last block (CLS dropped, no final norm).
+
+        Tiles of another size than ``grid_size`` patches use the stored table resampled as timm does
+        (:func:`~xrembed.models.pos_embed.pos_embed_for`; CLS row kept).
+        """
+        pos = pos_embed_for(self.pos_embed, x.shape[-2] // self.patch_size, x.shape[-1] // self.patch_size)
+        tokens = self.patch_embed(x, wavelengths_um) + pos[:, 1:, :]
+        cls = (self.cls_token + pos[:, :1, :]).expand(tokens.shape[0], -1, -1)
         x = torch.cat([cls, tokens], dim=1)
         for block in self.blocks:
             x = block(x)

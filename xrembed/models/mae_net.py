@@ -19,6 +19,7 @@ import torch
 from torch import nn
 
 from .layers import Block, sincos_1d, sincos_2d
+from .pos_embed import pos_embed_for
 
 
 class PatchEmbed(nn.Module):
@@ -78,22 +79,26 @@ class MAEEncoder(nn.Module):
         with torch.no_grad():  # MAE init for the CLS token (weights are normally loaded over it)
             nn.init.normal_(self.cls_token, std=0.02)
 
-    def position_embedding(self, x: torch.Tensor, res: float | None = None) -> torch.Tensor:
-        """The table added to ``[CLS, patches]``: stored (``res=None``) or GSD-scaled (``res``)."""
+    def position_embedding(self, x: torch.Tensor, res: float | None = None, side: int | None = None) -> torch.Tensor:
+        """The table added to ``[CLS, patches]`` of a ``side x side`` patch grid (default ``grid_size``):
+        stored (``res=None``; resampled as timm does at another side) or GSD-scaled (``res``; the sin-cos
+        function evaluated on the grid, as torchgeo's ScaleMAE does at any ``img_size``)."""
+        side = self.grid_size if side is None else side
         if res is None:
-            return self.pos_embed.to(x.dtype)
-        return gsd_sincos_2d(self.embed_dim, self.grid_size, float(res), device=x.device, dtype=torch.float32).to(x.dtype)
+            return pos_embed_for(self.pos_embed, side, side).to(x.dtype)
+        return gsd_sincos_2d(self.embed_dim, side, float(res), device=x.device, dtype=torch.float32).to(x.dtype)
 
     def forward_features(self, x: torch.Tensor, res: float | None = None) -> torch.Tensor:
         """All tokens ``(B, 1 + N, D)`` after the final norm: CLS first, then patches row by row."""
-        tokens = self.patch_embed(x)
-        if tokens.shape[1] != self.grid_size**2:
+        height, width = x.shape[-2:]
+        if height != width or height % self.patch_size:
             raise ValueError(
-                f"input of {tuple(x.shape[-2:])} px gives {tokens.shape[1]} patches; the model takes "
-                f"{self.grid_size * self.patch_size} px images ({self.grid_size ** 2} patches)"
+                f"input of {tuple(x.shape[-2:])} px: the model takes square images of whole {self.patch_size} px "
+                f"patches ({self.grid_size * self.patch_size} px at its pretraining size)"
             )
+        tokens = self.patch_embed(x)
         x = torch.cat([self.cls_token.expand(tokens.shape[0], -1, -1).to(tokens.dtype), tokens], dim=1)
-        x = x + self.position_embedding(x, res)
+        x = x + self.position_embedding(x, res, height // self.patch_size)
         for block in self.blocks:
             x = block(x)
         return self.norm(x)
@@ -101,7 +106,8 @@ class MAEEncoder(nn.Module):
     def forward_grid(self, x: torch.Tensor, res: float | None = None) -> torch.Tensor:
         """Normed patch tokens as a map ``(B, D, n, n)`` in spatial order."""
         tokens = self.forward_features(x, res)[:, 1:, :]
-        return tokens.transpose(1, 2).reshape(x.shape[0], -1, self.grid_size, self.grid_size)
+        side = x.shape[-1] // self.patch_size
+        return tokens.transpose(1, 2).reshape(x.shape[0], -1, side, side)
 
     def forward(self, x: torch.Tensor, res: float | None = None) -> torch.Tensor:
         """Pooled embedding ``(B, D)``: the normed CLS token."""

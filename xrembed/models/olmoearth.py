@@ -150,6 +150,10 @@ class OlmoEarth(ModelAdapter):
         "(github.com/allenai/olmoearth_pretrain/blob/main/LICENSE), its own terms, not an OSI licence: read them "
         "before use"
     )
+    #: Tiles of another size (``tile_size=``): see :mod:`xrembed.models.pos_embed`.
+    other_tile_sizes = (
+        "native: the package's encoder computes its sin-cos position encodings for the tile's patch grid (nothing is interpolated)"
+    )
     outputs = {
         "grid": "the encoder's patch tokens averaged over time steps and band sets (package: "
         "pool_unmasked_tokens(MEAN, spatial_pooling=True)), one per 8 x 8 px patch",

@@ -91,6 +91,10 @@ class Prithvi(ModelAdapter):
         "terratorch.models.backbones.prithvi_mae.PrithviViT)"
     )
     licence = "code Apache-2.0 (terratorch) / MIT (NASA-IMPACT); weights Apache-2.0 (model cards, unverified offline)"
+    #: Tiles of another size (``tile_size=``): see :mod:`xrembed.models.pos_embed`.
+    other_tile_sizes = (
+        "native: the fixed 3-D sin-cos position embedding is evaluated for the tile's patch grid, as terratorch's PrithviViT does for any input size (nothing is interpolated)"
+    )
     outputs = {
         "grid": "final-normed patch tokens of each frame, averaged over the frames (time), one per patch",
         "pooled": "mean of the normed patch tokens over frames and patches, CLS excluded (upstream defines "

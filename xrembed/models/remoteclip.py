@@ -74,6 +74,10 @@ class RemoteCLIP(ModelAdapter):
     sensors = {"s2": S2_RGB}
     reference = "https://github.com/ChenDelong1999/RemoteCLIP (parity: open_clip 3.3.0 ViT-B-32 / ViT-L-14)"
     licence = "Apache-2.0 (code and weights)"
+    #: Tiles of another size (``tile_size=``): see :mod:`xrembed.models.pos_embed`.
+    other_tile_sizes = (
+        "the learned positional_embedding resampled to the tile's patch grid as timm does (bicubic, antialiased, class row kept)"
+    )
     outputs = {
         "grid": "last-block patch tokens after ln_post, not projected (width D), one per patch "
         "(32 x 32 px for vit_b32, 14 x 14 px for vit_l14)",
@@ -197,7 +201,7 @@ class RemoteCLIP(ModelAdapter):
         return standardise(eight_bit / 255.0, CLIP_MEAN, CLIP_STD)
 
     def forward_grid(self, module, x, plan):
-        return tokens_to_map(module.forward_tokens(x)[:, 1:, :], module.grid_size)  # CLS dropped
+        return tokens_to_map(module.forward_tokens(x)[:, 1:, :], x.shape[-1] // module.patch_size)  # CLS dropped
 
     def forward_pooled(self, module, x, plan):
         return module(x)

@@ -17,6 +17,8 @@ import torch
 from torch import nn
 from torch.nn import functional as F
 
+from .pos_embed import pos_embed_for
+
 
 class CLIPAttention(nn.Module):
     """Multi-head self-attention with ``nn.MultiheadAttention``'s parameter names (packed ``in_proj``)."""
@@ -109,10 +111,15 @@ class CLIPVisionTransformer(nn.Module):
         self.proj = nn.Parameter(scale * torch.randn(width, output_dim))
 
     def forward_tokens(self, x: torch.Tensor) -> torch.Tensor:
-        """``ln_post`` of all tokens ``(B, 1 + N, D)`` after the last block (CLS first)."""
+        """``ln_post`` of all tokens ``(B, 1 + N, D)`` after the last block (CLS first).
+
+        Images of another size than ``grid_size`` patches use the table resampled as timm does
+        (:func:`~xrembed.models.pos_embed.pos_embed_for`; the class row kept).
+        """
+        pos = pos_embed_for(self.positional_embedding, x.shape[-2] // self.patch_size, x.shape[-1] // self.patch_size)
         x = self.conv1(x).flatten(2).transpose(1, 2)
         cls = self.class_embedding.to(x.dtype).view(1, 1, -1).expand(x.shape[0], -1, -1)
-        x = torch.cat([cls, x], dim=1) + self.positional_embedding.to(x.dtype)
+        x = torch.cat([cls, x], dim=1) + pos.to(x.dtype)
         x = self.transformer(self.ln_pre(x))
         return self.ln_post(x)
 

@@ -157,6 +157,10 @@ class SatMAE(RGBViTAdapter):
     sensors = {"s2": S2_RGB}
     reference = "https://github.com/sustainlab-group/SatMAE (models_mae.py / models_vit.py)"
     licence = "CC BY-NC 4.0 (code and, presumably, weights): non-commercial use only"
+    #: Tiles of another size (``tile_size=``): see :mod:`xrembed.models.pos_embed`.
+    other_tile_sizes = (
+        "the stored sin-cos pos_embed table resampled to the tile's patch grid as timm does (bicubic, antialiased, CLS row kept), as MAE-style fine-tuning at another img_size does"
+    )
     mean = FMOW_MEAN
     std = FMOW_STD
     normalisation = rgb_normalisation(FMOW_MEAN, FMOW_STD, "fMoW-RGB (SatMAE util/datasets.py)")

@@ -67,6 +67,10 @@ class ScaleMAE(RGBViTAdapter):
         "https://github.com/bair-climate-initiative/scale-mae (parity: torchgeo 0.8.1 torchgeo.models.scale_mae)"
     )
     licence = "CC BY-NC 4.0 (Scale-MAE code and, presumably, weights): non-commercial use only"
+    #: Tiles of another size (``tile_size=``): see :mod:`xrembed.models.pos_embed`.
+    other_tile_sizes = (
+        "native: the GSD-scaled sin-cos position grid is evaluated for the tile's patch grid, as torchgeo's ScaleMAE(img_size=N) does (nothing is interpolated)"
+    )
     mean = IMAGENET_MEAN
     std = IMAGENET_STD
     normalisation = rgb_normalisation(IMAGENET_MEAN, IMAGENET_STD, "ImageNet (Scale-MAE config/fmow.yaml)")

@@ -79,6 +79,10 @@ class TerraFM(ModelAdapter):
     }
     reference = "https://github.com/mbzuai-oryx/TerraFM (terrafm.py; parity via scripts/goldens_terrafm.py)"
     licence = "none stated upstream (no LICENSE file in the code repository; weights licence unverified)"
+    #: Tiles of another size (``tile_size=``): see :mod:`xrembed.models.pos_embed`.
+    other_tile_sizes = (
+        "the learned pos_embed table resampled to the tile's patch grid as timm does (bicubic, antialiased, CLS row kept)"
+    )
     outputs = {
         "grid": "last-block patch tokens after the final norm (reference extract_feature, last index), "
         "one per 16 x 16 px patch",

@@ -20,6 +20,7 @@ import torch
 from torch import nn
 
 from .layers import Block
+from .pos_embed import pos_embed_for
 
 #: Sensor name -> (stem attribute, sensor-vector attribute, channel count).
 SENSORS: dict[str, tuple[str, str, int]] = {
@@ -97,12 +98,17 @@ class TerraFMEncoder(nn.Module):
         nn.init.trunc_normal_(self.cls_token, std=0.02)
 
     def forward_tokens(self, x: torch.Tensor, sensor: str) -> torch.Tensor:
-        """All tokens ``(B, 1 + N, D)`` after the last block and the final norm (CLS first)."""
-        side = self.grid_size * self.patch_size
-        if x.shape[-2:] != (side, side):
-            raise ValueError(f"TerraFM here takes {side} x {side} px images, got {tuple(x.shape[-2:])}")
+        """All tokens ``(B, 1 + N, D)`` after the last block and the final norm (CLS first).
+
+        Images of another size than ``grid_size`` patches (a multiple of the patch size) use the learned
+        table resampled as timm does (:func:`~xrembed.models.pos_embed.pos_embed_for`; CLS row kept).
+        """
+        height, width = x.shape[-2:]
+        if height % self.patch_size or width % self.patch_size:
+            raise ValueError(f"TerraFM here takes images of whole {self.patch_size} px patches, got {height} x {width}")
+        pos = pos_embed_for(self.pos_embed, height // self.patch_size, width // self.patch_size)
         tokens = self.patch_embed(x, sensor)
-        x = torch.cat([self.cls_token.expand(tokens.shape[0], -1, -1), tokens], dim=1) + self.pos_embed
+        x = torch.cat([self.cls_token.expand(tokens.shape[0], -1, -1), tokens], dim=1) + pos
         for block in self.blocks:
             x = block(x)
         return self.norm(x)
@@ -110,7 +116,7 @@ class TerraFMEncoder(nn.Module):
     def grid(self, x: torch.Tensor, sensor: str) -> torch.Tensor:
         """Normed last-layer patch tokens as a map ``(B, D, h, w)`` (reference ``extract_feature``)."""
         tokens = self.forward_tokens(x, sensor)[:, 1:]
-        return tokens.transpose(1, 2).reshape(x.shape[0], -1, self.grid_size, self.grid_size)
+        return tokens.transpose(1, 2).reshape(x.shape[0], -1, x.shape[-2] // self.patch_size, x.shape[-1] // self.patch_size)
 
     def forward(self, x: torch.Tensor, sensor: str) -> torch.Tensor:
         """Pooled embedding ``(B, D)``: the CLS token after the final norm (reference ``forward``)."""
