@@ -14,6 +14,7 @@ prepared exactly as the pre-training dataset prepares them, and saves
   ``(T, C, H, W)`` in xrembed's band order, its months, centre (lon, lat) and pixel size, the reference's
   normalised space-time input ``(H, W, T, 13)``, and its outputs: ``grid`` (``(D, h, w)``, from
   ``Encoder.apply_mask_and_average_tokens_per_patch``) and ``pooled`` (``(D,)``, ``Encoder.average_tokens``);
+* ``s2_p4``: the ``s2`` case's outputs at ``patch_size=4`` (the reference resamples its 8 x 8 kernels);
 * with ``--release-nano``: the published nano weights' outputs on the ``s2`` case (``cases.pt`` key
   ``release_nano_s2``), for an opt-in test that downloads them;
 * ``meta.json``: the small configuration, the SHA-256 of the reference files, the ``"13"`` statistics of
@@ -127,13 +128,13 @@ def reference_inputs(single, dataset, root, raw, bands, months, lonlat):
     )
 
 
-def run_reference(model, inputs, resolution):
+def run_reference(model, inputs, resolution, patch_size=8):
     with torch.no_grad():
-        out = model(*inputs, patch_size=8, input_resolution_m=resolution)
+        out = model(*inputs, patch_size=patch_size, input_resolution_m=resolution)
         tokens = out[:8]
         per_patch = model.apply_mask_and_average_tokens_per_patch(*tokens)  # (B, h * w, D)
         pooled = model.average_tokens(*tokens)  # (B, D)
-    side = SIZE // 8
+    side = SIZE // patch_size
     grid = per_patch[0].T.reshape(-1, side, side)
     return grid, pooled[0]
 
@@ -184,6 +185,9 @@ def main() -> None:
     other_month[8] = torch.tensor([[1, 6, 11]])
     assert not torch.allclose(run_reference(model, other_month, 10.0)[1], cases["s2"]["pooled"])
     assert not torch.allclose(run_reference(model, base_inputs, 20.0)[1], cases["s2"]["pooled"])
+    # the s2 case on 4 px patches: the reference resamples the 8 x 8 kernels (FlexiPatchEmbed's pinv resize)
+    grid, pooled = run_reference(model, base_inputs, CASES["s2"][3], patch_size=4)
+    cases["s2_p4"] = {"grid": grid.clone(), "pooled": pooled.clone()}
 
     args.out.mkdir(parents=True, exist_ok=True)
     torch.save({k: v.half() for k, v in state.items()}, args.out / "encoder.pt")

@@ -50,6 +50,16 @@ class TinyGalileo(Galileo):
     default_variant = "tiny"
 
 
+@register_model
+class TinyGalileoP4(Galileo):
+    """The goldens' configuration on 4 px patches (its 8 x 8 kernels resampled), 32 px tiles (test only)."""
+
+    model_id = "galileo-tiny-p4"
+    variants = {"tiny": Variant(name="tiny", embed_dim=64, depth=2, num_heads=4, patch_size=4, image_size=32,
+                                extra=EXTRA)}
+    default_variant = "tiny"
+
+
 @pytest.fixture(scope="module")
 def golden_weights(tmp_path_factory):
     """The reference's release-layout ``encoder.pt`` (float32), with its ``config.json`` beside it."""
@@ -109,7 +119,7 @@ def test_goldens_match_the_recorded_configuration():
     assert json.loads((GOLDENS / "config.json").read_text())["model"]["encoder"] == META["tiny"]
     assert sum(p.stat().st_size for p in GOLDENS.iterdir()) < 2_000_000
     assert [CASES[c]["months"] for c in ("s2", "s1", "s1s2")] == [[0, 6, 11], [3, 4], [5]]
-    assert set(CASES) == {"s2", "s1", "s1s2", "release_nano_s2"} and len(META["release_nano_sha256"]) == 64
+    assert set(CASES) == {"s2", "s1", "s1s2", "s2_p4", "release_nano_s2"} and len(META["release_nano_sha256"]) == 64
 
 
 @pytest.mark.parametrize("case", ["s2", "s1", "s1s2"])
@@ -127,6 +137,25 @@ def test_network_parity_with_the_reference(case, tiny_module):
     pooled_diff = (pooled[0] - c["pooled"]).abs().max().item()
     print(f"galileo {case}: max |grid diff| {grid_diff:.2e}, max |pooled diff| {pooled_diff:.2e}")
     assert grid_diff <= TOL and pooled_diff <= TOL
+
+
+def test_four_pixel_patches_resample_the_kernels_as_the_reference(golden_weights):
+    """The same weights on 4 px patches (FlexiPatchEmbed's pseudo-inverse kernel resize) equal the reference's
+    patch_size=4 run, in the network and through the accessor (8 x 8 cells of 4 px, the pixel size x 4)."""
+    adapter, c, expected = TinyGalileoP4(), CASES["s2"], CASES["s2_p4"]
+    module = load_module(adapter, WeightsSource(golden_weights, "goldens"))
+    plan = adapter.plan_inputs(c["bands"], context=context_of(c))
+    with torch.no_grad():
+        grid = adapter.forward_grid(module, reference_layout(c, plan), plan)
+        pooled = adapter.forward_pooled(module, reference_layout(c, plan), plan)
+    assert grid.shape == (1, 64, 8, 8)
+    assert (grid[0] - expected["grid"]).abs().max().item() <= TOL
+    assert (pooled[0] - expected["pooled"]).abs().max().item() <= TOL
+    da = raster_at(c)
+    emb = da.rsembed.embed("galileo-tiny-p4", weights=golden_weights)
+    np.testing.assert_allclose(emb.values, expected["grid"].numpy(), atol=TOL)
+    assert emb.rio.transform() == da.rio.transform(recalc=True) * Affine.scale(4)
+    assert (expected["grid"] - c["grid"].repeat_interleave(2, 1).repeat_interleave(2, 2)).abs().max() > 1e-2
 
 
 @pytest.mark.parametrize("case", ["s2", "s1", "s1s2"])
@@ -226,6 +255,11 @@ def test_real_size_keys_shapes_and_parameter_count_match_the_reference(variant):
     assert shapes["pos_embed"] == [24, dim // 4] and shapes["month_embed.weight"] == [12, dim // 4]
     if variant == "nano":
         assert shapes == META["release_nano"] and len(shapes) == 106  # the published nano encoder.pt, key for key
+    with torch.device("meta"):
+        four = Galileo(f"{variant}-p4")
+        assert {k: list(v.shape) for k, v in four.build_module().state_dict().items()} == shapes  # same file
+    assert four.variant.checkpoint == Galileo(variant).variant.checkpoint
+    assert (four.variant.patch_size, four.variant.image_size) == (4, 48)
 
 
 def test_release_layout_loads_strictly_and_refuses_mismatches(golden_weights, tmp_path):
@@ -301,7 +335,8 @@ def test_published_nano_weights_give_the_references_outputs():
 
 def test_describe_model_gives_the_contract():
     info = xrembed.describe_model("galileo")
-    assert (info["model"], info["variant"], info["variants"]) == ("galileo", "base", ["base", "nano", "tiny"])
+    assert (info["model"], info["variant"], info["variants"]) == (
+        "galileo", "base", ["base", "base-p4", "nano", "nano-p4", "tiny", "tiny-p4"])
     assert info["bands"] == list(S2_BANDS) and "B01" not in info["bands"] and len(info["wavelengths_um"]) == 10
     assert (info["image_size"], info["patch_size"], info["embed_dim"]) == (96, 8, 768)
     assert info["weights"] == "hf://nasaharvest/galileo/models/base/encoder.pt"
@@ -316,6 +351,8 @@ def test_describe_model_gives_the_contract():
     assert set(info["outputs"]) == {"grid", "pooled"} and "average_tokens" in info["outputs"]["pooled"]
     assert info["default_sensors"]["s2"]["collection"] == "COPERNICUS/S2_HARMONIZED"  # pre-training data: L1C TOA
     assert info["default_sensors"]["s1"]["collection"] == "COPERNICUS/S1_GRD"  # dB
+    p4 = xrembed.describe_model("galileo", variant="base-p4")
+    assert (p4["patch_size"], p4["image_size"]) == (4, 48) and p4["weights"] == info["weights"]
 
 
 def test_bands_are_picked_by_name_and_the_modality_inferred():

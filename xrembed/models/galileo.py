@@ -34,8 +34,10 @@ Choices made here, each deliberate (see ``docs/models/galileo.md``):
   the mean of all unmasked tokens (the reference's ``average_tokens``). In tile mode the pooled vector is
   the valid-pixel-weighted mean of the grid cells, which counts the location token once per cell rather
   than once in all.
-* **Tiles** are 96 px (12 x 12 patches), the largest extent of Galileo's pre-training samples; patches are
-  the release's native 8 px (the FlexiPatchEmbed kernel; smaller patch sizes are not offered).
+* **Tiles** are 12 x 12 patches, the largest extent of Galileo's pre-training samples: 96 px at the
+  release's native 8 px patches, 48 px for the ``-p4`` variants, which run the same weights on 4 px patches
+  with the kernels resampled as the reference's FlexiPatchEmbed does (pseudo-inverse of bicubic, antialiased
+  resizing). Other patch sizes (1 .. 7) are not registered.
 """
 
 from __future__ import annotations
@@ -87,11 +89,17 @@ _MODALITY_SPELLINGS = {"optical": "s2", "s2_l2a": "s2", "l2a": "s2", "s2_l1c": "
 _HF_REPO = "nasaharvest/galileo"
 
 
-def _variant(name: str, dim: int, depth: int, heads: int) -> Variant:
+#: Kernel size of the release's patch embeddings (``max_patch_size``): the default patch size.
+KERNEL_PATCH = 8
+#: Tokens per tile side at every patch size (96 px at patch 8, 48 px at patch 4).
+TILE_TOKENS = 12
+
+
+def _variant(name: str, size: str, dim: int, depth: int, heads: int, patch: int = KERNEL_PATCH) -> Variant:
     return Variant(
-        name=name, embed_dim=dim, depth=depth, num_heads=heads, patch_size=8, image_size=96,
-        checkpoint=Checkpoint(repo_id=_HF_REPO, filename=f"models/{name}/encoder.pt"),
-        extra=(("mlp_ratio", 4.0), ("max_sequence_length", MAX_FRAMES)),
+        name=name, embed_dim=dim, depth=depth, num_heads=heads, patch_size=patch, image_size=TILE_TOKENS * patch,
+        checkpoint=Checkpoint(repo_id=_HF_REPO, filename=f"models/{size}/encoder.pt"),
+        extra=(("mlp_ratio", 4.0), ("max_sequence_length", MAX_FRAMES), ("max_patch_size", KERNEL_PATCH)),
     )
 
 
@@ -102,7 +110,7 @@ def release_config(adapter: Galileo) -> dict:
     return {"model": {"encoder": {
         "embedding_size": v.embed_dim, "depth": v.depth, "num_heads": v.num_heads, "mlp_ratio": extra["mlp_ratio"],
         "max_sequence_length": extra["max_sequence_length"], "freeze_projections": False, "drop_path": 0.1,
-        "max_patch_size": v.patch_size,
+        "max_patch_size": int(extra.get("max_patch_size", v.patch_size)),
     }}}
 
 
@@ -131,9 +139,13 @@ class Galileo(ModelAdapter):
     model_id = "galileo"
     title = "Galileo: channel-group transformer for Sentinel-2 / Sentinel-1 time series (NASA Harvest)"
     variants = {
-        "nano": _variant("nano", 128, 4, 8),
-        "tiny": _variant("tiny", 192, 12, 3),
-        "base": _variant("base", 768, 12, 12),
+        "nano": _variant("nano", "nano", 128, 4, 8),
+        "tiny": _variant("tiny", "tiny", 192, 12, 3),
+        "base": _variant("base", "base", 768, 12, 12),
+        # the same weights on 4 x 4 px patches (the kernels resampled as the release's patch_size=4 does)
+        "nano-p4": _variant("nano-p4", "nano", 128, 4, 8, patch=4),
+        "tiny-p4": _variant("tiny-p4", "tiny", 192, 12, 3, patch=4),
+        "base-p4": _variant("base-p4", "base", 768, 12, 12, patch=4),
     }
     default_variant = "base"
     sensors = {
@@ -247,6 +259,9 @@ class Galileo(ModelAdapter):
             "location": "the raster centre's (x, y, z) on the unit sphere, one token per raster",
             "input_resolution": "the raster's pixel size in metres scales the spatial position embedding (in "
             "resize mode the input's, not the resampled image's)",
+            "patch_sizes": "8 px (the release's kernels; variants without a suffix, 96 px tiles) or 4 px (the '-p4' "
+            "variants, same weights, kernels resampled by FlexiViT's pseudo-inverse resize as the reference's "
+            "patch_size=4 does; 48 px tiles); 12 x 12 tokens per tile either way",
             "masked_groups": "SRTM, Dynamic World, WorldCereal, ERA5, TerraClimate, VIIRS, LandScan, and the "
             "sensor not read",
         }
@@ -258,7 +273,8 @@ class Galileo(ModelAdapter):
         v = self.variant
         extra = dict(v.extra)
         return GalileoEncoder(v.embed_dim, v.depth, v.num_heads, mlp_ratio=float(extra["mlp_ratio"]),
-                              max_sequence_length=int(extra["max_sequence_length"]), max_patch_size=v.patch_size)
+                              max_sequence_length=int(extra["max_sequence_length"]),
+                              max_patch_size=int(extra.get("max_patch_size", v.patch_size)))
 
     def clean_state_dict(self, state_dict):
         """Drop the ``.backbone`` some release keys carry (the reference loader's own clean-up); any other
@@ -326,7 +342,8 @@ class Galileo(ModelAdapter):
         month_t = torch.tensor(months, dtype=torch.long, device=x.device).expand(b, -1)
         location = plan.option("location")
         loc_t = None if location is None else torch.tensor(location, dtype=x.dtype, device=x.device).expand(b, -1)
-        return module(groups, month_t, loc_t, input_resolution_m=plan.option("input_resolution_m", 10.0))
+        return module(groups, month_t, loc_t, input_resolution_m=plan.option("input_resolution_m", 10.0),
+                      patch_size=self.variant.patch_size)
 
     def forward_grid(self, module, x, plan):
         tokens, static = self._encode(module, x, plan)

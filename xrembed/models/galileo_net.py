@@ -79,16 +79,39 @@ def month_table(dim: int) -> torch.Tensor:
     return torch.cat([sin.expand(MONTHS, half), cos.expand(MONTHS, half)], dim=1)
 
 
+def kernel_resampler(old: int, new: int) -> torch.Tensor:
+    """``(new**2, old**2)`` map of FlexiViT's kernel resizing (Galileo's ``FlexiPatchEmbed``): the pseudo-inverse
+    of bicubic, antialiased resizing of ``old x old`` kernels to ``new x new``, so that a resized kernel on a
+    resized patch gives (in the least-squares sense) the original kernel's response."""
+    basis = torch.eye(old * old).reshape(old * old, 1, old, old)
+    resized = F.interpolate(basis, size=(new, new), mode="bicubic", antialias=True)
+    return torch.linalg.pinv(resized.reshape(old * old, new * new))
+
+
 class PatchEmbed(nn.Module):
-    """One group's patch embedding (``proj``: a ``patch x patch`` stride-``patch`` convolution)."""
+    """One group's patch embedding (``proj``: a ``patch x patch`` stride-``patch`` convolution).
+
+    Smaller patches use the kernel resampled by :func:`kernel_resampler` (the release's ``patch_size=``).
+    """
 
     def __init__(self, channels: int, dim: int, patch_size: int) -> None:
         super().__init__()
+        self.patch_size = patch_size
         self.proj = nn.Conv2d(channels, dim, kernel_size=patch_size, stride=patch_size)
+        self._resamplers: dict[int, torch.Tensor] = {}
 
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
+    def forward(self, x: torch.Tensor, patch_size: int | None = None) -> torch.Tensor:
         """``(N, C, H, W)`` -> ``(N, H/p, W/p, D)``."""
-        return self.proj(x).permute(0, 2, 3, 1)
+        size = self.patch_size if patch_size is None else int(patch_size)
+        if size == self.patch_size:
+            return self.proj(x).permute(0, 2, 3, 1)
+        if size not in self._resamplers:
+            self._resamplers[size] = kernel_resampler(self.patch_size, size)
+        weight = self.proj.weight
+        resampler = self._resamplers[size].to(device=weight.device, dtype=weight.dtype)
+        flat = weight.reshape(weight.shape[0], weight.shape[1], -1)
+        kernel = torch.einsum("qk,oik->oiq", resampler, flat).reshape(*weight.shape[:2], size, size)
+        return F.conv2d(x, kernel, self.proj.bias, stride=size).permute(0, 2, 3, 1)
 
 
 class Attention(nn.Module):
@@ -184,6 +207,7 @@ class GalileoEncoder(nn.Module):
         months: torch.Tensor,
         location: torch.Tensor | None = None,
         input_resolution_m: float = BASE_GSD_M,
+        patch_size: int | None = None,
     ) -> tuple[torch.Tensor, torch.Tensor | None]:
         """Encode the given space-time groups (and the location token, if given).
 
@@ -198,6 +222,8 @@ class GalileoEncoder(nn.Module):
             ``(B, 3)`` unit-sphere (x, y, z) of the sample, or ``None`` to mask the location group.
         input_resolution_m
             Pixel size in metres; scales the spatial position embedding (``* res * patch / 10``).
+        patch_size
+            Pixels per token side, 1 to the kernel size (default); smaller ones resample the kernels.
 
         Returns
         -------
@@ -211,21 +237,24 @@ class GalileoEncoder(nn.Module):
             raise ValueError(f"space-time groups must be among {list(SPACE_TIME_GROUPS)}, got {sorted(space_time)}")
         first = space_time[names[0]]
         b, t, _, height, width = first.shape
-        if height != width or height % self.patch_size:
-            raise ValueError(f"Galileo needs square inputs, a multiple of {self.patch_size} px; got {height} x {width}")
+        patch = self.patch_size if patch_size is None else int(patch_size)
+        if not 1 <= patch <= self.patch_size:
+            raise ValueError(f"Galileo's patch size is 1 to {self.patch_size}, got {patch}")
+        if height != width or height % patch:
+            raise ValueError(f"Galileo needs square inputs, a multiple of {patch} px; got {height} x {width}")
         if t > self.max_sequence_length:
             raise ValueError(f"Galileo reads at most {self.max_sequence_length} time steps, got {t}")
-        side = height // self.patch_size
+        side = height // patch
         quarter = self.embed_dim // 4
         group_index = list(SPACE_TIME_GROUPS)
 
         per_group = []
         for name in names:
             x = space_time[name]
-            tok = self.space_time_embed[name](x.reshape(b * t, *x.shape[2:])).reshape(b, t, side, side, -1)
+            tok = self.space_time_embed[name](x.reshape(b * t, *x.shape[2:]), patch).reshape(b, t, side, side, -1)
             channel = self.s_t_channel_embed[group_index.index(name)]
             per_group.append((tok, channel))
-        gsd_ratio = float(input_resolution_m) * self.patch_size / BASE_GSD_M
+        gsd_ratio = float(input_resolution_m) * patch / BASE_GSD_M
         spatial = spatial_embedding(quarter, side, gsd_ratio, device=first.device).to(first.dtype)  # (h, w, q)
         time_pos = self.pos_embed[:t].to(first.dtype)  # (T, q)
         month = self.month_embed(months.long()).to(first.dtype)  # (B, T, q)
