@@ -158,6 +158,26 @@ def test_four_pixel_patches_resample_the_kernels_as_the_reference(golden_weights
     assert (expected["grid"] - c["grid"].repeat_interleave(2, 1).repeat_interleave(2, 2)).abs().max() > 1e-2
 
 
+def test_other_tile_sizes_are_native(golden_weights):
+    """A 16 px tile variant run on the goldens' 32 px input is the reference at 32 px: the spatial embedding is
+    computed for the grid it gets, so other tile sizes need no resampling (``other_tile_sizes``)."""
+
+    class Small(TinyGalileo):
+        variants = {"tiny": Variant(name="tiny", embed_dim=64, depth=2, num_heads=4, patch_size=8, image_size=16,
+                                    extra=EXTRA)}
+
+    adapter, c = Small(), CASES["s2"]
+    assert adapter.check_tile_size(32) == 32 and adapter.other_tile_sizes.startswith("native")
+    assert xrembed.describe_model("galileo")["tile_sizes"].startswith("any multiple of 8 px")
+    with pytest.raises(errors.OptionError, match="whole number of its 8 px patches"):
+        adapter.check_tile_size(36)
+    module = load_module(adapter, WeightsSource(golden_weights, "goldens"))
+    plan = adapter.plan_inputs(c["bands"], context=context_of(c))
+    with torch.no_grad():
+        grid = adapter.forward_grid(module, reference_layout(c, plan), plan)
+    assert (grid[0] - c["grid"]).abs().max().item() <= TOL
+
+
 @pytest.mark.parametrize("case", ["s2", "s1", "s1s2"])
 def test_normalisation_and_ndvi_are_the_pretraining_ones(case):
     """Raw values through our normalise equal the reference Normalizer's output, NDVI's 0 / 0 corner included."""

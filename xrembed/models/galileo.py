@@ -159,6 +159,11 @@ class Galileo(ModelAdapter):
         "(nano, data/models/nano) and on hf nasaharvest/galileo, no separate weights licence found; the model "
         "card could not be checked offline [unverified]"
     )
+    #: Tiles of another size (``tile_size=``): nothing to resample.
+    other_tile_sizes = (
+        "native: the spatial sin-cos embedding is computed for the tile's patch grid, as the reference's "
+        "get_2d_sincos_pos_embed_with_resolution does for any square grid (Galileo stores no position table for space)"
+    )
     outputs = {
         "grid": "per 8 x 8 px patch, the mean of its normed tokens over time steps and channel groups plus the "
         "location token (reference: Encoder.apply_mask_and_average_tokens_per_patch)",
