@@ -285,6 +285,27 @@ def test_accessor_reproduces_the_reference_with_the_documented_normalisation(ref
                                        err_msg=f"{modality} {prep}")
 
 
+def test_other_tile_sizes_resize_the_stored_table_as_the_reference(references, weights):
+    """tile_size=128 on the 64 px test variant: one 128 px tile through the accessor is the reference run at 128 px
+    (its stored 4 x 4 table resized bicubic to 8 x 8)."""
+    adapter = TinyTerraMind("gelu")
+    assert adapter.check_tile_size(128) == 128 and "bicubic" in adapter.other_tile_sizes
+    assert xrembed.describe_model("terramind")["tile_sizes"].startswith("any multiple of 16 px")
+    with pytest.raises(errors.OptionError, match="whole number of its 16 px patches"):
+        adapter.check_tile_size(120)
+    rng = np.random.default_rng(9)
+    optical = rng.uniform(200, 6000, (12, 128, 128)).astype(np.float32)
+    m = MODALITIES["s2l2a"]
+    x = (torch.from_numpy(optical) - torch.tensor(m.mean).view(-1, 1, 1)) / torch.tensor(m.std).view(-1, 1, 1)
+    expected = reference_tokens(references["gelu"], {"S2L2A": x[None]})
+    da = synthetic_raster((128, 128), bands=list(S2_BANDS)).copy(data=optical)
+    grid = da.rsembed.embed("terramind-test", weights=weights["gelu"], tile_size=128)
+    assert grid.shape == (48, 8, 8)
+    np.testing.assert_allclose(grid.values, as_grid(expected, 8)[0].numpy(), atol=TOL)
+    default = da.rsembed.embed("terramind-test", weights=weights["gelu"]).values  # four 64 px tiles: another result
+    assert np.abs(default - grid.values).max() > 1e-2
+
+
 # -- contract ---------------------------------------------------------------------------------------------
 
 
