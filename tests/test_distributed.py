@@ -1,6 +1,7 @@
 """The graph runs on a distributed cluster of worker processes: each loads the model at most once (at
 start with the preload plugin), model tasks honour resource annotations, Earth Engine is initialised on
-workers, and a worker killed mid-job still gives the values of a local run."""
+workers, a worker killed mid-job still gives the values of a local run, to_zarr keeps the annotations of the
+tasks it submits, and a windowed EmbedRequest streams on the cluster to the local store's values."""
 
 import os
 import signal
@@ -111,6 +112,37 @@ def test_model_tasks_run_only_on_gpu_workers_when_annotated(tiny):
     assert loads == {"gpu": 1, "cpu": 0}
     ran_model = {names[t["worker"]] for t in stream.data if str(t["key"]).startswith(("('embed-", "embed-"))}
     assert ran_model == {"gpu"}
+
+
+def test_to_zarr_keeps_model_tasks_on_gpu_workers_and_windows_run_on_the_cluster(tmp_path, tiny):
+    from distributed import Nanny, Scheduler, SpecCluster
+
+    from xrembed.stream import EmbedRequest
+
+    raster = synthetic_raster((64, 96), seed=4).chunk({"y": 32, "x": 32})
+    emb = raster.rsembed.embed("dofa-tiny", tiles_per_chunk=1, **tiny)
+    local = xr.open_zarr(to_zarr(emb, tmp_path / "local.zarr", show_progress=False))["embeddings"].values
+    annotated = xdist.annotate_model_tasks(emb, resources={"GPU": 1})
+    workers = {
+        "gpu": {"cls": Nanny, "options": {"nthreads": 1, "resources": {"GPU": 1}}},
+        "cpu": {"cls": Nanny, "options": {"nthreads": 2}},
+    }
+    with SpecCluster(scheduler={"cls": Scheduler, "options": {"dashboard_address": None}}, workers=workers) as cluster:
+        with distributed.Client(cluster) as client:
+            client.wait_for_workers(2)
+            client.run(_register)
+            names = {addr: info["name"] for addr, info in client.scheduler_info()["workers"].items()}
+            with distributed.get_task_stream(client) as stream:  # fusion left at its default: to_zarr never fuses
+                store = to_zarr(annotated, tmp_path / "annotated.zarr", show_progress=False, batch_regions=2)
+            loads = {names[a]: n for a, n in client.run(_load_count).items()}
+            ran_model = {names[t["worker"]] for t in stream.data if str(t["key"]).startswith(("('embed-", "embed-"))}
+            windowed = to_zarr(EmbedRequest(raster, "dofa-tiny", tiles_per_chunk=1, **tiny), tmp_path / "windowed.zarr",
+                               window=1, show_progress=False, batch_regions=2)
+    assert loads == {"gpu": 1, "cpu": 0} and ran_model == {"gpu"}
+    for path in (store, windowed):
+        got = xr.open_zarr(path)["embeddings"].values
+        assert np.array_equal(np.isnan(got), np.isnan(local))
+        np.testing.assert_allclose(got, local, rtol=0, atol=1e-5)  # workers' torch threads round sums their way
 
 
 @pytest.mark.slow
