@@ -125,13 +125,25 @@ def write_config(adapter: Galileo, encoder_path) -> str:
 
 
 def to_cartesian(lon: float, lat: float) -> tuple[float, float, float]:
-    """The reference's location encoding: (x, y, z) of (lat, lon) on the unit sphere."""
+    """(x, y, z) on the unit sphere of ``lon``, ``lat`` in degrees: the reference's ``to_cartesian(lat, lon)``.
+
+    Examples
+    --------
+    >>> [round(v, 6) for v in to_cartesian(90.0, 0.0)]
+    [0.0, 1.0, 0.0]
+    """
     phi, lam = math.radians(lat), math.radians(lon)
     return math.cos(phi) * math.cos(lam), math.cos(phi) * math.sin(lam), math.sin(phi)
 
 
 def month_of(iso: str) -> int:
-    """0-based month of an ISO date (January is 0), as Galileo's month embedding wants."""
+    """0-based month of an ISO date (January is 0), as Galileo's month embedding wants.
+
+    Examples
+    --------
+    >>> month_of("2020-02-19"), month_of("2020-12-31T10:00")
+    (1, 11)
+    """
     return _dt.date.fromisoformat(iso[:10]).month - 1
 
 

@@ -82,7 +82,13 @@ def month_table(dim: int) -> torch.Tensor:
 def kernel_resampler(old: int, new: int) -> torch.Tensor:
     """``(new**2, old**2)`` map of FlexiViT's kernel resizing (Galileo's ``FlexiPatchEmbed``): the pseudo-inverse
     of bicubic, antialiased resizing of ``old x old`` kernels to ``new x new``, so that a resized kernel on a
-    resized patch gives (in the least-squares sense) the original kernel's response."""
+    resized patch gives (in the least-squares sense) the original kernel's response.
+
+    Examples
+    --------
+    >>> kernel_resampler(8, 4).shape
+    torch.Size([16, 64])
+    """
     basis = torch.eye(old * old).reshape(old * old, 1, old, old)
     resized = F.interpolate(basis, size=(new, new), mode="bicubic", antialias=True)
     return torch.linalg.pinv(resized.reshape(old * old, new * new))
