@@ -454,3 +454,19 @@ def test_int8_keeps_the_hypernetworks_in_float32_and_stays_close():
     int8 = da.rsembed.embed("copernicus_fm-tiny", weights="random", precision="int8").values.reshape(64, -1)
     cosine = (fp32 * int8).sum(0) / (np.linalg.norm(fp32, axis=0) * np.linalg.norm(int8, axis=0))
     assert cosine.min() > 0.99
+
+
+def test_other_tile_sizes_match_the_reference_run_at_that_size(tiny_reference, tiny_weights):
+    """A 48 px image (6 x 6 patches) on the 32 px model: the reference resizes its position table itself."""
+    adapter = TinyCopernicusFM()
+    assert adapter.check_tile_size(48) == 48 and "resize_abs_pos_embed" in adapter.other_tile_sizes
+    ours = load_module(adapter, WeightsSource(tiny_weights, "t"))
+    torch.manual_seed(9)
+    x = torch.randn(1, 12, 48, 48)
+    metadata = (-13.4, 24.9, 18311.0, 0.0064)
+    tokens, pooled = reference_outputs(tiny_reference, x, S2_L2A_BANDS, metadata)
+    plan = with_metadata(adapter.plan_inputs(list(S2_L2A_BANDS)), metadata)
+    with torch.no_grad():
+        grid = adapter.forward_grid(ours, x, plan)
+        assert (adapter.forward_pooled(ours, x, plan) - pooled).abs().max().item() <= TOL
+    assert grid.shape == (1, 64, 6, 6) and (grid - as_grid(tokens, 6)).abs().max().item() <= TOL

@@ -122,6 +122,11 @@ class CopernicusFM(ModelAdapter):
         "(zhu-xlab/Copernicus-FM @ da95635d); torchgeo's weight enum states none; the Hugging Face model card "
         "was not checked offline [unverified]"
     )
+    #: Tiles of another size (``tile_size=``): see :mod:`xrembed.models.pos_embed`.
+    other_tile_sizes = (
+        "the stored pos_embed table resampled to the tile's patch grid (bicubic, antialiased, CLS row kept), as "
+        "the reference's own resize_abs_pos_embed does for any input size; the patch area metadata is per patch"
+    )
     outputs = {
         "grid": "last-block patch tokens (no final norm), one per 16 x 16 px patch",
         "pooled": "fc_norm(mean of patch tokens), the reference's global-pool output (fc_norm at its default init, "

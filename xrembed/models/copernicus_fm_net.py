@@ -32,6 +32,7 @@ from torch.nn import functional as F
 
 from .dofa_net import FCResLayer, TransformerWeightGenerator
 from .layers import Block
+from .pos_embed import pos_embed_for
 
 #: Width of the hypernetwork's band tokens (the reference's ``hyper_dim`` / ``wv_planes``).
 HYPER_DIM = 128
@@ -216,13 +217,17 @@ class CopernicusFMEncoder(nn.Module):
         metadata: Sequence[float | None] = (None, None, None, None),
     ) -> torch.Tensor:
         """Patch tokens ``(B, N, D)`` after the last block (CLS dropped, no final norm)."""
-        tokens = self.patch_embed_spectral(x, wavelengths_nm, bandwidths_nm)
-        if tokens.shape[1] != self.pos_embed.shape[1] - 1:
+        height, width = x.shape[-2:]
+        if height != width or height % self.patch_size:
             raise ValueError(
-                f"Copernicus-FM at {self.grid_size * self.patch_size} px takes square images of that size; "
-                f"got {tuple(x.shape[-2:])}"
+                f"Copernicus-FM takes square images of whole {self.patch_size} px patches, got {tuple(x.shape[-2:])}"
             )
-        positions = self.pos_embed + self.metadata_embedding(metadata, x).to(x.dtype)
+        tokens = self.patch_embed_spectral(x, wavelengths_nm, bandwidths_nm)
+        side = height // self.patch_size
+        # At another tile size the stored table is resampled (bicubic, antialiased, CLS row kept), as the
+        # reference's own resize_abs_pos_embed does for any input size; at 224 px it is used as stored.
+        table = pos_embed_for(self.pos_embed, side, side)
+        positions = table + self.metadata_embedding(metadata, x).to(x.dtype)
         cls = (self.cls_token + positions[:, :1]).expand(x.shape[0], -1, -1)
         x = torch.cat([cls, tokens + positions[:, 1:]], dim=1)
         for block in self.blocks:
@@ -236,7 +241,8 @@ class CopernicusFMEncoder(nn.Module):
     def grid(self, x, wavelengths_nm, bandwidths_nm, metadata=(None, None, None, None)) -> torch.Tensor:
         """Patch tokens as a map ``(B, D, h, w)``."""
         tokens = self.forward_tokens(x, wavelengths_nm, bandwidths_nm, metadata)
-        return tokens.transpose(1, 2).reshape(x.shape[0], -1, self.grid_size, self.grid_size)
+        side = x.shape[-1] // self.patch_size
+        return tokens.transpose(1, 2).reshape(x.shape[0], -1, side, side)
 
     def forward(self, x, wavelengths_nm, bandwidths_nm, metadata=(None, None, None, None)) -> torch.Tensor:
         """Pooled embedding ``(B, D)``: ``fc_norm`` of the mean patch token (torchgeo's ``forward_features``)."""
