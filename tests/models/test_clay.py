@@ -148,6 +148,14 @@ def test_parity_holds_for_any_band_subset_metadata_and_gsd(tiny_reference, tiny_
         assert (adapter.forward_pooled(ours, x, plan) - tokens[:, 0]).abs().max().item() <= TOL
 
 
+def test_other_tile_sizes_are_allowed_since_the_grid_code_is_computed():
+    """The parity test above runs the encoder at 48 px (6 x 6 patches) against the reference."""
+    assert Clay().check_tile_size(512) == 512 and Clay().check_tile_size(128) == 128
+    with pytest.raises(errors.OptionError, match="multiple of 8"):
+        Clay().check_tile_size(100)
+    assert "computed for the tile's grid" in Clay().describe()["tile_sizes"]
+
+
 def test_real_size_keys_shapes_and_parameter_count_match_the_reference():
     clay = terratorch_clay()
     with torch.device("meta"):  # Clay v1.5 is the large configuration of configs/config.yaml

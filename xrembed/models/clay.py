@@ -161,6 +161,10 @@ class Clay(ModelAdapter):
         "Add them, pick the bands you have with bands=[...] (Clay reads any subset), or choose another modality=."
     )
     sar_input_means_s1 = True
+    other_tile_sizes = (
+        "the 2-D sin/cos grid encoding is computed for the tile's grid (no stored table), as the reference computes "
+        "it for any square input; Clay was trained on 256 px chips"
+    )
 
     @property
     def dim_head(self) -> int:
