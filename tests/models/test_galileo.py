@@ -207,6 +207,8 @@ def test_accessor_reproduces_the_reference_from_raw_values(case, golden_weights)
     kw = {"weights": golden_weights, "modality": MODALITY[case]}
     grid = da.rsembed.embed("galileo-tiny", **kw)
     assert "time" not in grid.dims and grid.shape == (64, 4, 4)  # the series is one sample
+    assert grid.attrs["plan_month_ids"] == ",".join(map(str, c["months"]))
+    assert (grid.attrs["plan_center_lon"], grid.attrs["plan_center_lat"]) == pytest.approx(tuple(c["lonlat"]), abs=1e-9)
     np.testing.assert_allclose(grid.values, c["grid"].numpy(), atol=TOL)
     pooled = da.rsembed.embed("galileo-tiny", output="pooled", input_prep="resize", **kw)
     np.testing.assert_allclose(pooled.values, c["pooled"].numpy(), atol=TOL)
@@ -247,6 +249,7 @@ def test_without_a_time_dimension_the_month_is_june(golden_weights):
     single = raster_at(c).isel(time=0, drop=True)
     assert "time" not in single.dims
     out = single.rsembed.embed("galileo-tiny", modality="s1s2", weights=golden_weights)
+    assert out.attrs["plan_month_ids"] == "5 (no dates: June)"
     np.testing.assert_allclose(out.values, c["grid"].numpy(), atol=TOL)
     plan = TinyGalileo().plan_inputs(list(S1S2_BANDS), modality="s1s2")
     assert plan.option("months") is None and plan.option("location") is None  # no context: no date, no place

@@ -238,14 +238,20 @@ class Galileo(ModelAdapter):
         context = req.context
         location = to_cartesian(*context.center_lonlat) if context is not None else None
         resolution = float(context.resolution_m) if context is not None and context.resolution_m else 10.0
+        months = self._months(context)
+        # Scalars recorded in the output's attrs (plan_*): which months and place the model was given.
+        provenance = (("month_ids", ",".join(map(str, months)) if months else f"{DEFAULT_MONTH} (no dates: June)"),)
+        if context is not None:
+            lon, lat = context.center_lonlat
+            provenance += (("center_lon", float(lon)), ("center_lat", float(lat)))
         return (
             ("modality", req.modality),
             ("scale", scale),
             ("ndvi", ndvi),
-            ("months", self._months(context)),
+            ("months", months),
             ("location", location),
             ("input_resolution_m", resolution),
-        )
+        ) + provenance
 
     def _months(self, context: InputContext | None) -> tuple[int, ...] | None:
         """0-based months of the time steps; ``None`` without dates (then one step in ``DEFAULT_MONTH``)."""
