@@ -161,6 +161,15 @@ class ModelAdapter:
     #: The ``modality=`` keywords accepted as given (``None``: not given); others raise ``OptionError``.
     accepted_modalities: ClassVar[tuple[str | None, ...]] = (None, "s2", "optical")
     modality_message: ClassVar[str] = "{model} reads optical bands only (modality='s2'), not modality={modality!r}."
+    #: Families with a table of named modalities (TerraFM, CROMA, OlmoEarth, ...): ``modality=`` is one of
+    #: these names in any case or one of ``modality_spellings``; ``modality_message`` names them otherwise.
+    #: Empty: ``accepted_modalities`` and ``modality_aliases`` decide.
+    modality_names: ClassVar[tuple[str, ...]] = ()
+    modality_spellings: ClassVar[Mapping[str, str]] = {}
+    #: Without ``modality=``: ``sar_modality`` when the bands are SAR alone (VV/VH), else ``default_modality``
+    #: (``None``: decided later, from the bands chosen).
+    default_modality: ClassVar[str | None] = None
+    sar_modality: ClassVar[str | None] = None
     #: True when ``wavelengths=`` describes the input bands (DOFA); otherwise it is refused with
     #: ``wavelength_error(no_wavelengths_message)``.
     takes_wavelengths: ClassVar[bool] = False
@@ -280,11 +289,24 @@ class ModelAdapter:
     def resolve_modality(self, modality: str | None, names: list[str] | None) -> str | None:
         """Check ``modality=`` against ``accepted_modalities`` and resolve ``modality_aliases``.
 
-        ``names`` are the requested (or else the input's) canonical bands, for families that infer it.
+        ``names`` are the requested (or else the input's) canonical bands, for families that infer it. Families
+        with ``modality_names`` get the name in its canonical spelling (or their default).
         """
+        if self.modality_names:
+            return self._named_modality(modality, names)
         if modality not in self.accepted_modalities:
             raise OptionError(self.modality_refusal(modality))
         return self.modality_aliases.get(modality, modality) if modality is not None else None
+
+    def _named_modality(self, modality: str | None, names: list[str] | None) -> str | None:
+        if modality is None:
+            sar_alone = bool(names) and set(names) <= set(S1_BANDS)
+            return self.sar_modality if sar_alone and self.sar_modality else self.default_modality
+        text = str(modality).strip().lower()
+        text = self.modality_spellings.get(text, text)
+        if text not in self.modality_names:
+            raise OptionError(self.modality_refusal(modality))
+        return text
 
     def modality_refusal(self, modality: Any) -> str:
         return self.say(self.modality_message, modality=modality)

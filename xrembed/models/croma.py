@@ -31,7 +31,6 @@ from typing import Any
 
 import numpy as np
 
-from ..errors import OptionError
 from .base import BandRequest, Checkpoint, InputPlan, ModelAdapter, Variant
 from .band_sets import S1_BANDS
 from .checks import check_db_backscatter, check_raw_reflectance
@@ -125,23 +124,17 @@ class CROMA(ModelAdapter):
     )
 
     bands_reorder_only = True  # bands= names exactly the modality's bands, in any order
+    modality_names = tuple(MODALITIES)
+    modality_spellings = _MODALITY_SPELLINGS
+    default_modality, sar_modality = "s2", "s1"
+    modality_message = (
+        "{model} takes modality='s2' (12 Sentinel-2 bands, the default), 's1' (Sentinel-1 VV/VH in dB) or "
+        "'joint' (both on one grid), not {modality!r}."
+    )
     exact_bands_message = (
         "{model} with modality={modality!r} reads exactly {count} bands {wanted}, but bands= names {given}: "
         "{bands}. Pass bands={wanted} (any order; they are fed in the model order), or choose another modality=."
     )
-
-    def resolve_modality(self, modality: str | None, names: list[str] | None) -> str:
-        """``"s2"``, ``"s1"`` or ``"joint"`` in any spelling; VV/VH alone mean ``"s1"``."""
-        if modality is None:
-            return "s1" if names and set(names) <= set(S1_BANDS) else "s2"
-        text = str(modality).lower()
-        text = _MODALITY_SPELLINGS.get(text, text)
-        if text not in MODALITIES:
-            raise OptionError(
-                f"croma takes modality='s2' (12 Sentinel-2 bands, the default), 's1' (Sentinel-1 VV/VH in dB) or "
-                f"'joint' (both on one grid), not {modality!r}."
-            )
-        return text
 
     def missing_text(self, req: BandRequest, wanted, missing: list[str]) -> str:
         hint = " (all 12 Sentinel-2 bands except B10)" if req.modality != "s1" else ""

@@ -203,24 +203,21 @@ class OlmoEarth(ModelAdapter):
     )
 
     bands_reorder_only = True  # bands= names exactly the modality's bands, in any order
+    modality_names = tuple(MODALITIES)
+    modality_spellings = _MODALITY_SPELLINGS
+    default_modality, sar_modality = "s2", "s1"
+    modality_message = (
+        "{model} takes modality='s2' (12 Sentinel-2 L2A bands, the default) or 's1' (Sentinel-1 VV/VH "
+        "in dB), not {modality!r}{hint}."
+    )
     exact_bands_message = (
         "{model} with modality={modality!r} reads exactly {count} bands {wanted}, but bands= names {given}: "
         "{bands}. Pass bands={wanted} (any order; they are fed in the model order), or choose another modality=."
     )
 
-    def resolve_modality(self, modality: str | None, names: list[str] | None) -> str:
-        """``"s2"`` or ``"s1"`` in any spelling; VV/VH alone mean ``"s1"``."""
-        if modality is None:
-            return "s1" if names and set(names) <= set(S1_BANDS) else "s2"
-        text = _MODALITY_SPELLINGS.get(str(modality).lower(), str(modality).lower())
-        if text not in MODALITIES:
-            hint = " (Landsat is not supported by xrembed's adapter yet)" if text == "landsat" else ""
-            raise OptionError(
-                f"olmoearth takes modality='s2' (12 Sentinel-2 L2A bands, the default) or 's1' (Sentinel-1 VV/VH "
-                f"in dB), not {modality!r}{hint}."
-            )
-        return text
-
+    def modality_refusal(self, modality: Any) -> str:
+        hint = " (Landsat is not supported by xrembed's adapter yet)" if str(modality).strip().lower() == "landsat" else ""
+        return self.say(self.modality_message, modality=modality, hint=hint)
 
     def plan_options(self, chosen: list[str], req: BandRequest) -> tuple[tuple[str, Any], ...]:
         _, _, scale, mean, std, _ = MODALITIES[req.modality]

@@ -31,7 +31,6 @@ from typing import Any
 
 import numpy as np
 
-from ..errors import OptionError
 from .base import BandRequest, Checkpoint, InputPlan, ModelAdapter, Variant
 from .band_sets import S1_BANDS
 from .checks import check_linear_power, check_raw_reflectance
@@ -117,19 +116,13 @@ class TerraFM(ModelAdapter):
     )
 
     bands_reorder_only = True  # bands= names exactly the modality's bands, in any order
-
-    def resolve_modality(self, modality: str | None, names: list[str] | None) -> str:
-        """The stem's modality: any case, TerraFM's own aliases; VV/VH alone mean ``"s1"``."""
-        if modality is None:
-            return "s1" if names and set(names) <= set(S1_BANDS) else "s2"
-        text = str(modality).lower()
-        text = {"sar": "s1", "optical": "s2", "l2a": "s2_l2a", "l1c": "s2_l1c"}.get(text, text)
-        if text not in MODALITIES:
-            raise OptionError(
-                f"terrafm takes modality='s2' (Sentinel-2 L2A, the default), 's2_l1c' (Sentinel-2 L1C) "
-                f"or 's1' (Sentinel-1 VV/VH), not {modality!r}."
-            )
-        return text
+    modality_names = tuple(MODALITIES)
+    modality_spellings = {"sar": "s1", "optical": "s2", "l2a": "s2_l2a", "l1c": "s2_l1c"}  # TerraFM's own aliases
+    default_modality, sar_modality = "s2", "s1"
+    modality_message = (
+        "{model} takes modality='s2' (Sentinel-2 L2A, the default), 's2_l1c' (Sentinel-2 L1C) "
+        "or 's1' (Sentinel-1 VV/VH), not {modality!r}."
+    )
 
     def missing_text(self, req: BandRequest, wanted, missing: list[str]) -> str:
         hint = " (all 12 Sentinel-2 bands except B10)" if req.modality != "s1" else ""
