@@ -22,6 +22,7 @@ from xrembed.models.remoteclip import RemoteCLIP
 from xrembed.models.satmae import SatMAE
 from xrembed.models.scalemae import ScaleMAE
 from xrembed.models.terrafm import TerraFM
+from xrembed.models.terramind import TerraMind
 from xrembed.models.weights import WeightsSource, load_module, read_state_dict, strip_wrapper_prefixes
 from xrembed.testing import TinyDOFA, register_test_models, synthetic_raster, write_official_checkpoint
 
@@ -84,6 +85,12 @@ class HelperGalileo(Galileo):
                                 extra=Galileo.variants["nano"].extra)}
 
 
+class HelperTerraMind(TerraMind):
+    model_id, aliases, default_variant = "helpers-terramind", (), "tiny"
+    variants = {"tiny": Variant(name="tiny", embed_dim=32, depth=1, num_heads=4, patch_size=16, image_size=32,
+                                extra=TerraMind.variants["base"].extra)}
+
+
 TINY = {
     "dofa": TinyDOFA,
     "dofa_clip": HelperDOFACLIP,
@@ -95,6 +102,7 @@ TINY = {
     "croma": HelperCROMA,
     "panopticon": HelperPanopticon,
     "olmoearth": HelperOlmoEarth,
+    "terramind": HelperTerraMind,
     "galileo": HelperGalileo,
 }
 SUFFIX = {"dofa_clip": ".safetensors"}

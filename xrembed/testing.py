@@ -266,6 +266,14 @@ def _official_layout(adapter, module, torch):
     if isinstance(adapter, Galileo):
         # models/<size>/encoder.pt: the encoder's flat state dict; config.json beside it (written below).
         return state, "torch"
+    from .models.terramind import TerraMind
+
+    if isinstance(adapter, TerraMind):
+        # TerraMind_v1_<size>.pt: the whole any-to-any model, flat (decoder and other modalities as stand-ins),
+        # with a zero *.bias buffer beside every LayerNorm weight.
+        from .models.terramind_release import release_state
+
+        return release_state(state, v.embed_dim, v.patch_size, torch), "torch"
     raise NotImplementedError(f"no official checkpoint layout known for {adapter.model_id!r} ({type(adapter).__name__})")
 
 
@@ -282,7 +290,8 @@ def write_official_checkpoint(path: str | os.PathLike, model="dofa", variant: st
     ``mask_token``, ``pos_embed`` at the release's 37 x 37 grid), OlmoEarth (the whole pre-training model,
     ``encoder.*``/``decoder.*``/``target_encoder.*``, with ``config.json`` written beside ``path``, which
     should then be named ``weights.pth``), Galileo (flat ``encoder.pt``, ``config.json`` written beside
-    it). Returns the module as xrembed loads that
+    it), TerraMind (the whole any-to-any model, flat, with a zero ``*.bias`` buffer per LayerNorm). Returns
+    the module as xrembed loads that
     file (strictly, after the clean-up), so a test can compare against it.
     """
     import torch

@@ -63,9 +63,6 @@ class TinyTerraMind(TerraMind):
     default_variant = "gelu"
 
 
-register_model(TerraMind)  # the official id, in case the registry does not list it yet
-
-
 def perturb(model, seed: int):
     """Every parameter (not the buffers: zero norm biases, sin-cos tables) moved by a seeded random amount."""
     torch.manual_seed(seed)
@@ -257,6 +254,22 @@ def test_release_layout_loads_strictly_and_refuses_mismatches(references, weight
         load_module(TinyTerraMind("swiglu"), WeightsSource(weights["gelu"], "t"))  # the other MLP
 
 
+def test_write_official_checkpoint_writes_the_release_layout(tmp_path):
+    from xrembed.testing import write_official_checkpoint
+
+    path = tmp_path / "TerraMind_v1_test.pt"
+    written = write_official_checkpoint(path, "terramind-test", "swiglu", seed=2)
+    release = torch.load(path, weights_only=True)
+    assert {"encoder_norm.bias", "decoder_norm.weight", "mask_token", "encoder_embeddings.untok_sen2l1c@224.proj.weight"} <= set(release)
+    assert not torch.count_nonzero(release["encoder.1.norm2.bias"])
+    loaded = load_module(TinyTerraMind("swiglu"), WeightsSource(str(path), "t"))
+    for key, tensor in written.state_dict().items():
+        assert torch.equal(loaded.state_dict()[key], tensor), key
+    da = synthetic_raster((SIZE, SIZE), bands=list(S2_BANDS))
+    pooled = da.rsembed.embed("terramind-test", variant="swiglu", weights=str(path), output="pooled")
+    assert np.isfinite(pooled.values).all()
+
+
 def test_accessor_reproduces_the_reference_with_the_documented_normalisation(references, weights):
     """One 64 px tile per modality through the accessor equals the reference fed (x - mean) / std."""
     rng = np.random.default_rng(3)
@@ -286,24 +299,24 @@ def test_accessor_reproduces_the_reference_with_the_documented_normalisation(ref
 
 
 def test_other_tile_sizes_resize_the_stored_table_as_the_reference(references, weights):
-    """tile_size=128 on the 64 px test variant: one 128 px tile through the accessor is the reference run at 128 px
-    (its stored 4 x 4 table resized bicubic to 8 x 8)."""
+    """Tiles of 128 px on the 64 px test variant: the adapter's path (normalise, forward_grid) is the reference run
+    at 128 px (its stored 4 x 4 table resized bicubic to 8 x 8)."""
     adapter = TinyTerraMind("gelu")
     assert adapter.check_tile_size(128) == 128 and "bicubic" in adapter.other_tile_sizes
     assert xrembed.describe_model("terramind")["tile_sizes"].startswith("any multiple of 16 px")
     with pytest.raises(errors.OptionError, match="whole number of its 16 px patches"):
         adapter.check_tile_size(120)
     rng = np.random.default_rng(9)
-    optical = rng.uniform(200, 6000, (12, 128, 128)).astype(np.float32)
+    optical = torch.from_numpy(rng.uniform(200, 6000, (1, 12, 128, 128)).astype(np.float32))
     m = MODALITIES["s2l2a"]
-    x = (torch.from_numpy(optical) - torch.tensor(m.mean).view(-1, 1, 1)) / torch.tensor(m.std).view(-1, 1, 1)
-    expected = reference_tokens(references["gelu"], {"S2L2A": x[None]})
-    da = synthetic_raster((128, 128), bands=list(S2_BANDS)).copy(data=optical)
-    grid = da.rsembed.embed("terramind-test", weights=weights["gelu"], tile_size=128)
-    assert grid.shape == (48, 8, 8)
-    np.testing.assert_allclose(grid.values, as_grid(expected, 8)[0].numpy(), atol=TOL)
-    default = da.rsembed.embed("terramind-test", weights=weights["gelu"]).values  # four 64 px tiles: another result
-    assert np.abs(default - grid.values).max() > 1e-2
+    x = (optical - torch.tensor(m.mean).view(1, -1, 1, 1)) / torch.tensor(m.std).view(1, -1, 1, 1)
+    expected = reference_tokens(references["gelu"], {"S2L2A": x})
+    module = load_module(adapter, WeightsSource(weights["gelu"], "t"))
+    plan = adapter.plan_inputs(list(S2_BANDS))
+    with torch.no_grad():
+        grid = adapter.forward_grid(module, adapter.normalise(optical, plan), plan)
+    assert grid.shape == (1, 48, 8, 8)
+    assert (grid - as_grid(expected, 8)).abs().max().item() <= TOL
 
 
 # -- contract ---------------------------------------------------------------------------------------------
@@ -462,3 +475,4 @@ def test_real_sentinel1_scene_tile_and_resize(s1_db):
     assert resized.shape == (192, 14, 14) and resized.rio.bounds() == pytest.approx(crop.rio.bounds())
     pooled = crop.rsembed.embed("terramind", variant="tiny", weights="random", output="pooled")  # VV/VH: s1grd
     assert pooled.attrs["bands"] == ["VV", "VH"] and np.isfinite(pooled.values).all()
+    assert (pooled.attrs["plan_modality"], resized.attrs["plan_modality"]) == ("s1grd", "s1rtc")

@@ -20,8 +20,9 @@ from .remoteclip import RemoteCLIP
 from .satmae import SatMAE
 from .scalemae import ScaleMAE
 from .terrafm import TerraFM
+from .terramind import TerraMind
 
-_FAMILIES: tuple[type[ModelAdapter], ...] = (DOFA, DOFACLIP, Prithvi, RemoteCLIP, SatMAE, ScaleMAE, TerraFM, CROMA, Panopticon, OlmoEarth, Galileo)
+_FAMILIES: tuple[type[ModelAdapter], ...] = (DOFA, DOFACLIP, Prithvi, RemoteCLIP, SatMAE, ScaleMAE, TerraFM, CROMA, Panopticon, OlmoEarth, Galileo, TerraMind)
 
 _REGISTRY: dict[str, type[ModelAdapter]] = {}
 _ALIASES: dict[str, str] = {}
