@@ -11,9 +11,12 @@ and int8 (dynamic quantisation of the Linear layers): best-of-N time, speed-up o
 cosine similarity of each cell's token to its fp32 token.
 
 ``graph``: a lazy raster of ``size x size`` px (10 m, 9 bands, generated) embedded with a model that does
-no work (``weights="random"`` is never loaded: only the graph is built): wall time and peak RSS (each
-size in its own process) for building ``emb``, and for ``xrembed.to_zarr``'s first region batch
-(what the scheduler holds at once).
+no work (``weights="random"`` is never loaded: only graphs are built, nothing computes), each size and
+path in its own process. ``whole``: wall time and peak RSS for building ``emb`` (the whole graph), and for
+culling one batch of 32 regions out of it. ``window``: ``to_zarr(EmbedRequest(...), window=64)`` on the
+client: the request, the store's metadata, then the first windows' graphs with every batch culled and
+materialised (what the scheduler is handed), peak RSS after each window (flat = bounded by the window),
+and the client's time per region.
 
 ``overhead``: on a ``LocalCluster(processes=True)`` with 2 workers, the time of a task that embeds one
 default chunk (4 x 4 tiles) against the bare forward of the same tiles in the worker (model loaded once
@@ -106,7 +109,9 @@ def _huge_raster(size: int, chunk: int = 1792):
 
 
 def graph_one(size: int) -> dict:
-    """Build (never compute) the graph for one size, in this process."""
+    """Build (never compute) the whole graph for one size, in this process."""
+    import dask
+
     import xrembed
     from xrembed import stream
 
@@ -121,33 +126,88 @@ def graph_one(size: int) -> dict:
     start = time.perf_counter()
     plan = stream.plan_regions(emb)
     identity = stream.request_identity(emb, plan.data)
-    first = [next(iter(plan.indices()))]
-    tasks = [stream._region_task(plan, index, Path("/nonexistent"), Path("/nonexistent"), "bench") for index in first]
+    source = stream._Source(plan.data, (0,) * len(plan.counts), plan, Path("/nonexistent"), Path("/nonexistent"), "bench")
+    batch = [(index, source, index) for index in list(plan.indices())[:32]]
+    _keys, graph = stream._batch_graph(batch)
+    dict(graph)
+    cull = time.perf_counter() - start
+    return {
+        "path": "whole", "size_px": size, "area_km2": (size * 10 / 1000) ** 2, "regions": plan.total,
+        "layers": len(layers), "materialised_layers": materialised, "graph_build_s": built,
+        "peak_rss_gb_after_build": rss_built, "one_batch_of_32_cull_s": cull, "peak_rss_gb": _peak_rss_gb(),
+        "identity_parts": sorted(identity),
+    }
+
+
+def window_one(size: int, window: int, windows: int, batch: int = 32) -> dict:
+    """``to_zarr(EmbedRequest(...), window=...)`` on the client, without computing: the request, the store's
+    metadata, then the first ``windows`` windows' graphs built and each batch's graph culled and materialised
+    (what ``dask.compute`` hands the scheduler), with the peak RSS after each window."""
+    from itertools import islice
+
     import dask
 
-    (optimised,) = dask.optimize(tasks[0])
-    region_graph = len(optimised.__dask_graph__())
-    batch = time.perf_counter() - start
+    from xrembed import stream
+    from xrembed.export.manifest import fingerprint
+
+    timings = {}
+    start = time.perf_counter()
+    raster = _huge_raster(size)
+    request = stream.EmbedRequest(raster, "dofa", variant="base", weights="random")
+    timings["request_s"] = time.perf_counter() - start
+    start = time.perf_counter()
+    emb = request.template()
+    plan = stream.StreamPlan(emb.data)
+    identity = stream.request_identity(emb, plan.data, source=request.source())
+    tmp = Path(tempfile.mkdtemp(prefix="xrembed-bench-"))
+    stream._create_store(tmp / "emb.zarr", emb, plan, identity, fingerprint(identity=identity))
+    timings["template_and_store_metadata_s"] = time.perf_counter() - start
+    start = time.perf_counter()
+    pending, _done = stream._pending(plan, [])
+    timings["list_regions_s"] = time.perf_counter() - start
+    per_window = window * window
+    tasks = stream._window_tasks(request, plan, pending, window, tmp / "emb.zarr", tmp / "regions", "bench")
+    rss, seconds = [], []
+    for _ in range(windows):
+        start = time.perf_counter()
+        done = 0
+        while done < per_window:
+            items = list(islice(tasks, min(batch, per_window - done)))
+            if not items:
+                break
+            _keys, graph = stream._batch_graph(items)
+            dict(graph)  # what the scheduler is handed
+            done += len(items)
+        seconds.append(time.perf_counter() - start)
+        rss.append(_peak_rss_gb())
+    n_windows = len(list(request.windows(window)))
+    client_ms = 1000 * sum(seconds[1:] or seconds) / (len(seconds[1:] or seconds) * per_window)
     return {
-        "size_px": size, "area_km2": (size * 10 / 1000) ** 2, "regions": plan.total, "layers": len(layers),
-        "materialised_layers": materialised, "graph_build_s": built, "peak_rss_gb_after_build": rss_built,
-        "one_region_cull_s": batch, "tasks_in_one_region_graph": region_graph, "peak_rss_gb": _peak_rss_gb(),
-        "identity_parts": sorted(identity),
+        "path": "window", "size_px": size, "area_km2": (size * 10 / 1000) ** 2, "regions": plan.total,
+        "window_regions_per_side": window, "windows": n_windows, **timings,
+        "seconds_per_window": seconds, "peak_rss_gb_after_each_window": rss,
+        "client_ms_per_region": client_ms,
+        "client_hours_for_all_windows": client_ms * plan.total / 1000 / 3600,
+        "peak_rss_gb": _peak_rss_gb(),
     }
 
 
 def graph(args) -> dict:
     out = {}
     for size in args.sizes:
-        try:
-            proc = subprocess.run([sys.executable, __file__, "graph-one", str(size)], capture_output=True,
-                                  text=True, timeout=args.timeout)
-        except subprocess.TimeoutExpired:
-            out[size] = {"size_px": size, "error": f"the graph did not build within {args.timeout:.0f} s"}
-        else:
-            line = [l for l in proc.stdout.splitlines() if l.startswith("{")]
-            out[size] = json.loads(line[-1]) if line else {"error": proc.stderr[-2000:]}
-        print(size, json.dumps(out[size]), flush=True)
+        for path in args.paths:
+            command = ["graph-one", str(size)] if path == "whole" else [
+                "window-one", str(size), "--window", str(args.window), "--windows", str(args.windows)]
+            try:
+                proc = subprocess.run([sys.executable, __file__, *command], capture_output=True, text=True,
+                                      timeout=args.timeout)
+            except subprocess.TimeoutExpired:
+                result = {"path": path, "size_px": size, "error": f"did not finish within {args.timeout:.0f} s"}
+            else:
+                line = [l for l in proc.stdout.splitlines() if l.startswith("{")]
+                result = json.loads(line[-1]) if line else {"path": path, "error": proc.stderr[-2000:]}
+            out[f"{path}-{size}"] = result
+            print(path, size, json.dumps(result), flush=True)
     return out
 
 
@@ -312,9 +372,16 @@ def main() -> None:
     p.add_argument("--precisions", nargs="+", default=["fp32", "bf16", "int8"])
     p = sub.add_parser("graph")
     p.add_argument("--sizes", type=int, nargs="+", default=[200_000, 1_000_000])
+    p.add_argument("--paths", nargs="+", default=["whole", "window"], choices=["whole", "window"])
+    p.add_argument("--window", type=int, default=64)
+    p.add_argument("--windows", type=int, default=3)
     p.add_argument("--timeout", type=float, default=1800)
     p = sub.add_parser("graph-one")
     p.add_argument("size", type=int)
+    p = sub.add_parser("window-one")
+    p.add_argument("size", type=int)
+    p.add_argument("--window", type=int, default=64)
+    p.add_argument("--windows", type=int, default=3)
     p = sub.add_parser("overhead")
     p.add_argument("--workers", type=int, default=2)
     p.add_argument("--variants", nargs="+", default=["tiny", "base"])
@@ -329,6 +396,9 @@ def main() -> None:
     xrembed.testing.register_test_models()
     if args.what == "graph-one":
         print(json.dumps(graph_one(args.size)))
+        return
+    if args.what == "window-one":
+        print(json.dumps(window_one(args.size, args.window, args.windows)))
         return
     result = {"precision": precision, "graph": graph, "overhead": overhead, "rate": rate}[args.what](args)
     print(json.dumps({"what": args.what, "cpus": os.cpu_count(), "result": result}, indent=1, default=str))

@@ -472,16 +472,31 @@ def to_zarr(
 
     regions_dir = state / "regions"
     regions_dir.mkdir(parents=True, exist_ok=True)
-    done = {p.name for p in regions_dir.iterdir()}
-    todo = [index for index in plan.indices() if region_name(index) not in done]
+    pending, done = _pending(plan, os.listdir(regions_dir))
     if request is not None:
-        tasks = _window_tasks(request, plan, todo, window or DEFAULT_WINDOW, path, regions_dir, identity_hash)
+        tasks = _window_tasks(request, plan, pending, window or DEFAULT_WINDOW, path, regions_dir, identity_hash)
     else:
-        tasks = _whole_tasks(emb, plan, todo, path, regions_dir, identity_hash)
-    _write_regions(emb, plan, tasks, identity_hash, len(done), show_progress, batch_regions)
+        tasks = _whole_tasks(plan, pending, path, regions_dir, identity_hash)
+    _write_regions(emb, plan, tasks, identity_hash, done, show_progress, batch_regions)
     _finish(path)
     _remove_owned(state, overwrite=False)
     return path
+
+
+def _pending(plan: StreamPlan, recorded: list[str]) -> tuple[np.ndarray, int]:
+    """A boolean array over the regions, True where a region is still to do, and how many are recorded
+    (a million regions: one byte each, not a million tuples)."""
+    pending = np.ones(plan.counts, dtype=bool)
+    done = 0
+    for name in recorded:
+        try:
+            index = tuple(int(part) for part in name.split("."))
+        except ValueError:
+            continue
+        if len(index) == len(plan.counts) and all(0 <= i < n for i, n in zip(index, plan.counts)) and pending[index]:
+            pending[index] = False
+            done += 1
+    return pending, done
 
 
 def _has_content(path: Path) -> bool:
@@ -632,65 +647,62 @@ class _Source:
         self.name = write.name
         self.graph = write.__dask_graph__()
 
-    def collections(self, indices: list[tuple[int, ...]]) -> list:
-        """One ``Delayed`` per block index, sharing one graph of the tasks they need."""
-        from dask.delayed import Delayed
-
+    def culled(self, indices: list[tuple[int, ...]]):
+        """The keys of the blocks ``indices`` and the high-level graph of exactly the tasks they need."""
         keys = [(self.name, *index) for index in indices]
-        culled = self.graph.cull(keys)
-        layer = next(name for name in culled.layers if name.startswith(self.name))
-        return [Delayed(key, culled, layer=layer) for key in keys]
+        return keys, self.graph.cull(keys)
 
 
-def _whole_tasks(emb_data, plan: StreamPlan, todo: list, store: Path, regions_dir: Path, identity_hash: str):
+def _whole_tasks(plan: StreamPlan, pending: np.ndarray, store: Path, regions_dir: Path, identity_hash: str):
     """``(region, source, index)`` for each region to do of a grid whose graph exists whole."""
-    if not todo:
+    if not pending.any():
         return
     source = _Source(plan.data, (0,) * len(plan.counts), plan, store, regions_dir, identity_hash)
-    for index in todo:
+    for index in np.argwhere(pending):
+        index = tuple(int(i) for i in index)
         yield index, source, index
 
 
-def _window_tasks(request: EmbedRequest, plan: StreamPlan, todo: list, window: int, store: Path, regions_dir: Path,
-                  identity_hash: str) -> Iterator[tuple[tuple[int, ...], _Source, tuple[int, ...]]]:
+def _window_tasks(request: EmbedRequest, plan: StreamPlan, pending: np.ndarray, window: int, store: Path,
+                  regions_dir: Path, identity_hash: str) -> Iterator[tuple[tuple[int, ...], _Source, tuple[int, ...]]]:
     """``(region, source, index)`` for each region to do, window by window; a window's graph is built only
     when one of its regions is to do, and only when the runner asks for its tasks (one window at a time)."""
-    todo_set = set(todo)
     ndim = len(plan.counts)
     step = request.step
     for rows, cols in request.windows(window):
-        ry = range(rows.start // step, -(-rows.stop // step))
-        rx = range(cols.start // step, -(-cols.stop // step))
-        wanted = [
-            lead + (i, j)
-            for lead in np.ndindex(*plan.counts[: ndim - 2])
-            for i in ry
-            for j in rx
-            if lead + (i, j) in todo_set
-        ]
-        if not wanted:
+        ry = slice(rows.start // step, -(-rows.stop // step))
+        rx = slice(cols.start // step, -(-cols.stop // step))
+        wanted = np.argwhere(pending[(Ellipsis, ry, rx)])
+        if not len(wanted):
             continue
         data = request.window_data(rows, cols)
-        expected = plan.chunks[: ndim - 2] + tuple(
-            plan.chunks[axis][r.start : r.stop] for axis, r in ((ndim - 2, ry), (ndim - 1, rx)))
+        expected = plan.chunks[: ndim - 2] + (plan.chunks[ndim - 2][ry], plan.chunks[ndim - 1][rx])
         if tuple(data.chunks) != expected:  # a window must be exactly its regions of the whole grid
             raise RuntimeError(f"window {rows}, {cols} has chunks {data.chunks}, not the grid's {expected}")
         offset = (0,) * (ndim - 2) + (ry.start, rx.start)
         source = _Source(data, offset, plan, store, regions_dir, identity_hash)
-        for region in wanted:
-            yield region, source, tuple(r - o for r, o in zip(region, offset))
+        for index in wanted:
+            index = tuple(int(i) for i in index)
+            yield tuple(i + o for i, o in zip(index, offset)), source, index
 
 
-def _collections(batch: list) -> list:
-    """The ``Delayed`` of each ``(region, source, index)`` of ``batch``, one graph walk per source."""
+def _batch_graph(batch: list):
+    """The keys of ``(region, source, index)`` items (in order) and one graph of the tasks they all need:
+    one cull per source, handed over as one graph (one collection per region would materialise the batch's
+    graph once per region)."""
+    from dask.highlevelgraph import HighLevelGraph
+
     by_source: dict[int, tuple[_Source, list]] = {}
     for position, (_region, source, index) in enumerate(batch):
         by_source.setdefault(id(source), (source, []))[1].append((position, index))
-    out: list = [None] * len(batch)
+    keys: list = [None] * len(batch)
+    graphs = []
     for source, items in by_source.values():
-        for (position, _index), delayed in zip(items, source.collections([index for _, index in items])):
-            out[position] = delayed
-    return out
+        source_keys, graph = source.culled([index for _, index in items])
+        graphs.append(graph)
+        for (position, _index), key in zip(items, source_keys):
+            keys[position] = key
+    return keys, graphs[0] if len(graphs) == 1 else HighLevelGraph.merge(*graphs)
 
 
 def _write_regions(emb, plan: StreamPlan, tasks: Iterator, request: str, done: int, show_progress: bool,
@@ -708,6 +720,7 @@ def _write_regions(emb, plan: StreamPlan, tasks: Iterator, request: str, done: i
 
 def _run_local(tasks: Iterator, bar, batch_regions, request: str) -> None:
     import dask
+    import dask.threaded
 
     threads = dask.config.get("num_workers", None) or os.cpu_count() or 1
     size = batch_regions or max(8, 4 * threads)
@@ -715,8 +728,10 @@ def _run_local(tasks: Iterator, bar, batch_regions, request: str) -> None:
     # process); with a multiprocessing scheduler the bar catches up after each batch.
     _LISTENERS[request] = bar.advance
     try:
+        get = dask.base.get_scheduler() or dask.threaded.get  # the configured local scheduler
         while batch := list(islice(tasks, size)):
-            dask.compute(*_collections(batch), optimize_graph=False)
+            keys, graph = _batch_graph(batch)
+            get(graph, keys)
             for index, _, _ in batch:
                 bar.advance(index)
     finally:
@@ -735,7 +750,8 @@ def _run_distributed(client, tasks: Iterator, bar, batch_regions) -> None:
         batch = list(islice(tasks, size))
         if not batch:
             return []
-        futures = client.compute(_collections(batch), optimize_graph=False)
+        keys, graph = _batch_graph(batch)
+        futures = client.get(graph, keys, sync=False)  # unfused: the layers keep their annotations
         for future, (index, _, _) in zip(futures, batch):
             future.xrembed_region = index
         return futures
