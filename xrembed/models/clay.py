@@ -148,6 +148,12 @@ class Clay(ModelAdapter):
 
     # -- contract (plan_inputs is the base's, from this data and the hooks below) ----------------
     band_sets = {name: spec[1] for name, spec in MODALITIES.items()}
+    # the base's named-modality policy; without modality= it is decided from the bands chosen (VV/VH alone: s1)
+    modality_names = tuple(MODALITIES)
+    modality_spellings = _MODALITY_SPELLINGS
+    modality_message = (
+        "{model} takes modality='s2' (Sentinel-2 L2A, the default) or 's1' (Sentinel-1 VV/VH in dB), not {modality!r}."
+    )
     no_wavelengths_message = (
         "clay takes no wavelengths=: each band is normalised with the statistics Clay publishes for its platform, "
         "so bands are named instead (Sentinel-2 L2A B02..B12 without B01/B09, or VV/VH)."
@@ -174,18 +180,6 @@ class Clay(ModelAdapter):
     @property
     def mlp_ratio(self) -> float:
         return float(dict(self.variant.extra).get("mlp_ratio", 4.0))
-
-    def resolve_modality(self, modality: str | None, names: list[str] | None) -> str | None:
-        """``"s2"`` or ``"s1"`` in any spelling; ``None`` when not given (decided from the bands)."""
-        if modality is None:
-            return None
-        text = _MODALITY_SPELLINGS.get(str(modality).lower(), str(modality).lower())
-        if text not in MODALITIES:
-            raise OptionError(
-                f"clay takes modality='s2' (Sentinel-2 L2A, the default) or 's1' (Sentinel-1 VV/VH in dB), "
-                f"not {modality!r}."
-            )
-        return text
 
     def _modality_of(self, chosen: list[str], req: BandRequest) -> str:
         if req.modality is not None:
