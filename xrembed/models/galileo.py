@@ -215,23 +215,17 @@ class Galileo(ModelAdapter):
         "Add the missing bands or choose another modality= ('s2', 's1' or 's1s2')."
     )
     bands_reorder_only = True  # bands= names exactly the modality's bands, in any order
+    modality_names = tuple(MODALITIES)
+    modality_spellings = _MODALITY_SPELLINGS
+    default_modality, sar_modality = "s2", "s1"
+    modality_message = (
+        "{model} takes modality='s2' (10 Sentinel-2 bands, the default), 's1' (Sentinel-1 VV/VH in dB) "
+        "or 's1s2' (both on one grid), not {modality!r}."
+    )
     exact_bands_message = (
         "{model} with modality={modality!r} reads exactly {count} bands {wanted}, but bands= names {given}: "
         "{bands}. Pass bands={wanted} (any order; they are fed in the model order), or choose another modality=."
     )
-
-    def resolve_modality(self, modality: str | None, names: list[str] | None) -> str:
-        """``"s2"``, ``"s1"`` or ``"s1s2"`` in any spelling; VV/VH alone mean ``"s1"``."""
-        if modality is None:
-            return "s1" if names and set(names) <= set(S1_BANDS) else "s2"
-        text = str(modality).lower()
-        text = _MODALITY_SPELLINGS.get(text, text)
-        if text not in MODALITIES:
-            raise OptionError(
-                f"galileo takes modality='s2' (10 Sentinel-2 bands, the default), 's1' (Sentinel-1 VV/VH in dB) "
-                f"or 's1s2' (both on one grid), not {modality!r}."
-            )
-        return text
 
     def plan_options(self, chosen: list[str], req: BandRequest) -> tuple[tuple[str, Any], ...]:
         _, scale, ndvi, _ = MODALITIES[req.modality]
