@@ -34,6 +34,9 @@ def main() -> None:
     xrembed.testing.register_test_models()
     result = rate(args)
     result["gpu"] = torch.cuda.get_device_name(0)
+    from xrembed import engine
+
+    result["raw_uint16_uploads"] = engine.raw_uploads("uint16", "cuda")  # the GeoTIFF is uint16
     result["precision"] = args.precision
     print(json.dumps(result, indent=1, default=str))
 
