@@ -31,7 +31,7 @@ from typing import Any
 
 import numpy as np
 
-from ..errors import OptionError, WeightsError
+from ..errors import WeightsError
 from .base import BandRequest, Checkpoint, InputPlan, ModelAdapter, Variant
 from .band_sets import S1_BANDS
 from .checks import check_db_backscatter, check_raw_reflectance
@@ -164,23 +164,18 @@ class TerraMind(ModelAdapter):
         "Add the missing bands or choose another modality= ('s2l2a', 's1grd', 's1rtc', 's2l2a+s1grd', 's2l2a+s1rtc')."
     )
     bands_reorder_only = True
+    # named modalities (the base-class policy): any case or spelling; VV/VH alone mean "s1grd"
+    modality_names = (*MODALITIES, *JOINT_MODALITIES)
+    modality_spellings = _SPELLINGS
+    default_modality, sar_modality = "s2l2a", "s1grd"
+    modality_message = (
+        "{model} takes modality='s2l2a' (12 Sentinel-2 L2A bands, the default), 's1grd' or 's1rtc' (Sentinel-1 "
+        "VV/VH in dB), or 's2l2a+s1grd' / 's2l2a+s1rtc' (both on one grid), not {modality!r}."
+    )
     exact_bands_message = (
         "{model} with modality={modality!r} reads exactly {count} bands {wanted}, but bands= names {given}: "
         "{bands}. Pass bands={wanted} (any order; they are fed in the model order), or choose another modality=."
     )
-
-    def resolve_modality(self, modality: str | None, names: list[str] | None) -> str:
-        """A modality in any spelling (case-insensitive); VV/VH alone mean ``"s1grd"``."""
-        if modality is None:
-            return "s1grd" if names and set(names) <= set(S1_BANDS) else "s2l2a"
-        text = str(modality).strip().lower()
-        text = _SPELLINGS.get(text, text)
-        if text not in MODALITIES and text not in JOINT_MODALITIES:
-            raise OptionError(
-                f"terramind takes modality='s2l2a' (12 Sentinel-2 L2A bands, the default), 's1grd' or 's1rtc' "
-                f"(Sentinel-1 VV/VH in dB), or 's2l2a+s1grd' / 's2l2a+s1rtc' (both on one grid), not {modality!r}."
-            )
-        return text
 
     def plan_options(self, chosen: list[str], req: BandRequest) -> tuple[tuple[str, Any], ...]:
         parts = modality_parts(req.modality)
