@@ -322,6 +322,8 @@ def test_bands_are_picked_by_name():
     l2a = adapter.plan_inputs([b for b in shuffled if b != "B10"] + ["SCL"])
     assert l2a.bands == S2_L2A_BANDS and l2a.option("modality") == "s2" and l2a.option("scale") == "reflectance"
     assert adapter.plan_inputs(["B02", "B10"] + list(S2_L2A_BANDS), modality="s2_l2a").bands == S2_BANDS
+    assert adapter.plan_inputs(shuffled, modality="L2A").bands == S2_BANDS  # any case; B10 read when present
+    assert adapter.plan_inputs(shuffled, modality="S2_L1C").bands == S2_BANDS
     s1 = adapter.plan_inputs(["vh", "vv"])
     assert s1.bands == ("VV", "VH") and s1.option("scale") == "db" and s1.option("mean") == (-12.59, -20.26)
     rgb = adapter.plan_inputs(shuffled, bands=["red", "B3", "B02"])  # any subset, in the order given

@@ -151,7 +151,12 @@ class CopernicusFM(ModelAdapter):
 
     # -- contract (plan_inputs is the base's, from this data and the hooks below) ----------------
     band_sets = {"s2": S2_L2A_BANDS, "s2_l1c": S2_BANDS, "s1": S1_BANDS}
-    accepted_modalities = (None, "s2", "s1", "optical", "sar", "s2_l2a", "l2a", "s2_l1c", "l1c")
+    # named modalities (the base's policy: any case, these spellings; VV/VH alone mean Sentinel-1)
+    modality_names = ("s2", "s2_l1c", "s1")
+    modality_spellings = {"optical": "s2", "s2_l2a": "s2", "l2a": "s2", "sentinel2": "s2", "l1c": "s2_l1c",
+                          "sar": "s1", "sentinel1": "s1"}
+    default_modality = "s2"
+    sar_modality = "s1"
     modality_message = (
         "copernicus_fm takes modality='s2' (Sentinel-2, the default; 's2_l1c' to require all 13 bands) or 's1' "
         "(Sentinel-1 VV/VH in dB), not {modality!r}."
@@ -165,7 +170,6 @@ class CopernicusFM(ModelAdapter):
         "the input's bands are not named; name them with bands=[...] in the input's order (copernicus_fm knows "
         "the Sentinel-2 bands B01..B12, B8A and VV/VH)."
     )
-    sar_input_means_s1 = True  # VV/VH alone are Sentinel-1 unless modality= says otherwise
     missing_message = {
         "s1": "copernicus_fm with Sentinel-1 input needs bands VV and VH; missing {missing}.",
         None: "copernicus_fm with modality={modality!r} reads bands {wanted}; the input lacks {missing} (it has "
@@ -173,10 +177,9 @@ class CopernicusFM(ModelAdapter):
     }
 
     def select_bands(self, req: BandRequest) -> list[str]:
-        """The pre-training's 13 bands when the input has B10 (L1C), else the 12 others (L2A)."""
-        sar_only = set(req.available) <= set(S1_BANDS)
-        if req.modality in (None, "s2") and not (req.modality is None and sar_only):
-            req = replace(req, modality="s2_l1c" if "B10" in req.available else "s2")
+        """``"s2"``: the pre-training's 13 bands when the input has B10 (L1C), else the 12 others (L2A)."""
+        if req.modality == "s2" and "B10" in req.available:
+            req = replace(req, modality="s2_l1c")
         return super().select_bands(req)
 
     def missing_text(self, req: BandRequest, wanted, missing: list[str]) -> str:
