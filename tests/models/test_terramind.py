@@ -319,6 +319,36 @@ def test_other_tile_sizes_resize_the_stored_table_as_the_reference(references, w
     assert (grid - as_grid(expected, 8)).abs().max().item() <= TOL
 
 
+@pytest.mark.network
+@pytest.mark.parametrize("variant", ["tiny", "base"])
+def test_published_weights_load_strictly_and_match_the_reference(variant, monkeypatch):
+    """Opt-in (XREMBED_NETWORK_TESTS=1; downloads TerraMind_v1_<size>.pt): the real release file loads strictly
+    after the clean-up (which checks that its norm biases are zero), and our module with it equals terratorch's
+    TerraMindViT loaded through its own checkpoint_filter_fn, for each raw modality."""
+    import huggingface_hub.constants
+
+    from xrembed.models.weights import read_state_dict, resolve_weights, strip_wrapper_prefixes
+
+    monkeypatch.setenv("HF_HUB_OFFLINE", "0")
+    monkeypatch.setattr(huggingface_hub.constants, "HF_HUB_OFFLINE", False)
+    tm = terratorch_terramind()
+    adapter = TerraMind(variant)
+    path = resolve_weights(adapter, None).path
+    ours = load_module(adapter, WeightsSource(path, "hub"))  # strict: raises on any missing or extra key
+    raw = strip_wrapper_prefixes(read_state_dict(path))
+    assert set(adapter.clean_state_dict(dict(raw))) == set(ours.state_dict())
+    reference = getattr(tm, f"terramind_v1_{variant}")(modalities=list(REFERENCE_MODALITIES.values()))
+    reference.load_state_dict(tm.checkpoint_filter_fn(torch.load(path, map_location="cpu", weights_only=True),
+                                                      reference), strict=True)
+    reference.eval()
+    torch.manual_seed(11)
+    for name, key in REFERENCE_MODALITIES.items():
+        x = torch.randn(1, len(MODALITIES[name].bands), 224, 224)
+        with torch.no_grad():
+            diff = (ours.tokens(x, [MODALITIES[name].key]) - reference_tokens(reference, {key: x})).abs().max()
+        assert diff.item() <= TOL, name
+
+
 # -- contract ---------------------------------------------------------------------------------------------
 
 
