@@ -47,10 +47,11 @@ from .sources.precomputed import open_precomputed
 from .sources.raster import open_raster, sample_path
 from .sources.stac import open_stac
 from .specs import BBox, FetchSpec, InputPrepSpec, OutputSpec, PointBuffer, SensorSpec, TemporalSpec
-from .stream import to_zarr
+from .stream import EmbedRequest, to_zarr
 
 __all__ = [
     "BBox",
+    "EmbedRequest",
     "Embedding",
     "ExportConfig",
     "ExportModelRequest",

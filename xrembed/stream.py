@@ -219,7 +219,7 @@ class EmbedRequest:
     Parameters
     ----------
     raster
-        The input raster, as for ``.rsembed.embed`` (a numpy-backed one is chunked first).
+        The input raster, as for ``.rsembed.embed`` (one not backed by dask is chunked first, lazily).
     model
         A registered model name.
     **options
@@ -228,7 +228,7 @@ class EmbedRequest:
     Examples
     --------
     >>> import xrembed
-    >>> from xrembed.stream import EmbedRequest
+    >>> from xrembed import EmbedRequest
     >>> request = EmbedRequest(xrembed.open_raster("earth.zarr"), "dofa", variant="base")  # doctest: +SKIP
     >>> xrembed.to_zarr(request, "earth-emb.zarr", window=64)                              # doctest: +SKIP
     """
@@ -252,7 +252,7 @@ class EmbedRequest:
         self.tiles_per_chunk = positive_int("tiles_per_chunk", opts.tiles_per_chunk)
         raster = north_up(raster)
         self.y_dim, self.x_dim = spatial_dims(raster)
-        if not _is_lazy(raster):
+        if not _is_dask(raster):  # numpy or lazily indexed (a file opened without chunks): dask, nothing read
             from .sources.raster import DEFAULT_CHUNK
 
             raster = raster.chunk({self.y_dim: DEFAULT_CHUNK, self.x_dim: DEFAULT_CHUNK})
@@ -324,10 +324,12 @@ class EmbedRequest:
         return embedding._compute(req, embedding._as_array(req.data), self.tiles_per_chunk)
 
 
-def _is_lazy(obj) -> bool:
-    """Whether ``obj`` (DataArray or Dataset) is dask-backed or lazily indexed, i.e. not plain numpy."""
-    variables = [obj.variable] if isinstance(obj, xr.DataArray) else list(obj.data_vars.values())
-    return not all(isinstance(getattr(v, "variable", v)._data, np.ndarray) for v in variables)
+def _is_dask(obj) -> bool:
+    """Whether every variable of ``obj`` (DataArray or Dataset) is dask-backed."""
+    import dask.array as dsa
+
+    variables = [obj.variable] if isinstance(obj, xr.DataArray) else [v.variable for v in obj.data_vars.values()]
+    return all(isinstance(v.data, dsa.Array) for v in variables)
 
 
 def _regular(total: int, step: int) -> tuple[int, ...]:
