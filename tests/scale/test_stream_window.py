@@ -164,6 +164,10 @@ def test_bad_requests_are_clear_errors(tmp_path):
     assert not (tmp_path / "x.zarr").exists()
 
 
+def test_embed_request_is_public():
+    assert xrembed.EmbedRequest is EmbedRequest and "EmbedRequest" in xrembed.__all__
+
+
 def test_an_eager_raster_is_windowed_too(tmp_path):
     source = xrembed.testing.synthetic_raster((64, 96), seed=22)
     want = to_zarr(source.chunk({"y": 32, "x": 32}).rsembed.embed("dofa-tiny", weights="random", tiles_per_chunk=1),
