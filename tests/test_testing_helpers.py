@@ -11,6 +11,7 @@ import torch
 
 import xrembed
 from xrembed.models.base import Variant
+from xrembed.models.clay import Clay
 from xrembed.models.croma import CROMA
 from xrembed.models.olmoearth import OlmoEarth
 from xrembed.models.panopticon import Panopticon
@@ -91,6 +92,11 @@ class HelperTerraMind(TerraMind):
                                 extra=TerraMind.variants["base"].extra)}
 
 
+class HelperClay(Clay):
+    model_id, aliases, default_variant = "helpers-clay", (), "tiny"
+    variants = _variant(extra=(("dim_head", 8), ("mlp_ratio", 2.0)))
+
+
 TINY = {
     "dofa": TinyDOFA,
     "dofa_clip": HelperDOFACLIP,
@@ -102,6 +108,7 @@ TINY = {
     "croma": HelperCROMA,
     "panopticon": HelperPanopticon,
     "olmoearth": HelperOlmoEarth,
+    "clay": HelperClay,
     "terramind": HelperTerraMind,
     "galileo": HelperGalileo,
 }

@@ -274,6 +274,13 @@ def _official_layout(adapter, module, torch):
         from .models.terramind_release import release_state
 
         return release_state(state, v.embed_dim, v.patch_size, torch), "torch"
+    from .models.clay import Clay
+
+    if isinstance(adapter, Clay):
+        # v1.5/clay-v1.5.ckpt: a Lightning checkpoint; state_dict holds model.encoder/decoder/teacher/proj.*.
+        from .models.clay_release import release_checkpoint
+
+        return release_checkpoint(state, v.embed_dim, torch), "torch"
     raise NotImplementedError(f"no official checkpoint layout known for {adapter.model_id!r} ({type(adapter).__name__})")
 
 
@@ -290,7 +297,9 @@ def write_official_checkpoint(path: str | os.PathLike, model="dofa", variant: st
     ``mask_token``, ``pos_embed`` at the release's 37 x 37 grid), OlmoEarth (the whole pre-training model,
     ``encoder.*``/``decoder.*``/``target_encoder.*``, with ``config.json`` written beside ``path``, which
     should then be named ``weights.pth``), Galileo (flat ``encoder.pt``, ``config.json`` written beside
-    it), TerraMind (the whole any-to-any model, flat, with a zero ``*.bias`` buffer per LayerNorm). Returns
+    it), TerraMind (the whole any-to-any model, flat, with a zero ``*.bias`` buffer per LayerNorm),
+    Clay (a Lightning checkpoint: ``state_dict`` with ``model.encoder.*`` beside the decoder, teacher and
+    projection). Returns
     the module as xrembed loads that
     file (strictly, after the clean-up), so a test can compare against it.
     """
@@ -325,6 +334,7 @@ def write_official_checkpoint(path: str | os.PathLike, model="dofa", variant: st
 
         write_galileo_config(adapter, path)  # Galileo's release is a folder too: config.json beside encoder.pt
     state = checkpoint["model"] if isinstance(checkpoint, dict) and "model" in checkpoint else checkpoint
+    state = state["state_dict"] if isinstance(state.get("state_dict"), dict) else state  # {'state_dict': ...} (Clay's Lightning file, AnySat)
     # What the official loader leaves (e.g. DOFA's absent fc_norm at its default): the module as loaded.
     module.load_state_dict(adapter.clean_state_dict(strip_wrapper_prefixes(dict(state))), strict=True)
     return module

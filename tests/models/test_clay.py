@@ -36,9 +36,6 @@ CLAY_S2_MEAN = [1105.0, 1355.0, 1552.0, 1887.0, 2422.0, 2630.0, 2743.0, 2785.0, 
 CLAY_S2_STD = [1809.0, 1757.0, 1888.0, 1870.0, 1732.0, 1697.0, 1742.0, 1648.0, 1470.0, 1379.0]
 
 
-register_model(Clay)  # TEMP until registry
-
-
 @register_model
 class TinyClay(Clay):
     """Patch 8, 32 px tiles (4 x 4 tokens), D=64, depth 2, 4 heads of 16, MLP ratio 2 (test only)."""

@@ -32,6 +32,8 @@ GEE_TABLE = {
     "panopticon:s1": SensorSpec(_S1_DB, ("VV", "VH"), scale_m=10, cloudy_pct=None, modality="s1", use_float_linear=False),
     "olmoearth": SensorSpec(_S2_SR, _S2_12, scale_m=10, modality="s2"),
     "olmoearth:s1": SensorSpec(_S1_DB, ("VV", "VH"), scale_m=10, cloudy_pct=None, modality="s1", use_float_linear=False),
+    "clay": SensorSpec(_S2_SR, ("B2", "B3", "B4", "B5", "B6", "B7", "B8", "B8A", "B11", "B12"), scale_m=10, modality="s2"),
+    "clay:s1": SensorSpec(_S1_DB, ("VV", "VH"), scale_m=10, cloudy_pct=None, modality="s1", use_float_linear=False),
     "terramind": SensorSpec(_S2_SR, _S2_12, scale_m=10, modality="s2"),
     "terramind:s1grd": SensorSpec(_S1_DB, ("VV", "VH"), scale_m=10, cloudy_pct=None, modality="s1", use_float_linear=False),
     "terramind:s1rtc": SensorSpec(_S1_DB, ("VV", "VH"), scale_m=10, cloudy_pct=None, modality="s1", use_float_linear=False),
