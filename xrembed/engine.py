@@ -49,7 +49,7 @@ class Runtime:
 
         self.key = key
         # A device chosen on a client that runs its graphs elsewhere is checked here, where the model runs.
-        self.device = torch.device(check_device(key.device, where="this worker"))
+        self.device = torch.device(check_device(key.device, where="the process running the model"))
         self.adapter = _import_adapter(key.adapter)(key.variant)
         module = load_module(self.adapter, WeightsSource(key.weights_path, key.weights_label))
         if key.precision == "int8":
