@@ -415,3 +415,14 @@ def test_real_sentinel1_scene_through_the_radar_platform():
     assert np.isfinite(emb.compute().values).any()
     pooled = crop.rsembed.embed("clay-tiny", weights="random", output="pooled", input_prep="resize")
     assert pooled.shape == (64,) and np.isfinite(pooled.values).all()
+
+
+def test_band_order_does_not_change_the_embedding(tiny_weights):
+    """The kernel generator attends over the channels without positions: feeding them in another order (with
+    their own wavelengths and statistics) gives the same tokens, as docs/models/clay.md says."""
+    da = synthetic_raster((32, 32), bands=list(S2_BANDS), seed=8)
+    forward = da.rsembed.embed("clay-tiny", weights=tiny_weights).values
+    reversed_bands = list(reversed(S2_BANDS))
+    backward = da.rsembed.embed("clay-tiny", weights=tiny_weights, bands=reversed_bands)
+    assert backward.attrs["bands"] == reversed_bands
+    np.testing.assert_allclose(backward.values, forward, atol=1e-4)
