@@ -11,6 +11,7 @@ import torch
 
 import xrembed
 from xrembed.models.base import Variant
+from xrembed.models.copernicus_fm import CopernicusFM
 from xrembed.models.clay import Clay
 from xrembed.models.croma import CROMA
 from xrembed.models.olmoearth import OlmoEarth
@@ -97,6 +98,11 @@ class HelperClay(Clay):
     variants = _variant(extra=(("dim_head", 8), ("mlp_ratio", 2.0)))
 
 
+class HelperCopernicusFM(CopernicusFM):
+    model_id, aliases, default_variant = "helpers-copernicus_fm", (), "tiny"
+    variants = _variant()
+
+
 TINY = {
     "dofa": TinyDOFA,
     "dofa_clip": HelperDOFACLIP,
@@ -111,6 +117,7 @@ TINY = {
     "clay": HelperClay,
     "terramind": HelperTerraMind,
     "galileo": HelperGalileo,
+    "copernicus_fm": HelperCopernicusFM,
 }
 SUFFIX = {"dofa_clip": ".safetensors"}
 
@@ -132,9 +139,10 @@ def test_official_layout_loads_strictly_and_equals_what_was_written(family, tmp_
     cleaned = adapter.clean_state_dict(dict(raw))
     dropped = set(raw) - set(cleaned)
     # TerraFM-B.pth is the reference module's flat state dict, Galileo's encoder.pt the encoder's, and CROMA's
-    # release holds exactly its five parts
+    # release holds exactly its five parts (Copernicus-FM's release is flat and holds no key we drop: its absent
+    # fc_norm is added)
     # (read_state_dict flattens them); every other release holds keys we drop
-    assert bool(dropped) == (family not in ("terrafm", "croma", "galileo")), (family, dropped)
+    assert bool(dropped) == (family not in ("terrafm", "croma", "galileo", "copernicus_fm")), (family, dropped)
 
     loaded = load_module(TINY[family](), WeightsSource(str(path), "test"))  # strict: raises on any mismatch
     state = loaded.state_dict()

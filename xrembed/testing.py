@@ -281,6 +281,13 @@ def _official_layout(adapter, module, torch):
         from .models.clay_release import release_checkpoint
 
         return release_checkpoint(state, v.embed_dim, torch), "torch"
+    from .models.copernicus_fm import CopernicusFM
+
+    if isinstance(adapter, CopernicusFM):
+        # CopernicusFM_ViT_base_varlang-085350e4.pth: flat, without fc_norm.* / head.* (fc_norm stays at its default).
+        state.pop("fc_norm.weight")
+        state.pop("fc_norm.bias")
+        return state, "torch"
     raise NotImplementedError(f"no official checkpoint layout known for {adapter.model_id!r} ({type(adapter).__name__})")
 
 
@@ -299,7 +306,7 @@ def write_official_checkpoint(path: str | os.PathLike, model="dofa", variant: st
     should then be named ``weights.pth``), Galileo (flat ``encoder.pt``, ``config.json`` written beside
     it), TerraMind (the whole any-to-any model, flat, with a zero ``*.bias`` buffer per LayerNorm),
     Clay (a Lightning checkpoint: ``state_dict`` with ``model.encoder.*`` beside the decoder, teacher and
-    projection). Returns
+    projection), Copernicus-FM (flat, without ``fc_norm.*`` / ``head.*``). Returns
     the module as xrembed loads that
     file (strictly, after the clean-up), so a test can compare against it.
     """

@@ -47,9 +47,6 @@ class TinyCopernicusFM(CopernicusFM):
     default_variant = "tiny"
 
 
-register_model(CopernicusFM)  # idempotent: the registry lists it too
-
-
 def reference_model(dim=64, depth=2, heads=4, patch=8, size=32, seed=0, eps=1e-6):
     """torchgeo's CopernicusFM with non-trivial random values everywhere: its own random init, plus noise on
     every tensor of up to 1M values (norms, biases, tokens; all of the tiny model), fc_norm excepted."""
@@ -199,6 +196,20 @@ def test_real_size_keys_shapes_and_parameter_count_match_the_reference():
     assert expected["patch_embed_spectral.weight_generator.fc_weight.weight"] == (16 * 16 * 768, 128)
     assert expected["patch_embed_variable.language_proj.weight"] == (128, 2048)
     assert expected["pos_embed"] == (1, 1 + 14 * 14, 768) and "blocks.11.mlp.fc2.weight" in expected
+
+
+def test_write_official_checkpoint_writes_the_release_layout(tmp_path):
+    from xrembed.testing import write_official_checkpoint
+
+    path = tmp_path / "CopernicusFM_tiny.pth"
+    written = write_official_checkpoint(path, "copernicus_fm-tiny", seed=2)
+    state = torch.load(path, weights_only=True)
+    assert not any(k.startswith(("fc_norm.", "head.", "norm.")) for k in state)  # flat, as the release
+    assert "patch_embed_variable.language_proj.weight" in state and "time_token" in state
+    loaded = load_module(TinyCopernicusFM(), WeightsSource(str(path), "t"))
+    for key, tensor in written.state_dict().items():
+        assert torch.equal(loaded.state_dict()[key], tensor), key
+    assert torch.equal(loaded.fc_norm.weight, torch.ones(64))  # at its default, as the official loader leaves it
 
 
 def test_release_layout_loads_strictly_and_refuses_mismatches(tiny_reference, tiny_weights, tmp_path):

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 from ..errors import UnknownModelError
 from .base import ModelAdapter
+from .copernicus_fm import CopernicusFM
 from .clay import Clay
 from .croma import CROMA
 from .dofa import DOFA
@@ -23,7 +24,7 @@ from .scalemae import ScaleMAE
 from .terrafm import TerraFM
 from .terramind import TerraMind
 
-_FAMILIES: tuple[type[ModelAdapter], ...] = (DOFA, DOFACLIP, Prithvi, RemoteCLIP, SatMAE, ScaleMAE, TerraFM, CROMA, Panopticon, OlmoEarth, Galileo, TerraMind, Clay)
+_FAMILIES: tuple[type[ModelAdapter], ...] = (DOFA, DOFACLIP, Prithvi, RemoteCLIP, SatMAE, ScaleMAE, TerraFM, CROMA, Panopticon, OlmoEarth, Galileo, TerraMind, Clay, CopernicusFM)
 
 _REGISTRY: dict[str, type[ModelAdapter]] = {}
 _ALIASES: dict[str, str] = {}
