@@ -483,3 +483,14 @@ def test_other_tile_sizes_match_the_reference_run_at_that_size(tiny_reference, t
         grid = adapter.forward_grid(ours, x, plan)
         assert (adapter.forward_pooled(ours, x, plan) - pooled).abs().max().item() <= TOL
     assert grid.shape == (1, 64, 6, 6) and (grid - as_grid(tokens, 6)).abs().max().item() <= TOL
+
+
+def test_vv_and_vh_share_one_kernel_since_the_authors_give_them_one_wavelength():
+    """The docs' claim: identical band tokens through the (position-free) weight generator give identical
+    kernels, so the radar input is seen through VV's and VH's statistics only."""
+    module = TinyCopernicusFM().build_module().eval()
+    with torch.no_grad():
+        weight, _ = module.patch_embed_spectral.kernel((5e7, 5e7), (1e9, 1e9), torch.device("cpu"))
+        optical, _ = module.patch_embed_spectral.kernel((665.0, 560.0), (30.0, 35.0), torch.device("cpu"))
+    assert torch.allclose(weight[:, 0], weight[:, 1], atol=1e-6)
+    assert not torch.allclose(optical[:, 0], optical[:, 1], atol=1e-4)
