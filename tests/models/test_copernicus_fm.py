@@ -494,3 +494,41 @@ def test_vv_and_vh_share_one_kernel_since_the_authors_give_them_one_wavelength()
         optical, _ = module.patch_embed_spectral.kernel((665.0, 560.0), (30.0, 35.0), torch.device("cpu"))
     assert torch.allclose(weight[:, 0], weight[:, 1], atol=1e-6)
     assert not torch.allclose(optical[:, 0], optical[:, 1], atol=1e-4)
+
+
+@pytest.mark.network
+@pytest.mark.parametrize("source", ["torchgeo", "authors"])
+def test_published_weights_load_strictly_and_match_the_reference(source, monkeypatch):
+    """Opt-in (XREMBED_NETWORK_TESTS=1; downloads ~560 MB): torchgeo's mirror (the default weights) and the
+    authors' own file (hf wangyi111/Copernicus-FM, maybe {'model': ...} with norm.*) load strictly after the
+    clean-up, and our module with them equals torchgeo's CopernicusFM (authors' eps) loaded as torchgeo does."""
+    import huggingface_hub
+    import huggingface_hub.constants
+
+    from xrembed.models.weights import read_state_dict, resolve_weights, strip_wrapper_prefixes
+
+    monkeypatch.setenv("HF_HUB_OFFLINE", "0")
+    monkeypatch.setattr(huggingface_hub.constants, "HF_HUB_OFFLINE", False)
+    adapter = CopernicusFM()
+    if source == "torchgeo":
+        path = resolve_weights(adapter, None).path
+    else:
+        path = huggingface_hub.hf_hub_download("wangyi111/Copernicus-FM", "CopernicusFM_ViT_base_varlang_e100.pth")
+    ours = load_module(adapter, WeightsSource(path, "hub"))  # strict: raises on any missing or extra key
+    raw = strip_wrapper_prefixes(read_state_dict(path))
+    assert not any(k.startswith(("fc_norm.", "head.")) for k in raw)  # as torchgeo's loader asserts
+    cfm = torchgeo_copernicusfm()
+    reference = cfm.CopernicusFM(embed_dim=768, depth=12, num_heads=12, norm_layer=partial(nn.LayerNorm, eps=1e-6))
+    missing, unexpected = reference.load_state_dict({k: v for k, v in raw.items() if not k.startswith("norm.")},
+                                                    strict=False)
+    assert set(missing) <= {"fc_norm.weight", "fc_norm.bias"} and not unexpected
+    reference.eval()
+    torch.manual_seed(12)
+    x = torch.randn(1, 12, 224, 224)
+    metadata = (-13.4, 24.9, 18311.0, 0.0256)
+    tokens, pooled = reference_outputs(reference, x, S2_L2A_BANDS, metadata)
+    with torch.no_grad():
+        grid = ours.grid(x, [BAND_TABLE[b][0] for b in S2_L2A_BANDS], [BAND_TABLE[b][1] for b in S2_L2A_BANDS],
+                         metadata)
+    assert (grid - as_grid(tokens, 14)).abs().max().item() <= TOL
+    assert (ours.pool(grid.mean(dim=(2, 3))) - pooled).abs().max().item() <= TOL
