@@ -10,6 +10,7 @@ import pytest
 import torch
 
 import xrembed
+from xrembed.models.anysat import AnySat
 from xrembed.models.base import Variant
 from xrembed.models.copernicus_fm import CopernicusFM
 from xrembed.models.clay import Clay
@@ -87,6 +88,11 @@ class HelperGalileo(Galileo):
                                 extra=Galileo.variants["nano"].extra)}
 
 
+class HelperAnySat(AnySat):
+    model_id, aliases, default_variant = "helpers-anysat", (), "tiny"
+    variants = _variant(patch=2, size=8, extra=(("patch_size_m", 20),))
+
+
 class HelperTerraMind(TerraMind):
     model_id, aliases, default_variant = "helpers-terramind", (), "tiny"
     variants = {"tiny": Variant(name="tiny", embed_dim=32, depth=1, num_heads=4, patch_size=16, image_size=32,
@@ -117,6 +123,7 @@ TINY = {
     "clay": HelperClay,
     "terramind": HelperTerraMind,
     "galileo": HelperGalileo,
+    "anysat": HelperAnySat,
     "copernicus_fm": HelperCopernicusFM,
 }
 SUFFIX = {"dofa_clip": ".safetensors"}
@@ -138,11 +145,12 @@ def test_official_layout_loads_strictly_and_equals_what_was_written(family, tmp_
     raw = strip_wrapper_prefixes(read_state_dict(str(path)))
     cleaned = adapter.clean_state_dict(dict(raw))
     dropped = set(raw) - set(cleaned)
-    # TerraFM-B.pth is the reference module's flat state dict, Galileo's encoder.pt the encoder's, and CROMA's
+    # TerraFM-B.pth is the reference module's flat state dict, Galileo's encoder.pt the encoder's, AnySat.pth
+    # the whole AnyModule's (in {'state_dict'}), and CROMA's
     # release holds exactly its five parts (Copernicus-FM's release is flat and holds no key we drop: its absent
     # fc_norm is added)
     # (read_state_dict flattens them); every other release holds keys we drop
-    assert bool(dropped) == (family not in ("terrafm", "croma", "galileo", "copernicus_fm")), (family, dropped)
+    assert bool(dropped) == (family not in ("terrafm", "croma", "galileo", "anysat", "copernicus_fm")), (family, dropped)
 
     loaded = load_module(TINY[family](), WeightsSource(str(path), "test"))  # strict: raises on any mismatch
     state = loaded.state_dict()
@@ -154,7 +162,7 @@ def test_official_layout_loads_strictly_and_equals_what_was_written(family, tmp_
 
     # the public path: embed() on a synthetic raster with weights= the file
     bands = list(adapter.default_bands)
-    times = 1 if family in ("prithvi", "olmoearth") else None  # the date-encoding models need a date
+    times = 1 if family in ("prithvi", "olmoearth", "anysat") else None  # the date-encoding models need a date
     da = synthetic_raster((adapter.variant.image_size,) * 2, bands=bands, times=times, seed=2)
     emb = da.rsembed.embed(adapter.model_id, weights=str(path), output="pooled")
     assert emb.attrs["weights"].endswith(path.name) and np.isfinite(emb.values).all()

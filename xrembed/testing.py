@@ -288,6 +288,11 @@ def _official_layout(adapter, module, torch):
         state.pop("fc_norm.weight")
         state.pop("fc_norm.bias")
         return state, "torch"
+    from .models.anysat import AnySat
+
+    if isinstance(adapter, AnySat):
+        # models/AnySat.pth: the reference's AnyModule state dict (every modality's projector_*) in {'state_dict'}.
+        return {"state_dict": state}, "torch"
     raise NotImplementedError(f"no official checkpoint layout known for {adapter.model_id!r} ({type(adapter).__name__})")
 
 

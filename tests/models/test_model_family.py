@@ -39,6 +39,7 @@ GEE_TABLE = {
     "terramind:s1rtc": SensorSpec(_S1_DB, ("VV", "VH"), scale_m=10, cloudy_pct=None, modality="s1", use_float_linear=False),
     "galileo": SensorSpec(_S2_TOA, ("B2", "B3", "B4", "B5", "B6", "B7", "B8", "B8A", "B11", "B12"), scale_m=10, modality="s2"),
     "galileo:s1": SensorSpec(_S1_DB, ("VV", "VH"), scale_m=10, cloudy_pct=None, modality="s1", use_float_linear=False),
+    "anysat": SensorSpec(_S2_SR, ("B2", "B3", "B4", "B5", "B6", "B7", "B8", "B8A", "B11", "B12"), scale_m=10, modality="s2"),
     "copernicus_fm": SensorSpec(_S2_TOA, ("B1", "B2", "B3", "B4", "B5", "B6", "B7", "B8", "B8A", "B9", "B10", "B11", "B12"), scale_m=10, modality="s2"),
     "copernicus_fm:s1": SensorSpec(_S1_DB, ("VV", "VH"), scale_m=10, cloudy_pct=None, modality="s1", use_float_linear=False),
 }

@@ -8,6 +8,7 @@ listing it in ``_FAMILIES``. Nothing here imports torch. Describing models and p
 from __future__ import annotations
 
 from ..errors import UnknownModelError
+from .anysat import AnySat
 from .base import ModelAdapter
 from .copernicus_fm import CopernicusFM
 from .clay import Clay
@@ -24,7 +25,7 @@ from .scalemae import ScaleMAE
 from .terrafm import TerraFM
 from .terramind import TerraMind
 
-_FAMILIES: tuple[type[ModelAdapter], ...] = (DOFA, DOFACLIP, Prithvi, RemoteCLIP, SatMAE, ScaleMAE, TerraFM, CROMA, Panopticon, OlmoEarth, Galileo, TerraMind, Clay, CopernicusFM)
+_FAMILIES: tuple[type[ModelAdapter], ...] = (DOFA, DOFACLIP, Prithvi, RemoteCLIP, SatMAE, ScaleMAE, TerraFM, CROMA, Panopticon, OlmoEarth, Galileo, AnySat, TerraMind, Clay, CopernicusFM)
 
 _REGISTRY: dict[str, type[ModelAdapter]] = {}
 _ALIASES: dict[str, str] = {}
