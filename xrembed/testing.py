@@ -247,11 +247,12 @@ def _official_layout(adapter, module, torch):
         # panopticon_vitb14_teacher.pth: flat timm DINOv2 names plus mask_token, pos_embed at 518 px (37 x 37).
         from torch.nn import functional as F
 
-        side = v.image_size // v.patch_size
-        grid = state["pos_embed"][:, 1:].reshape(1, side, side, -1).permute(0, 3, 1, 2)
-        grid = F.interpolate(grid, size=(RELEASE_GRID, RELEASE_GRID), mode="bilinear")
-        grid = grid.permute(0, 2, 3, 1).reshape(1, RELEASE_GRID**2, -1)
-        state["pos_embed"] = torch.cat([state["pos_embed"][:, :1], grid], dim=1)
+        side = int(round((state["pos_embed"].shape[1] - 1) ** 0.5))
+        if side != RELEASE_GRID:  # a module holding its own grid: the release's table is 37 x 37
+            grid = state["pos_embed"][:, 1:].reshape(1, side, side, -1).permute(0, 3, 1, 2)
+            grid = F.interpolate(grid, size=(RELEASE_GRID, RELEASE_GRID), mode="bilinear")
+            grid = grid.permute(0, 2, 3, 1).reshape(1, RELEASE_GRID**2, -1)
+            state["pos_embed"] = torch.cat([state["pos_embed"][:, :1], grid], dim=1)
         state["mask_token"] = torch.zeros(1, v.embed_dim)
         return state, "torch"
     from .models.olmoearth import OlmoEarth

@@ -18,6 +18,7 @@ from xrembed.models.croma import CROMA, S2_BANDS
 from xrembed.models.dofa import DEFAULT_BANDS, DOFA
 from xrembed.models.dofa_clip_net import DOFACLIPEncoder
 from xrembed.models.mae_net import MAEEncoder
+from xrembed.models.panopticon import Panopticon
 from xrembed.models.pos_embed import pos_embed_for, resample_abs_pos_embed
 from xrembed.models.prithvi import DEFAULT_BANDS as HLS_BANDS
 from xrembed.models.prithvi import Prithvi
@@ -27,7 +28,7 @@ from xrembed.models.scalemae import ScaleMAE
 from xrembed.models.terrafm_net import TerraFMEncoder
 from xrembed.models.weights import WeightsSource, load_module
 
-from oracles import import_torchvision_cpu_safe, torchgeo_croma, torchgeo_dofa
+from oracles import import_torchvision_cpu_safe, torchgeo_croma, torchgeo_dofa, torchgeo_panopticon
 
 TOL = 1e-4  # tokens (invariant 3)
 CROMA_PARTS = ("s1_encoder", "s1_GAP_FFN", "s2_encoder", "s2_GAP_FFN", "joint_encoder")  # the release file
@@ -209,6 +210,62 @@ def test_croma_at_another_size_is_torchgeos_at_that_size(tmp_path):
     assert (grid - expected.transpose(1, 2).reshape(2, -1, 6, 6)).abs().max().item() <= TOL
 
 
+# -- Panopticon: torchgeo's recipe at img_size=N resamples the release table once ---------------------
+
+
+class SmallPanopticon(Panopticon):
+    model_id = "panopticon-posembed-test"
+    aliases = ()
+    variants = {"tiny": Variant(name="tiny", embed_dim=32, depth=2, num_heads=4, patch_size=14, image_size=56,
+                                extra=(("attn_dim", 48), ("release_grid", 7)))}
+    default_variant = "tiny"
+
+
+def _panopticon_reference(image_size: int):
+    panopticon = torchgeo_panopticon()
+    import timm
+
+    torch.manual_seed(0)
+    vit = timm.create_model("vit_base_patch14_dinov2", img_size=image_size, embed_dim=32, depth=2, num_heads=4)
+    vit.patch_embed = panopticon.PanopticonPE(attn_dim=48, embed_dim=32, patch_size=14, img_size=image_size,
+                                              chnfus_cfg={"attn_cfg": {"num_heads": 16}})
+    vit.pos_embed = nn.Parameter(torch.zeros(1, 1 + (image_size // 14) ** 2, 32))
+    with torch.no_grad():
+        for name, param in vit.named_parameters():
+            if name.endswith(".gamma"):
+                param.fill_(1.0)
+    return _jitter(vit, 1)
+
+
+@pytest.mark.parametrize("tile", [56, 112])
+def test_panopticon_at_any_size_is_torchgeos_loader_at_that_size(tile, tmp_path):
+    from torchgeo.models.copernicusfm import resize_abs_pos_embed
+
+    at_n = _panopticon_reference(tile)
+    torch.manual_seed(2)
+    release = {k: v.clone() for k, v in at_n.state_dict().items()}
+    release["pos_embed"] = torch.randn(1, 1 + 7 * 7, 32) * 0.02  # the release's own (here 7 x 7) table
+    release["mask_token"] = torch.zeros(1, 32)
+    path = tmp_path / "panopticon_teacher.pth"
+    torch.save(release, path)
+    # torchgeo's loader: pop mask_token, resize the release table to img_size // 14, strict load
+    state = {k: v for k, v in release.items() if k != "mask_token"}
+    state["pos_embed"] = resize_abs_pos_embed(state["pos_embed"], tile // 14, 7)
+    at_n.load_state_dict(state, strict=True)
+    adapter = SmallPanopticon()
+    ours = load_module(adapter, WeightsSource(str(path), "test"))
+    plan = adapter.plan_inputs(["B04", "B03", "B02", "B08"], bands=["B04", "B03", "B02", "B08"])
+    ids = torch.tensor(plan.option("channel_ids"), dtype=torch.float32)
+    x = torch.randn(2, 4, tile, tile)
+    with torch.no_grad():
+        expected = at_n.forward_features({"imgs": x, "chn_ids": ids.expand(2, -1).clone()})
+        grid = adapter.forward_grid(ours, x, plan)
+    side = tile // 14
+    assert grid.shape == (2, 32, side, side)
+    expected_grid = expected[:, 1:].transpose(1, 2).reshape(2, -1, side, side)
+    assert (grid - expected_grid).abs().max().item() <= TOL
+
+
 # -- Prithvi: terratorch's PrithviViT(img_size=N) evaluates its sin-cos there ----------------------------
 
 
@@ -305,7 +362,7 @@ def test_dofa_clip_resampled_table_equals_the_network_built_at_that_size():
 def test_every_family_says_how_it_takes_other_sizes():
     import xrembed
 
-    for model in ["croma", "dofa", "dofa_clip", "olmoearth", "prithvi", "remoteclip", "satmae",
+    for model in ["croma", "dofa", "dofa_clip", "olmoearth", "panopticon", "prithvi", "remoteclip", "satmae",
                   "scalemae", "terrafm"]:
         info = xrembed.describe_model(model)
         assert info["tile_sizes"].startswith(f"any multiple of {info['patch_size']} px"), model

@@ -70,6 +70,10 @@ class Panopticon(ModelAdapter):
         "weights: hf lewaldm/panopticon, licence not stated in torchgeo's weight enum and the model card "
         "could not be checked offline [unverified]"
     )
+    #: Tiles of another size (``tile_size=``): see :mod:`xrembed.models.pos_embed`.
+    other_tile_sizes = (
+        "the release's 37 x 37 pos_embed table resampled to the tile's patch grid as torchgeo's panopticon_vitb14(img_size=N) does (bicubic, antialiased, CLS row kept; timm's arithmetic)"
+    )
     outputs = {
         "grid": "normed patch tokens of the last block, one per 14 x 14 px patch",
         "pooled": "resize mode: the normed CLS token (the reference's output); tile mode: the valid-pixel-"
@@ -138,17 +142,14 @@ class Panopticon(ModelAdapter):
 
         v = self.variant
         return PanopticonEncoder(v.embed_dim, v.depth, v.num_heads, v.patch_size, v.image_size,
-                                 attn_dim=int(dict(v.extra).get("attn_dim", 3 * v.embed_dim)))
+                                 attn_dim=int(dict(v.extra).get("attn_dim", 3 * v.embed_dim)),
+                                 pos_grid=int(dict(v.extra).get("release_grid", RELEASE_GRID)))
 
     def clean_state_dict(self, state_dict):
-        """Drop ``mask_token`` (DINOv2 pre-training) and resize ``pos_embed`` from the release's 37 x 37 patch
-        grid to this variant's (bicubic, antialiased; the loader torchgeo ships does the same)."""
-        from .panopticon_net import resize_pos_embed
-
-        cleaned = {k: v for k, v in state_dict.items() if k != "mask_token"}
-        if "pos_embed" in cleaned:
-            cleaned["pos_embed"] = resize_pos_embed(cleaned["pos_embed"], self.variant.tile_tokens)
-        return cleaned
+        """Drop ``mask_token`` (DINOv2 pre-training). ``pos_embed`` stays at the release's 37 x 37 patch grid:
+        the encoder resamples it to each tile's grid (bicubic, antialiased; 16 x 16 at 224 px), as the loader
+        torchgeo ships does once for its ``img_size``, so every tile size resamples the release table once."""
+        return {k: v for k, v in state_dict.items() if k != "mask_token"}
 
     # -- run time ----------------------------------------------------------------------------
     def check_values(self, pixels: np.ndarray, plan: InputPlan) -> None:

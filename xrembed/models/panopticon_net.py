@@ -28,6 +28,7 @@ from torch import nn
 from torch.nn import functional as F
 
 from .layers import Attention, Mlp
+from .pos_embed import pos_embed_for
 
 #: Heads of the channel cross-attention.
 CHANNEL_HEADS = 16
@@ -160,25 +161,32 @@ class PanopticonEncoder(nn.Module):
 
     ``forward_tokens(x, channel_ids)`` returns all normed tokens (CLS first); the reference's output (timm
     ``forward`` with ``global_pool='token'`` and no head) is the normed CLS.
+
+    ``pos_embed`` holds a ``pos_grid x pos_grid`` table (default: ``image_size // patch_size``; the adapter
+    keeps the release's 37 x 37) and each forward pass resamples it to the image's patch grid (bicubic,
+    antialiased, CLS row kept), the table torchgeo's ``panopticon_vitb14(img_size=N)`` loads for N px images.
     """
 
     def __init__(self, embed_dim: int = 768, depth: int = 12, num_heads: int = 12, patch_size: int = 14,
-                 image_size: int = 224, attn_dim: int = 2304, mlp_ratio: float = 4.0) -> None:
+                 image_size: int = 224, attn_dim: int = 2304, mlp_ratio: float = 4.0,
+                 pos_grid: int | None = None) -> None:
         super().__init__()
         self.patch_size = patch_size
         self.grid_size = image_size // patch_size
         self.patch_embed = PanopticonPatchEmbed(attn_dim, embed_dim, patch_size)
         self.cls_token = nn.Parameter(torch.zeros(1, 1, embed_dim))
-        self.pos_embed = nn.Parameter(torch.randn(1, 1 + self.grid_size**2, embed_dim) * 0.02)
+        side = self.grid_size if pos_grid is None else pos_grid
+        self.pos_embed = nn.Parameter(torch.randn(1, 1 + side**2, embed_dim) * 0.02)
         self.blocks = nn.ModuleList(ScaledBlock(embed_dim, num_heads, mlp_ratio) for _ in range(depth))
         self.norm = nn.LayerNorm(embed_dim, eps=1e-6)
 
     def forward_tokens(self, x: torch.Tensor, channel_ids: torch.Tensor) -> torch.Tensor:
-        side = self.grid_size * self.patch_size
-        if x.shape[-2:] != (side, side):
-            raise ValueError(f"Panopticon here takes {side} x {side} px images, got {tuple(x.shape[-2:])}")
-        tokens = self.patch_embed(x[..., :side, :side], channel_ids)
-        x = torch.cat([self.cls_token.expand(tokens.shape[0], -1, -1), tokens], dim=1) + self.pos_embed
+        height, width = x.shape[-2:]
+        if height % self.patch_size or width % self.patch_size:
+            raise ValueError(f"Panopticon here takes images of whole {self.patch_size} px patches, got {height} x {width}")
+        pos = pos_embed_for(self.pos_embed, height // self.patch_size, width // self.patch_size)
+        tokens = self.patch_embed(x, channel_ids)
+        x = torch.cat([self.cls_token.expand(tokens.shape[0], -1, -1), tokens], dim=1) + pos
         for block in self.blocks:
             x = block(x)
         return self.norm(x)
@@ -186,7 +194,7 @@ class PanopticonEncoder(nn.Module):
     def grid(self, x: torch.Tensor, channel_ids: torch.Tensor) -> torch.Tensor:
         """Normed patch tokens as a map ``(B, D, h, w)``."""
         tokens = self.forward_tokens(x, channel_ids)[:, 1:]
-        return tokens.transpose(1, 2).reshape(x.shape[0], -1, self.grid_size, self.grid_size)
+        return tokens.transpose(1, 2).reshape(x.shape[0], -1, x.shape[-2] // self.patch_size, x.shape[-1] // self.patch_size)
 
     def forward(self, x: torch.Tensor, channel_ids: torch.Tensor) -> torch.Tensor:
         """The normed CLS token ``(B, D)`` (the reference's output)."""
