@@ -251,7 +251,12 @@ def _fold_time_into_channels(array):
 
 
 def _resolve_device(device) -> str:
-    """A torch device string xrembed can run on: ``cpu``, ``cuda[:N]`` or ``mps``, present on this machine."""
+    """A torch device string xrembed can run on: ``cpu``, ``cuda[:N]`` or ``mps``, present on this machine.
+
+    With a ``dask.distributed`` client active the graph runs on the workers: a CUDA device this client
+    lacks (a CPU-only laptop driving GPU workers) is not refused here but where the model runs, on each
+    worker, which resolves ``cuda`` to its own GPU (:func:`xrembed.engine.check_device`).
+    """
     import torch
 
     if device is None or (isinstance(device, str) and device.lower() == "auto"):
@@ -263,20 +268,11 @@ def _resolve_device(device) -> str:
         resolved = torch.device(device)
     except (RuntimeError, TypeError, ValueError) as err:
         raise OptionError(f"device={device!r} is not a torch device; {usage}.") from err
-    if resolved.type == "cuda":
-        if not torch.cuda.is_available():
-            raise OptionError("device='cuda' was asked for but no CUDA device is available; use device='cpu'.")
-        if resolved.index is not None and resolved.index >= torch.cuda.device_count():
-            raise OptionError(
-                f"device={device!r}: this machine has {torch.cuda.device_count()} CUDA device(s); "
-                "use 'cuda' or an index below that."
-            )
-    elif resolved.type == "mps":
-        if not torch.backends.mps.is_available():
-            raise OptionError("device='mps' was asked for but MPS is not available; use device='cpu'.")
-    elif resolved.type != "cpu":
+    if resolved.type not in ("cpu", "cuda", "mps"):
         raise OptionError(f"device={device!r}: xrembed runs on CPU, CUDA or MPS devices; {usage}.")
-    return str(resolved)
+    if resolved.type == "cuda" and not torch.cuda.is_available() and engine.client_elsewhere():
+        return str(resolved)  # checked on the worker that runs the model
+    return engine.check_device(resolved)
 
 
 def _check_not_empty(obj) -> None:
