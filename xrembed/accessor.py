@@ -37,6 +37,12 @@ class RSEmbedAccessor:
             ``"resize"``: the whole extent resized to the model size (one token grid spread over it).
             ``"auto"`` (default): tile for grids; resize for pooled output when the raster spans at most
             4 tiles per side, else tile.
+        tile_size
+            Tile side in pixels (``None``, default: the model's pretraining size, ``describe_model(m)["image_size"]``).
+            Another multiple of the patch size runs the model at that size with its position embedding
+            resampled (bicubic, as timm), for the families whose ``describe_model(m)["tile_sizes"]`` says so
+            (others refuse, naming why); a departure from the pretraining resolution. Implies tiles: not with
+            ``input_prep="resize"``. Same as ``input_prep=InputPrepSpec.tile(tile_size=...)``.
         bands
             With named input bands, which of them to use and in what order; with unnamed bands, their
             names (one per band). By default the model's bands are picked by name, in the model's order.

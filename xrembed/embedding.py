@@ -77,7 +77,10 @@ def embed_with(obj: xr.DataArray | xr.Dataset, model: str, opts: EmbedOptions) -
     if stride is not None:
         from .overlap import embed_overlapping
 
-        return embed_overlapping(obj, model, tile_stride=stride, **{**opts.model_keywords(), "input_prep": "tile"})
+        tile_size = tiling.requested_tile_size(opts.input_prep, opts.tile_size)
+        return embed_overlapping(
+            obj, model, tile_stride=stride, **{**opts.model_keywords(), "input_prep": "tile", "tile_size": tile_size}
+        )
     return _build(_prepare(obj, model, opts), tiles_per_chunk)
 
 
@@ -101,6 +104,18 @@ class _Request:
     weights_label: str
     #: ``"tokens"`` or ``"joint"`` (each grid cell mapped into the image-text space, :mod:`xrembed.text.joint`).
     space: str = "tokens"
+    #: Side in pixels of the tiles the model runs on (tile mode); ``None``: the variant's ``image_size``.
+    tile_size: int | None = None
+
+    @property
+    def run_variant(self):
+        """The variant with ``image_size`` = the tiles' size: what the tile path cuts and batches."""
+        v = self.adapter.variant
+        if self.input_prep != "tile" or self.tile_size in (None, v.image_size):
+            return v
+        from dataclasses import replace
+
+        return replace(v, image_size=self.tile_size)
 
     def signature(self) -> tuple:
         """A hashable key: inputs with equal keys can be stacked and embedded in the same forward passes.
@@ -116,7 +131,7 @@ class _Request:
         )
         res = tuple(round(abs(r), 9) for r in self.grid.resolution)
         return (
-            self.key, self.plan, self.nodata, self.output, self.input_prep, self.grid.shape, res,
+            self.key, self.plan, self.nodata, self.output, self.input_prep, self.tile_size, self.grid.shape, res,
             tuple(self.data.dims), str(self.data.dtype), extra_coords,
         )
 
@@ -163,9 +178,17 @@ def _prepare(obj, model, opts: EmbedOptions, *, resolve: bool = True, weights_so
     if batch_size is None:
         batch_size = 32 if device.startswith("cuda") else 8
     batch_size = positive_int("batch_size", batch_size)
+    # A tile size other than the model's runs it there (position embedding resampled, where the family allows
+    # it); asking for one means tiles.
+    tile_size = tiling.run_tile_size(adapter, opts.input_prep, opts.tile_size)
+    if tile_size != v.image_size and input_prep == "resize":
+        raise OptionError(
+            f"tile_size={tile_size} sets the size of tiles; input_prep='resize' runs {model!r} on one image of its "
+            f"own {v.image_size} px. Use input_prep='tile' with tile_size=, or drop tile_size for resize."
+        )
     if input_prep == "auto":
         fits = max(grid.shape) <= AUTO_RESIZE_MAX_TILES * v.image_size
-        input_prep = "resize" if output == "pooled" and fits else "tile"
+        input_prep = "resize" if output == "pooled" and fits and tile_size == v.image_size else "tile"
 
     if resolve:
         source = weights_source if weights_source is not None else resolve_weights(adapter, opts.weights)
@@ -176,7 +199,7 @@ def _prepare(obj, model, opts: EmbedOptions, *, resolve: bool = True, weights_so
     return _Request(
         adapter=adapter, data=data, extra=tuple(extra), frames=tuple(frames), grid=grid, plan=plan, nodata=nodata,
         output=output, input_prep=input_prep, precision=precision, key=key, batch_size=batch_size,
-        weights_label=label, space=space,
+        weights_label=label, space=space, tile_size=tile_size if input_prep == "tile" else None,
     )
 
 
@@ -187,7 +210,7 @@ def _build(req: _Request, tiles_per_chunk: int) -> xr.DataArray:
 def _compute(req: _Request, array, tiles_per_chunk: int):
     """Embeddings of ``array`` (lazy for dask input, at once for numpy): the request's data, or a stack of
     rasters that share its :meth:`_Request.signature` along extra leading axes."""
-    v, output = req.adapter.variant, req.output
+    v, output = req.run_variant, req.output  # tile mode: image_size is the tiles' size
     common = {"key": req.key, "plan": req.plan, "batch_size": req.batch_size, "nodata": req.nodata}
     if req.frames:
         if req.nodata is not None:  # channels are frame-major: each frame repeats the bands' nodata
@@ -216,6 +239,10 @@ def _wrap(req: _Request, result) -> xr.DataArray:
     if output == "grid":
         out = assign_grid(out, out_grid)
     out.attrs = _attrs(adapter, req.weights_label, req.plan, req.input_prep, req.precision, output, grid, out_grid)
+    if req.run_variant.image_size != v.image_size:  # tiles of another size: a departure, recorded
+        out.attrs["image_size"] = out.attrs["tile_size"] = req.run_variant.image_size
+        out.attrs["pretraining_image_size"] = v.image_size
+        out.attrs["tile_size_note"] = str(adapter.other_tile_sizes)
     if output == "grid":
 
         out = with_nan_nodata(out)  # NaN where rio.nodata reads it (encoding), as for every grid

@@ -49,6 +49,7 @@ class EmbedKwargs(TypedDict, total=False):
 
     output: Output
     input_prep: InputPrep
+    tile_size: int | None
     bands: Sequence[str] | None
     wavelengths: Sequence[float] | None
     modality: str | None
@@ -78,6 +79,7 @@ class EmbedOptions:
 
     output: Any = "grid"
     input_prep: Any = "auto"
+    tile_size: int | None = None
     bands: Sequence[str] | None = None
     wavelengths: Sequence[float] | None = None
     modality: str | None = None

@@ -16,22 +16,27 @@ import xarray as xr
 
 from .errors import OptionError
 from .geo import spatial_dims
-from .tiling import overlap_owners
+from .tiling import overlap_owners, requested_tile_size
 
 __all__ = ["embed_overlapping", "stride_tokens"]
 
 
-def stride_tokens(model: str, tile_stride: int, variant: str | None = None) -> tuple[int, int, int]:
-    """``(stride in patches, tile in patches, patch size)`` for ``tile_stride`` pixels, or ``OptionError``."""
+def stride_tokens(
+    model: str, tile_stride: int, variant: str | None = None, tile_size: int | None = None
+) -> tuple[int, int, int]:
+    """``(stride in patches, tile in patches, patch size)`` for ``tile_stride`` pixels on tiles of ``tile_size``
+    pixels (``None``: the model's own size), or ``OptionError``."""
     from .models.registry import get_adapter
 
-    v = get_adapter(model, variant).variant
-    tile = v.image_size // v.patch_size
+    adapter = get_adapter(model, variant)
+    v = adapter.variant
+    size = v.image_size if tile_size is None else adapter.check_tile_size(tile_size)
+    tile = size // v.patch_size
     if tile_stride % v.patch_size or tile % (tile_stride // v.patch_size):
         divisors = [d * v.patch_size for d in range(1, tile + 1) if tile % d == 0]
         raise OptionError(
             f"InputPrepSpec.tile(tile_stride={tile_stride}): overlapping tiles of {model!r} start on its "
-            f"{v.patch_size} px patch lattice and repeat every tile ({v.image_size} px); pass a stride in "
+            f"{v.patch_size} px patch lattice and repeat every tile ({size} px); pass a stride in "
             f"{divisors[:-1]} (or None for abutting tiles)."
         )
     return tile_stride // v.patch_size, tile, v.patch_size
@@ -40,7 +45,8 @@ def stride_tokens(model: str, tile_stride: int, variant: str | None = None) -> t
 def embed_overlapping(obj: xr.DataArray | xr.Dataset, model: str, *, tile_stride: int, **kwargs) -> xr.DataArray:
     """The ``(..., embedding, y, x)`` grid of ``model`` over ``obj`` from tiles ``tile_stride`` pixels apart.
 
-    ``kwargs`` are ``.rsembed.embed`` keywords (``output`` must be a grid). Lazy where ``obj`` is.
+    ``kwargs`` are ``.rsembed.embed`` keywords (``output`` must be a grid; ``tile_size`` sets the tiles, which
+    ``tile_stride`` must divide into whole patches). Lazy where ``obj`` is.
 
     Examples
     --------
@@ -55,8 +61,10 @@ def embed_overlapping(obj: xr.DataArray | xr.Dataset, model: str, *, tile_stride
             "overlapping tiles (tile_stride below the tile size) choose which tile each grid cell comes from; "
             "a pooled vector has no cells: use output=OutputSpec.grid(), or tile_stride=None for pooled output."
         )
-    stride, tile, patch = stride_tokens(model, tile_stride, kwargs.get("variant"))
-    kwargs = {**kwargs, "input_prep": "tile"}
+    # an InputPrepSpec's tile size survives the switch to plain tiles (input_prep="tile") as tile_size=
+    size = requested_tile_size(kwargs.get("input_prep"), kwargs.get("tile_size"))
+    stride, tile, patch = stride_tokens(model, tile_stride, kwargs.get("variant"), size)
+    kwargs = {**kwargs, "input_prep": "tile", "tile_size": size}
     full = obj.rsembed.embed(model, **kwargs)  # offset (0, 0): it also defines the output grid
     owners_y = np.asarray(overlap_owners(full.sizes["y"], tile, stride))
     owners_x = np.asarray(overlap_owners(full.sizes["x"], tile, stride))

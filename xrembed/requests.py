@@ -235,6 +235,8 @@ def embed_kwargs(model, output, input_prep, device, modality, model_kwargs) -> d
             _ignored(f"InputPrepSpec {changed}", "tiles lie on the patch lattice at native resolution, never snapped or padded")
     mode = input_prep.mode if isinstance(input_prep, InputPrepSpec) else input_prep
     kwargs = {"output": output, "input_prep": mode, "device": device, **model_kwargs}
+    if getattr(input_prep, "tile_size", None) is not None and mode != "resize":  # tiles of that size
+        kwargs.setdefault("tile_size", input_prep.tile_size)
     if modality is not None:
         kwargs["modality"] = modality
     return kwargs

@@ -346,9 +346,11 @@ def _no_output_scale(kwargs: dict) -> None:
 class InputPrepSpec(_Validated):
     """How a raster becomes model inputs: ``tile``, ``resize`` or ``auto`` (see the usage docs).
 
-    ``tile_size`` is in pixels; ``None`` means the model's own input size. ``tile_stride`` (pixels,
-    ``None`` = ``tile_size``) may not exceed ``tile_size`` (that would leave gaps). Whether a model can
-    take the size is checked when the model is known (:meth:`check_model`).
+    ``tile_size`` is in pixels; ``None`` means the model's own input size. Another multiple of the patch
+    size runs the model at that size with its position embedding resampled, where the family allows it
+    (``describe_model(...)["tile_sizes"]``; a departure from the pretraining resolution). ``tile_stride``
+    (pixels, ``None`` = ``tile_size``) may not exceed ``tile_size`` (that would leave gaps). Whether a model
+    can take the size is checked when the model is known (:meth:`check_model`).
 
     Examples
     --------
@@ -382,29 +384,32 @@ class InputPrepSpec(_Validated):
             if isinstance(value, bool) or not isinstance(value, numbers.Integral) or value < 1:
                 raise SpecError(f"InputPrepSpec.{name} must be a positive integer, got {value!r}.")
 
-    def check_model(self, model: str, *, patch_size: int, image_size: int) -> None:
+    def check_model(self, model: str, *, patch_size: int, image_size: int, tile_size_check=None) -> None:
         """Raise :class:`~xrembed.errors.OptionError` unless ``model`` can run these tiles.
 
-        xrembed runs each model at its pretraining size on its patch lattice: ``tile_size`` equal to
-        ``image_size`` (or ``None``); ``tile_stride`` is the tile size (abutting tiles) or a whole number of
-        patches dividing it (overlapping tiles, :mod:`xrembed.overlap`).
+        ``tile_size`` is ``None`` / ``image_size`` (the pretraining size) or, where the family takes other
+        sizes, a whole number of patches: ``tile_size_check(size)`` (the adapter's
+        :meth:`~xrembed.models.base.ModelAdapter.check_tile_size`) decides, and refuses naming the reason;
+        without it only the pretraining size runs. ``tile_stride`` is the tile size (abutting tiles) or a whole
+        number of patches dividing it (overlapping tiles, :mod:`xrembed.overlap`).
         """
         from .errors import OptionError
 
         if self.mode == "resize":
             return
         size = self.tile_size if self.tile_size is not None else image_size
-        if size % patch_size:
+        if size != image_size and size % patch_size:
             raise OptionError(
                 f"InputPrepSpec.tile(tile_size={size}): tiles of {model!r} must be a whole number of its "
                 f"{patch_size} px patches; pass tile_size=None (its own {image_size} px) or a multiple of {patch_size}."
             )
         if size != image_size:
-            raise OptionError(
-                f"InputPrepSpec.tile(tile_size={size}): {model!r} runs on its pretraining size of {image_size} px; "
-                "running it at another size (with an interpolated position embedding) is not available yet. "
-                f"Pass tile_size=None or tile_size={image_size}."
-            )
+            if tile_size_check is None:
+                raise OptionError(
+                    f"InputPrepSpec.tile(tile_size={size}): {model!r} runs on its pretraining size of {image_size} px; "
+                    f"pass tile_size=None or tile_size={image_size}."
+                )
+            tile_size_check(size)  # the family's own refusal names its reason
         stride = self.tile_stride if self.tile_stride is not None else size
         if stride != size and (stride % patch_size or (size // patch_size) % (stride // patch_size)):
             divisors = [d * patch_size for d in range(1, size // patch_size) if (size // patch_size) % d == 0]

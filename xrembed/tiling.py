@@ -93,6 +93,7 @@ def check_input_prep(model: str, input_prep, variant: str | None = None) -> None
     --------
     >>> from xrembed.specs import InputPrepSpec
     >>> check_input_prep("dofa", InputPrepSpec.tile(tile_size=224))
+    >>> check_input_prep("dofa", InputPrepSpec.tile(tile_size=448))   # resampled position embedding
     >>> check_input_prep("dofa", InputPrepSpec.tile(tile_size=100))
     Traceback (most recent call last):
     ...
@@ -106,8 +107,36 @@ def check_input_prep(model: str, input_prep, variant: str | None = None) -> None
 
     if is_product(model):
         return
-    v = get_adapter(model, variant).variant
-    check(model, patch_size=v.patch_size, image_size=v.image_size)
+    adapter = get_adapter(model, variant)
+    v = adapter.variant
+    check(model, patch_size=v.patch_size, image_size=v.image_size, tile_size_check=adapter.check_tile_size)
+
+
+def requested_tile_size(input_prep, tile_size: int | None) -> int | None:
+    """The tile size asked for, by ``embed(tile_size=...)`` or an ``InputPrepSpec``'s ``tile_size`` (``None``:
+    the model's own); asking for two different sizes is an ``OptionError``.
+
+    Examples
+    --------
+    >>> from xrembed.specs import InputPrepSpec
+    >>> requested_tile_size(InputPrepSpec.tile(tile_size=448), None), requested_tile_size("tile", 64)
+    (448, 64)
+    """
+    from .errors import OptionError
+
+    spec_size = getattr(input_prep, "tile_size", None)
+    if spec_size is not None and tile_size is not None and int(spec_size) != int(tile_size):
+        raise OptionError(
+            f"tile_size={tile_size} and InputPrepSpec.tile(tile_size={spec_size}) ask for two tile sizes; give one."
+        )
+    return spec_size if spec_size is not None else tile_size
+
+
+def run_tile_size(adapter, input_prep, tile_size: int | None) -> int:
+    """The size (pixels) of the tiles ``adapter`` runs on: the one asked for, checked by the family
+    (:meth:`~xrembed.models.base.ModelAdapter.check_tile_size`), or its pretraining ``image_size``."""
+    size = requested_tile_size(input_prep, tile_size)
+    return adapter.variant.image_size if size is None else adapter.check_tile_size(size)
 
 
 def overlap_owners(tokens: int, tile_tokens: int, stride_tokens: int) -> list[int]:
@@ -159,4 +188,5 @@ def overlap_stride(model: str, input_prep, variant: str | None = None) -> int | 
     check_input_prep(model, input_prep, variant)
     from .models.registry import get_adapter
 
-    return stride if stride != get_adapter(model, variant).variant.image_size else None
+    size = getattr(input_prep, "tile_size", None) or get_adapter(model, variant).variant.image_size
+    return stride if stride != size else None

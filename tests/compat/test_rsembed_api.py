@@ -550,5 +550,5 @@ def test_bad_calls_name_the_fix():
         xrembed.get_embedding("not-a-model", spatial=pb, source=SAMPLE)
     with pytest.raises(errors.XrembedError, match="pooling='max' is not supported"):
         xrembed.get_embedding(MODEL, spatial=pb, source=SAMPLE, output=OutputSpec.pooled(pooling="max"), **TINY)
-    with pytest.raises(errors.OptionError, match="tile_size=32"):  # dofa-tiny runs on 32 px tiles
-        xrembed.get_embedding(MODEL, spatial=pb, source=SAMPLE, input_prep=InputPrepSpec.tile(tile_size=64), **TINY)
+    with pytest.raises(errors.OptionError, match="multiple of 8"):  # dofa-tiny: 8 px patches
+        xrembed.get_embedding(MODEL, spatial=pb, source=SAMPLE, input_prep=InputPrepSpec.tile(tile_size=36), **TINY)

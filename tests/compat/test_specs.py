@@ -148,8 +148,7 @@ def test_input_prep_spec_tile_sizes():
         InputPrepSpec.tile(tile_size=0)
     with pytest.raises(errors.OptionError, match="multiple of 16"):
         check_input_prep("dofa", InputPrepSpec.tile(tile_size=100))
-    with pytest.raises(errors.OptionError, match="tile_size=224"):
-        check_input_prep("dofa", InputPrepSpec.tile(tile_size=448))
+    check_input_prep("dofa", InputPrepSpec.tile(tile_size=448))  # resampled position embedding (test_tile_size.py)
     check_input_prep("dofa", InputPrepSpec.tile(tile_stride=112))  # overlapping tiles (tests/compat/test_overlap_tiles.py)
     with pytest.raises(errors.OptionError, match=r"pass a stride in \[16, 32, 112\]"):
         check_input_prep("dofa", InputPrepSpec.tile(tile_stride=100))
@@ -162,10 +161,10 @@ def test_unrunnable_tile_size_is_refused_before_any_pixel_is_read(tmp_path):
     pb = PointBuffer(-9.5, 25.0, 500)
     with pytest.raises(errors.OptionError, match="tile_size"):
         xrembed.get_embedding("dofa-tiny", spatial=pb, source=tmp_path / "missing.tif",
-                              input_prep=InputPrepSpec.tile(tile_size=64), weights="random")
+                              input_prep=InputPrepSpec.tile(tile_size=36), weights="random")
     with pytest.raises(errors.OptionError, match="tile_size"):
         xrembed.export_batch(spatials=[pb], temporal=None, source=tmp_path / "missing.tif",
                              models=[xrembed.ExportModelRequest.configure("dofa-tiny", weights="random")],
                              target=xrembed.ExportTarget.combined(tmp_path / "e.zarr"),
-                             input_prep=InputPrepSpec.tile(tile_size=64))
+                             input_prep=InputPrepSpec.tile(tile_size=36))
     assert not (tmp_path / "e.zarr").exists()

@@ -167,6 +167,8 @@ def export_batch(
         common["save_inputs"] = True
     if getattr(input_prep, "tile_stride", None) is not None:  # overlapping tiles give other grids
         common["tile_stride"] = input_prep.tile_stride
+    if getattr(input_prep, "tile_size", None) is not None:  # tiles of another size give other values
+        common["tile_size"] = input_prep.tile_size
     fps = {
         r.key: [
             fingerprint(model=r, weights_identity=path_identity((r.model_config or {}).get("weights")), spatial=s,
