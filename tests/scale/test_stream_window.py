@@ -218,3 +218,12 @@ def test_a_windowed_run_killed_at_random_moments_resumes_to_the_whole_graphs_sto
     assert_same_store(store, reference)
     assert not _state(store).exists()
     assert sorted(p.name for p in tmp_path.iterdir()) == ["killed.zarr", "reference.zarr"]  # no temporaries
+
+
+def test_a_request_at_another_tile_size_refuses_to_resume(tmp_path):
+    """A raster within one chunk has the same output grid and chunks at any tile size (a cell is a patch):
+    only the request tells them apart."""
+    small = raster().isel(y=slice(0, 24), x=slice(0, 24))
+    store = to_zarr(EmbedRequest(small, "dofa-tiny", **OPTIONS), tmp_path / "emb.zarr", show_progress=False)
+    with pytest.raises(stream.ResumeMismatchError, match="tile_size: None -> 16"):
+        to_zarr(EmbedRequest(small, "dofa-tiny", tile_size=16, **OPTIONS), store, show_progress=False)
