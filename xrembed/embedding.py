@@ -27,6 +27,7 @@ from __future__ import annotations
 
 import math
 import numbers
+import warnings
 from collections.abc import Hashable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any, Unpack
@@ -36,7 +37,7 @@ import xarray as xr
 
 from . import engine, tiling
 from .bands import canonical_band_name, canonical_band_names, find_bands
-from .errors import BandMismatchError, OptionError, SpatialDimensionError
+from .errors import BandMismatchError, OptionError, SlowPrecisionWarning, SpatialDimensionError, user_stacklevel
 from .geo import Grid, assign_grid, grid_provenance, metres_per_unit, spatial_dims, with_nan_nodata
 from .models.base import InputContext
 from .models.checks import check_dtype
@@ -175,6 +176,9 @@ def _prepare(obj, model, opts: EmbedOptions, *, resolve: bool = True, weights_so
             f"precision='int8' (dynamic quantisation of the Linear layers) runs on CPU only, not on {device}; "
             "use precision='fp16' or 'bf16' there, or device='cpu'."
         )
+    slow = engine.slow_precision_note(precision, device)
+    if slow is not None:
+        warnings.warn(slow, SlowPrecisionWarning, stacklevel=user_stacklevel())
     if batch_size is None:
         batch_size = 32 if device.startswith("cuda") else 8
     batch_size = positive_int("batch_size", batch_size)

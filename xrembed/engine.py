@@ -165,6 +165,27 @@ def client_elsewhere() -> bool:
     return True
 
 
+#: CPU capabilities (``torch.backends.cpu.get_cpu_capability()``) with no bfloat16 matrix instructions: bf16
+#: is emulated there and runs 2-4x slower than fp32 (docs/benchmarks.md, "CPU precisions").
+CPUS_WITHOUT_BF16 = ("DEFAULT", "NO AVX", "AVX2")
+
+
+def slow_precision_note(precision: str, device: str) -> str | None:
+    """Why ``precision`` runs slower than fp32 on ``device``, naming the faster choice; None when it does not."""
+    if precision != "bf16" or device != "cpu":
+        return None
+    import torch
+
+    capability = torch.backends.cpu.get_cpu_capability()
+    if capability.upper() not in CPUS_WITHOUT_BF16:
+        return None
+    return (
+        f"precision='bf16' on this CPU ({capability}, no bfloat16 instructions) is emulated and runs slower than "
+        "fp32 (2-4x slower measured on an AVX2 machine); use precision='int8' (dynamic quantisation, CPU) or "
+        "'fp32' here, and bf16 on a GPU or a CPU with AVX512-BF16/AMX."
+    )
+
+
 def check_device(device, *, where: str = "this machine") -> str:
     """``device`` (``cpu``, ``cuda[:N]``, ``mps``) if it is present *here*, else a clear :class:`OptionError`.
 

@@ -23,6 +23,7 @@ __all__ = [
     "NoDataInBoundsError",
     "SpecError",
     "RandomWeightsWarning",
+    "SlowPrecisionWarning",
     "ExportError",
     "OverwriteError",
     "StoreError",
@@ -101,6 +102,23 @@ class NoDataInBoundsError(ProductCoverageError, SpecError):
 
 class RandomWeightsWarning(UserWarning):
     """Emitted when a model runs with ``weights="random"``: its embeddings carry no meaning."""
+
+
+def user_stacklevel() -> int:
+    """The ``stacklevel=`` of the first caller outside xrembed, so that a warning points at the user's line."""
+    import inspect
+    from pathlib import Path
+
+    package_dir = str(Path(__file__).resolve().parent)
+    frame, level = inspect.currentframe(), 1
+    while frame is not None and str(Path(frame.f_code.co_filename).resolve()).startswith(package_dir):
+        frame, level = frame.f_back, level + 1
+    return max(level - 1, 1)
+
+
+class SlowPrecisionWarning(UserWarning):
+    """Emitted when a ``precision=`` runs slower than fp32 on this device (bf16 on a CPU without bfloat16
+    instructions); the message names the faster choice."""
 
 
 class ExportError(XrembedError):

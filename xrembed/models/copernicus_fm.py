@@ -331,6 +331,6 @@ def _encodable(shifted: float) -> bool:
 
 
 def _warn(message: str) -> None:
-    from .weights import _user_stacklevel
+    from ..errors import user_stacklevel
 
-    warnings.warn(message, CopernicusMetadataWarning, stacklevel=_user_stacklevel())
+    warnings.warn(message, CopernicusMetadataWarning, stacklevel=user_stacklevel())

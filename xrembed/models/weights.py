@@ -22,7 +22,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 from ..cache import cache_dir, download_hub_file, download_url, hub_endpoint, offline_reason
-from ..errors import RandomWeightsWarning, WeightsError
+from ..errors import RandomWeightsWarning, WeightsError, user_stacklevel
 from .base import ModelAdapter, UrlCheckpoint
 
 if TYPE_CHECKING:  # pragma: no cover
@@ -70,24 +70,13 @@ def resolve_weights(adapter: ModelAdapter, weights: str | os.PathLike | None) ->
             f"{adapter.model_id}/{adapter.variant.name} runs with random weights (seed {RANDOM_SEED}): "
             "its embeddings carry no meaning. Use weights=None (official checkpoint) or a file path for real use.",
             RandomWeightsWarning,
-            stacklevel=_user_stacklevel(),
+            stacklevel=user_stacklevel(),
         )
         return WeightsSource(None, f"random(seed={RANDOM_SEED})")
     if weights is not None:
         path = Path(weights).expanduser().resolve()
         return WeightsSource(str(path), f"file://{path}")
     return _download_official(adapter)
-
-
-def _user_stacklevel() -> int:
-    """Stack level of the first caller outside xrembed, so warnings point at the user's line."""
-    import inspect
-
-    package_dir = str(Path(__file__).resolve().parents[1])
-    frame, level = inspect.currentframe(), 1
-    while frame is not None and str(Path(frame.f_code.co_filename).resolve()).startswith(package_dir):
-        frame, level = frame.f_back, level + 1
-    return max(level - 1, 1)
 
 
 def _download_official(adapter: ModelAdapter) -> WeightsSource:
